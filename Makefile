@@ -1,0 +1,63 @@
+# The README's commands. Every step installs what it needs and is skipped when nothing changed.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/pip --disable-pip-version-check -q
+STAMP_PY := $(VENV)/.installed
+STAMP_NPM := node_modules/.installed
+STAMP_MODELS := build/models/.built
+
+.PHONY: help deps models demo test test-unit test-integration test-e2e up lint typecheck bench clean
+
+help:
+	@echo "make demo   - set up everything, run sample jobs end to end on a throwaway local stack"
+	@echo "make test   - set up everything and run the whole test suite"
+	@echo "make up     - the local platform in the foreground (Ctrl-C stops it)"
+	@echo "make lint typecheck bench clean"
+
+$(STAMP_PY): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(PIP) install -c constraints.txt -r requirements-dev.txt
+	$(PIP) install --no-deps -e .
+	touch $@
+
+$(STAMP_NPM): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+deps: $(STAMP_PY) $(STAMP_NPM)
+
+$(STAMP_MODELS): $(STAMP_PY) $(wildcard shared/modelbuild/*.py)
+	$(BIN)/python -m shared.modelbuild --out build/models --samples build/samples
+	touch $@
+
+models: $(STAMP_MODELS)
+
+demo: deps models
+	$(BIN)/aiaas demo
+
+up: deps models
+	$(BIN)/aiaas up
+
+test: deps models
+	$(BIN)/pytest -q -p no:cacheprovider
+
+test-unit: deps models
+	$(BIN)/pytest -q tests/unit
+
+test-integration: deps models
+	$(BIN)/pytest -q tests/integration
+
+test-e2e: deps models
+	$(BIN)/pytest -q tests/e2e
+
+lint: $(STAMP_PY)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP_PY)
+	$(BIN)/mypy
+
+clean:
+	rm -rf build .aiaas .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,242 @@
+// AIaaS batch inference platform: one regional stamp, identity-only.
+//
+// Deploy (subscription scope; creates the resource group):
+//   az deployment sub create -l <region> -f bicep/main.bicep -p environmentName=<env> location=<region>
+// or through azd with bicep/main.parameters.json.
+targetScope = 'subscription'
+
+@minLength(1)
+@maxLength(64)
+@description('Name of the environment; used for the resource group name and to generate a unique token for resource names.')
+param environmentName string
+
+@minLength(1)
+@description('Primary location for all resources.')
+@metadata({
+  azd: {
+    type: 'location'
+  }
+})
+param location string
+
+@description('Optional object id of a developer/operator principal that gets the same data-plane roles as the app. Leave empty to skip.')
+param principalId string = ''
+
+@allowed(['User', 'Group', 'ServicePrincipal'])
+@description('Principal type of principalId.')
+param principalType string = 'User'
+
+@description('true: Cosmos DB serverless. false: provisioned autoscale throughput (cosmosAutoscaleMaxThroughput).')
+param cosmosServerless bool = true
+
+@minValue(1000)
+@description('Autoscale max RU/s shared by the aiaas database when cosmosServerless is false.')
+param cosmosAutoscaleMaxThroughput int = 1000
+
+@description('Create the BlobCreated -> ingest_blob event subscription. Event Grid validates the Azure Functions endpoint, so set this to true only after the function code has been deployed (for azd: deploy, then provision again).')
+param deployBlobEventSubscription bool = false
+
+@description('Optional resource group name override.')
+param resourceGroupName string = ''
+
+var abbrs = loadJsonContent('./abbreviations.json')
+var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
+var tags = {
+  'azd-env-name': environmentName
+  workload: 'aiaas'
+}
+
+// Fixed names the app relies on
+var modelsContainerName = 'models'
+var deadLetterContainerName = 'deadletter'
+var deploymentContainerName = 'deployments'
+var cosmosDatabaseName = 'aiaas'
+var jobQueueName = 'shards'
+var ingestFunctionName = 'ingest_blob'
+
+var functionAppName = '${abbrs.webSitesFunctions}${resourceToken}'
+
+resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
+  name: !empty(resourceGroupName) ? resourceGroupName : '${abbrs.resourcesResourceGroups}${environmentName}'
+  location: location
+  tags: tags
+}
+
+module identity 'modules/identity.bicep' = {
+  name: 'identity'
+  scope: rg
+  params: {
+    name: '${abbrs.managedIdentityUserAssignedIdentities}func-${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
+module storage 'modules/storage.bicep' = {
+  name: 'storage'
+  scope: rg
+  params: {
+    name: '${abbrs.storageStorageAccounts}${resourceToken}'
+    location: location
+    tags: tags
+    containerNames: [
+      modelsContainerName
+      deadLetterContainerName
+      deploymentContainerName
+    ]
+  }
+}
+
+module monitoring 'modules/monitoring.bicep' = {
+  name: 'monitoring'
+  scope: rg
+  params: {
+    logAnalyticsName: '${abbrs.operationalInsightsWorkspaces}${resourceToken}'
+    applicationInsightsName: '${abbrs.insightsComponents}${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
+module serviceBus 'modules/servicebus.bicep' = {
+  name: 'servicebus'
+  scope: rg
+  params: {
+    name: '${abbrs.serviceBusNamespaces}${resourceToken}'
+    location: location
+    tags: tags
+    queueName: jobQueueName
+  }
+}
+
+module cosmos 'modules/cosmos.bicep' = {
+  name: 'cosmos'
+  scope: rg
+  params: {
+    name: '${abbrs.documentDBDatabaseAccounts}${resourceToken}'
+    location: location
+    tags: tags
+    databaseName: cosmosDatabaseName
+    serverless: cosmosServerless
+    autoscaleMaxThroughput: cosmosAutoscaleMaxThroughput
+  }
+}
+
+module eventGridDomain 'modules/eventgrid-domain.bicep' = {
+  name: 'eventgrid-domain'
+  scope: rg
+  params: {
+    name: '${abbrs.eventGridDomains}${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
+module systemTopic 'modules/eventgrid-systemtopic.bicep' = {
+  name: 'eventgrid-systemtopic'
+  scope: rg
+  params: {
+    name: '${abbrs.eventGridSystemTopics}storage-${resourceToken}'
+    location: location
+    tags: tags
+    storageAccountName: storage.outputs.name
+  }
+}
+
+module functionApp 'modules/functionapp.bicep' = {
+  name: 'functionapp'
+  scope: rg
+  params: {
+    name: functionAppName
+    planName: '${abbrs.webServerFarms}${resourceToken}'
+    location: location
+    tags: tags
+    identityId: identity.outputs.resourceId
+    identityClientId: identity.outputs.clientId
+    storageAccountName: storage.outputs.name
+    deploymentContainerName: deploymentContainerName
+    modelsContainerName: modelsContainerName
+    applicationInsightsConnectionString: monitoring.outputs.applicationInsightsConnectionString
+    cosmosEndpoint: cosmos.outputs.endpoint
+    cosmosDatabaseName: cosmos.outputs.databaseName
+    serviceBusFullyQualifiedNamespace: serviceBus.outputs.fullyQualifiedNamespace
+    serviceBusQueueName: serviceBus.outputs.queueName
+    eventGridDomainEndpoint: eventGridDomain.outputs.endpoint
+    eventGridDomainId: eventGridDomain.outputs.resourceId
+  }
+}
+
+// Consolidated role assignments
+module rbac 'modules/rbac.bicep' = {
+  name: 'rbac'
+  scope: rg
+  params: {
+    storageAccountName: storage.outputs.name
+    serviceBusNamespaceName: serviceBus.outputs.name
+    eventGridDomainName: eventGridDomain.outputs.name
+    cosmosAccountName: cosmos.outputs.name
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
+    functionPrincipalId: identity.outputs.principalId
+    systemTopicPrincipalId: systemTopic.outputs.principalId
+    userPrincipalId: principalId
+    userPrincipalType: principalType
+  }
+}
+
+// BlobCreated (tenant inbox uploads) -> ingest_blob. Needs the function code deployed first and the
+// system topic's dead-letter role in place.
+module blobEventSubscription 'modules/blob-event-subscription.bicep' = if (deployBlobEventSubscription) {
+  name: 'blob-event-subscription'
+  scope: rg
+  dependsOn: [
+    rbac
+  ]
+  params: {
+    systemTopicName: systemTopic.outputs.name
+    functionAppName: functionApp.outputs.name
+    functionName: ingestFunctionName
+    storageAccountName: storage.outputs.name
+    deadLetterContainerName: deadLetterContainerName
+  }
+}
+
+// ---------------------------------------------------------------- outputs
+// azd writes these into the environment's .env; names mirror the app settings where one exists.
+
+output AZURE_LOCATION string = location
+output AZURE_TENANT_ID string = tenant().tenantId
+output AZURE_RESOURCE_GROUP string = rg.name
+output RESOURCE_TOKEN string = resourceToken
+
+output AZURE_CLIENT_ID string = identity.outputs.clientId
+output AZURE_FUNCTION_IDENTITY_PRINCIPAL_ID string = identity.outputs.principalId
+output AZURE_FUNCTION_IDENTITY_NAME string = identity.outputs.name
+
+output AZURE_FUNCTION_APP_NAME string = functionApp.outputs.name
+output SERVICE_API_NAME string = functionApp.outputs.name
+output SERVICE_API_BASE_URL string = functionApp.outputs.baseUrl
+output AIAAS_PUBLIC_API_URL string = functionApp.outputs.publicApiUrl
+
+output AIAAS_STORAGE_ACCOUNT_NAME string = storage.outputs.name
+output AZURE_STORAGE_BLOB_ENDPOINT string = storage.outputs.primaryBlobEndpoint
+output AZURE_STORAGE_QUEUE_ENDPOINT string = storage.outputs.primaryQueueEndpoint
+output AIAAS_MODELS_CONTAINER string = modelsContainerName
+output AIAAS_DEADLETTER_CONTAINER string = deadLetterContainerName
+
+output AIAAS_COSMOS_ENDPOINT string = cosmos.outputs.endpoint
+output AIAAS_COSMOS_DATABASE string = cosmos.outputs.databaseName
+output AZURE_COSMOS_ACCOUNT_NAME string = cosmos.outputs.name
+
+output AIAAS_JOB_QUEUE_BACKEND string = 'servicebus'
+output AIAAS_JOB_QUEUE_NAME string = serviceBus.outputs.queueName
+output AIAAS_SERVICEBUS_NAMESPACE string = serviceBus.outputs.fullyQualifiedNamespace
+output AZURE_SERVICEBUS_NAMESPACE_NAME string = serviceBus.outputs.name
+
+output AIAAS_EVENTGRID_ENDPOINT string = eventGridDomain.outputs.endpoint
+output AIAAS_EVENTGRID_DOMAIN_ID string = eventGridDomain.outputs.resourceId
+output AZURE_EVENTGRID_DOMAIN_NAME string = eventGridDomain.outputs.name
+output AZURE_EVENTGRID_SYSTEM_TOPIC_NAME string = systemTopic.outputs.name
+output BLOB_EVENT_SUBSCRIPTION_DEPLOYED bool = deployBlobEventSubscription
+
+output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.applicationInsightsName
+output AZURE_LOG_ANALYTICS_NAME string = monitoring.outputs.logAnalyticsName

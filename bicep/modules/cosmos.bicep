@@ -1,0 +1,117 @@
+// Cosmos DB for NoSQL: local (key) auth disabled, database `aiaas` with the platform's containers.
+param name string
+param location string
+param tags object = {}
+param databaseName string = 'aiaas'
+
+@description('true: serverless capacity mode. false: provisioned autoscale throughput shared at database level.')
+param serverless bool = true
+
+@description('Autoscale max RU/s for the shared database throughput (used only when serverless is false).')
+@minValue(1000)
+param autoscaleMaxThroughput int = 1000
+
+resource account 'Microsoft.DocumentDB/databaseAccounts@2024-05-15' = {
+  name: name
+  location: location
+  tags: tags
+  kind: 'GlobalDocumentDB'
+  properties: {
+    databaseAccountOfferType: 'Standard'
+    locations: [
+      {
+        locationName: location
+        failoverPriority: 0
+        isZoneRedundant: false
+      }
+    ]
+    consistencyPolicy: {
+      defaultConsistencyLevel: 'Session'
+    }
+    capabilities: serverless ? [{ name: 'EnableServerless' }] : []
+    disableLocalAuth: true
+    disableKeyBasedMetadataWriteAccess: true
+    minimalTlsVersion: 'Tls12'
+    publicNetworkAccess: 'Enabled'
+    enableAutomaticFailover: false
+  }
+}
+
+resource database 'Microsoft.DocumentDB/databaseAccounts/sqlDatabases@2024-05-15' = {
+  parent: account
+  name: databaseName
+  properties: {
+    resource: {
+      id: databaseName
+    }
+    options: serverless ? {} : { autoscaleSettings: { maxThroughput: autoscaleMaxThroughput } }
+  }
+}
+
+var defaultIndexingPolicy = {
+  indexingMode: 'consistent'
+  automatic: true
+  includedPaths: [
+    { path: '/*' }
+  ]
+  excludedPaths: [
+    { path: '/"_etag"/?' }
+  ]
+}
+
+// Containers partitioned by tenant only.
+var tenantScopedContainers = [
+  'tenants'
+  'jobs'
+  'subscriptions'
+]
+
+resource tenantContainers 'Microsoft.DocumentDB/databaseAccounts/sqlDatabases/containers@2024-05-15' = [
+  for containerName in tenantScopedContainers: {
+    parent: database
+    name: containerName
+    properties: {
+      resource: {
+        id: containerName
+        partitionKey: {
+          paths: ['/tenantId']
+          kind: 'Hash'
+        }
+        indexingPolicy: defaultIndexingPolicy
+      }
+    }
+  }
+]
+
+// Results: hierarchical partition key (tenantId, jobId); the bulky per-item payload array is not indexed.
+resource resultsContainer 'Microsoft.DocumentDB/databaseAccounts/sqlDatabases/containers@2024-05-15' = {
+  parent: database
+  name: 'results'
+  properties: {
+    resource: {
+      id: 'results'
+      partitionKey: {
+        paths: ['/tenantId', '/jobId']
+        kind: 'MultiHash'
+        version: 2
+      }
+      indexingPolicy: {
+        indexingMode: 'consistent'
+        automatic: true
+        includedPaths: [
+          { path: '/*' }
+        ]
+        excludedPaths: [
+          { path: '/items/*' }
+          { path: '/"_etag"/?' }
+        ]
+      }
+    }
+  }
+}
+
+output name string = account.name
+output resourceId string = account.id
+output endpoint string = account.properties.documentEndpoint
+output databaseName string = database.name
+output containerNames array = concat(tenantScopedContainers, [resultsContainer.name])

@@ -1,0 +1,26 @@
+// Event Grid domain for outbound `AIaaS` platform events. The app publishes with
+// topic = <tenant id>; each tenant's webhook subscription lives on its own domain topic.
+// Input schema is EventGridSchema; CloudEvents 1.0 vs Event Grid schema for *delivery* is chosen per
+// event subscription (eventDeliverySchema), which the app sets when it creates tenant subscriptions.
+param name string
+param location string
+param tags object = {}
+
+resource domain 'Microsoft.EventGrid/domains@2022-06-15' = {
+  name: name
+  location: location
+  tags: tags
+  properties: {
+    inputSchema: 'EventGridSchema'
+    disableLocalAuth: true
+    publicNetworkAccess: 'Enabled'
+    // Domain topics appear with a tenant's first subscription and go away with its last one.
+    autoCreateTopicWithFirstSubscription: true
+    autoDeleteTopicWithLastSubscription: true
+  }
+}
+
+output name string = domain.name
+output resourceId string = domain.id
+// e.g. https://<domain>.<region>-1.eventgrid.azure.net/api/events
+output endpoint string = domain.properties.endpoint

@@ -1,0 +1,157 @@
+// Flex Consumption (FC1) plan + Python function app running as a user-assigned managed identity.
+// Every connection is identity-based: no storage keys, SAS connection strings or Service Bus keys.
+param name string
+param planName string
+param location string
+param tags object = {}
+
+@description('Resource id of the user-assigned managed identity the app runs as.')
+param identityId string
+@description('Client id of the user-assigned managed identity (AZURE_CLIENT_ID and the *__clientId settings).')
+param identityClientId string
+
+param storageAccountName string
+param deploymentContainerName string = 'deployments'
+param modelsContainerName string = 'models'
+
+param applicationInsightsConnectionString string
+
+param cosmosEndpoint string
+param cosmosDatabaseName string = 'aiaas'
+
+@description('Service Bus FQDN, e.g. <ns>.servicebus.windows.net')
+param serviceBusFullyQualifiedNamespace string
+param serviceBusQueueName string = 'shards'
+
+param eventGridDomainEndpoint string
+param eventGridDomainId string
+
+param pythonVersion string = '3.11'
+
+@allowed([512, 2048, 4096])
+param instanceMemoryMB int = 2048
+@minValue(1)
+@maxValue(1000)
+param maximumInstanceCount int = 100
+
+var storageSuffix = environment().suffixes.storage
+var blobServiceUri = 'https://${storageAccountName}.blob.${storageSuffix}'
+var queueServiceUri = 'https://${storageAccountName}.queue.${storageSuffix}'
+
+resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
+  name: planName
+  location: location
+  tags: tags
+  kind: 'functionapp'
+  sku: {
+    name: 'FC1'
+    tier: 'FlexConsumption'
+  }
+  properties: {
+    reserved: true
+  }
+}
+
+resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
+  name: name
+  location: location
+  tags: union(tags, { 'azd-service-name': 'api' })
+  kind: 'functionapp,linux'
+  identity: {
+    type: 'UserAssigned'
+    userAssignedIdentities: {
+      '${identityId}': {}
+    }
+  }
+  properties: {
+    serverFarmId: plan.id
+    httpsOnly: true
+    siteConfig: {
+      minTlsVersion: '1.2'
+      ftpsState: 'Disabled'
+      http20Enabled: true
+    }
+    functionAppConfig: {
+      deployment: {
+        storage: {
+          type: 'blobContainer'
+          value: '${blobServiceUri}/${deploymentContainerName}'
+          authentication: {
+            type: 'UserAssignedIdentity'
+            userAssignedIdentityResourceId: identityId
+          }
+        }
+      }
+      scaleAndConcurrency: {
+        instanceMemoryMB: instanceMemoryMB
+        maximumInstanceCount: maximumInstanceCount
+      }
+      runtime: {
+        name: 'python'
+        version: pythonVersion
+      }
+    }
+  }
+
+  // No publishing credentials (basic auth) for FTP or SCM/zip deploy: deployments use Entra ID.
+  resource ftpCredentials 'basicPublishingCredentialsPolicies' = {
+    name: 'ftp'
+    properties: {
+      allow: false
+    }
+  }
+
+  resource scmCredentials 'basicPublishingCredentialsPolicies' = {
+    name: 'scm'
+    properties: {
+      allow: false
+    }
+  }
+}
+
+// App settings live in a separate config resource so they can reference the site's default host name.
+// Flex Consumption sets the worker runtime from functionAppConfig.runtime: FUNCTIONS_WORKER_RUNTIME and
+// FUNCTIONS_EXTENSION_VERSION must not be set here.
+resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
+  parent: functionApp
+  name: 'appsettings'
+  properties: {
+    // Host storage (identity-based)
+    AzureWebJobsStorage__credential: 'managedidentity'
+    AzureWebJobsStorage__clientId: identityClientId
+    AzureWebJobsStorage__blobServiceUri: blobServiceUri
+    AzureWebJobsStorage__queueServiceUri: queueServiceUri
+
+    // Service Bus trigger/binding connection (identity-based)
+    ServiceBusConnection__fullyQualifiedNamespace: serviceBusFullyQualifiedNamespace
+    ServiceBusConnection__credential: 'managedidentity'
+    ServiceBusConnection__clientId: identityClientId
+
+    // Application Insights with Entra ID ingestion (local auth is disabled on the component)
+    APPLICATIONINSIGHTS_CONNECTION_STRING: applicationInsightsConnectionString
+    APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identityClientId};Authorization=AAD'
+
+    // DefaultAzureCredential picks the user-assigned identity from this
+    AZURE_CLIENT_ID: identityClientId
+
+    // Settings read by the AIaaS Python app
+    AIAAS_ENVIRONMENT: 'production'
+    AIAAS_STORAGE_ACCOUNT_NAME: storageAccountName
+    AIAAS_MODELS_CONTAINER: modelsContainerName
+    AIAAS_COSMOS_ENDPOINT: cosmosEndpoint
+    AIAAS_COSMOS_DATABASE: cosmosDatabaseName
+    AIAAS_JOB_QUEUE_BACKEND: 'servicebus'
+    AIAAS_JOB_QUEUE_NAME: serviceBusQueueName
+    AIAAS_SERVICEBUS_NAMESPACE: serviceBusFullyQualifiedNamespace
+    AIAAS_EVENTGRID_ENDPOINT: eventGridDomainEndpoint
+    AIAAS_EVENTGRID_DOMAIN_ID: eventGridDomainId
+    AIAAS_PUBLIC_API_URL: 'https://${functionApp.properties.defaultHostName}/api'
+  }
+}
+
+output name string = functionApp.name
+output resourceId string = functionApp.id
+output planName string = plan.name
+output defaultHostName string = functionApp.properties.defaultHostName
+output baseUrl string = 'https://${functionApp.properties.defaultHostName}'
+output publicApiUrl string = 'https://${functionApp.properties.defaultHostName}/api'

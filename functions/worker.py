@@ -1,0 +1,38 @@
+"""Trigger: a shard message from the job queue (Service Bus in Azure) -> run the shard."""
+
+from __future__ import annotations
+
+import logging
+
+import azure.functions as func
+import orjson
+
+from shared.bootstrap import get_platform
+from shared.config import get_settings
+from shared.domain.jobs import ShardMessage
+from shared.services.shards import fail_shard, run_shard
+
+logger = logging.getLogger(__name__)
+bp = func.Blueprint()
+
+
+@bp.function_name("run_shard")
+@bp.service_bus_queue_trigger(
+    arg_name="msg",
+    queue_name="%AIAAS_JOB_QUEUE_NAME%",
+    connection="ServiceBusConnection",
+    is_sessions_enabled=True,
+)
+def run_shard_message(msg: func.ServiceBusMessage) -> None:
+    message = ShardMessage.from_dict(orjson.loads(msg.get_body()))
+    platform = get_platform()
+    try:
+        run_shard(platform, message)
+    except Exception as err:
+        # On the last delivery, end the job with the reason rather than leave it waiting on a dead letter.
+        if (msg.delivery_count or 1) >= get_settings().max_delivery_count:
+            logger.exception("shard %s failed on its last delivery", message.message_id,
+                             extra={"tenant_id": message.tenant_id, "job_id": message.job_id})
+            fail_shard(platform, message, f"the shard failed {msg.delivery_count} times; last error: {err}")
+            return
+        raise

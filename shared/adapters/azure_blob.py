@@ -1,0 +1,145 @@
+"""BlobStore on Azure Blob Storage (Azurite locally): streaming reads and writes, one-blob upload SAS URLs."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+from azure.storage.blob import BlobSasPermissions, BlobServiceClient, ContentSettings, generate_blob_sas
+
+from shared.domain.errors import NotFound, PreconditionFailed
+from shared.ports import BlobInfo
+
+CHUNK_BYTES = 4 * 1024 * 1024
+
+
+def _plain(etag: str | None) -> str:
+    return (etag or "").strip('"')
+
+
+def _quoted(etag: str) -> str:
+    return f'"{_plain(etag)}"'
+
+
+class AzureBlobStore:
+    def __init__(self, service: BlobServiceClient, *, account_key: str | None = None) -> None:
+        self._service = service
+        self._account_key = account_key
+        self._delegation: tuple[datetime, Any] | None = None
+        self._lock = threading.Lock()
+        self._known_containers: set[str] = set()
+
+    @classmethod
+    def from_connection_string(cls, connection_string: str) -> AzureBlobStore:
+        service = BlobServiceClient.from_connection_string(
+            connection_string, max_single_get_size=CHUNK_BYTES, max_chunk_get_size=CHUNK_BYTES
+        )
+        parts = dict(p.split("=", 1) for p in connection_string.split(";") if "=" in p)
+        return cls(service, account_key=parts.get("AccountKey"))
+
+    @classmethod
+    def from_account(cls, account_name: str, credential: Any) -> AzureBlobStore:
+        service = BlobServiceClient(
+            f"https://{account_name}.blob.core.windows.net",
+            credential=credential,
+            max_single_get_size=CHUNK_BYTES,
+            max_chunk_get_size=CHUNK_BYTES,
+        )
+        return cls(service)
+
+    def ensure_container(self, container: str) -> None:
+        if container in self._known_containers:
+            return
+        try:
+            self._service.create_container(container)
+        except ResourceExistsError:
+            pass
+        self._known_containers.add(container)
+
+    def list_containers(self, *, prefix: str = "") -> Iterator[str]:
+        for item in self._service.list_containers(name_starts_with=prefix or None):
+            yield item.name
+
+    def list_blobs(self, container: str, *, prefix: str = "") -> Iterator[BlobInfo]:
+        client = self._service.get_container_client(container)
+        try:
+            for blob in client.list_blobs(name_starts_with=prefix or None):
+                yield BlobInfo(blob.name, _plain(blob.etag), blob.size, blob.content_settings.content_type)
+        except ResourceNotFoundError:
+            return
+
+    def get_info(self, container: str, path: str) -> BlobInfo:
+        try:
+            props = self._service.get_blob_client(container, path).get_blob_properties()
+        except ResourceNotFoundError:
+            raise NotFound(f"blob {container}/{path} not found") from None
+        return BlobInfo(path, _plain(props.etag), props.size, props.content_settings.content_type)
+
+    def read_bytes(self, container: str, path: str) -> bytes:
+        try:
+            return self._service.get_blob_client(container, path).download_blob().readall()
+        except ResourceNotFoundError:
+            raise NotFound(f"blob {container}/{path} not found") from None
+
+    def iter_chunks(
+        self, container: str, path: str, *, start: int = 0, end: int | None = None, etag: str | None = None
+    ) -> Iterator[bytes]:
+        if end is not None and end <= start:
+            return
+        blob = self._service.get_blob_client(container, path)
+        conditions: dict[str, Any] = {}
+        if etag:
+            conditions = {"etag": _quoted(etag), "match_condition": MatchConditions.IfNotModified}
+        try:
+            stream = blob.download_blob(
+                offset=start, length=None if end is None else end - start, **conditions
+            )
+            yield from stream.chunks()
+        except ResourceNotFoundError:
+            raise NotFound(f"blob {container}/{path} not found") from None
+        except ResourceModifiedError as err:
+            raise PreconditionFailed(f"blob {container}/{path} changed since its job began") from err
+
+    def write_bytes(self, container: str, path: str, data: bytes, *, content_type: str | None = None) -> str:
+        return self.write_chunks(container, path, [data], content_type=content_type)
+
+    def write_chunks(
+        self, container: str, path: str, chunks: Iterable[bytes], *, content_type: str | None = None
+    ) -> str:
+        self.ensure_container(container)
+        settings = ContentSettings(content_type=content_type) if content_type else None
+        result = self._service.get_blob_client(container, path).upload_blob(
+            iter(chunks), overwrite=True, content_settings=settings, blob_type="BlockBlob"
+        )
+        return _plain(result.get("etag"))
+
+    def upload_url(self, container: str, path: str, *, expires_in: timedelta) -> str:
+        now = datetime.now(UTC)
+        expiry = now + expires_in
+        permission = BlobSasPermissions(create=True, write=True)
+        account = self._service.account_name or ""
+        if self._account_key:
+            token = generate_blob_sas(
+                account, container, path, account_key=self._account_key, permission=permission,
+                expiry=expiry, start=now - timedelta(minutes=1),
+            )
+        else:
+            token = generate_blob_sas(
+                account, container, path, user_delegation_key=self._delegation_key(now, expiry),
+                permission=permission, expiry=expiry, start=now - timedelta(minutes=1),
+            )
+        return f"{self._service.get_blob_client(container, path).url}?{token}"
+
+    def _delegation_key(self, now: datetime, needed_until: datetime) -> Any:
+        """A user delegation key (Entra ID, no account key), reused while it outlives the SAS it signs."""
+        with self._lock:
+            if self._delegation and self._delegation[0] > needed_until:
+                return self._delegation[1]
+            expiry = now + timedelta(hours=6)
+            key = self._service.get_user_delegation_key(now - timedelta(minutes=1), expiry)
+            self._delegation = (expiry, key)
+            return key

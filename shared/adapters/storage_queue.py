@@ -1,0 +1,98 @@
+"""JobQueue on an Azure Storage Queue (Azurite locally), with Service Bus's semantics played by queue features.
+
+Visibility timeout is the peek-lock, the dequeue count is the delivery count, and a `<queue>-poison` queue is
+the dead-letter queue.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.storage.queue import QueueClient
+
+from shared.domain.jobs import ShardMessage
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ReceivedShard:
+    """A message under lock: its body, its delivery count and the handle to settle it."""
+
+    message: ShardMessage | None
+    body: bytes
+    message_id: str
+    delivery_count: int
+    handle: Any
+
+
+class StorageQueueJobQueue:
+    def __init__(self, connection_string: str, queue_name: str, *, visibility_seconds: int = 300) -> None:
+        self._queue = QueueClient.from_connection_string(connection_string, queue_name)
+        self._poison = QueueClient.from_connection_string(connection_string, f"{queue_name}-poison")
+        self._visibility = visibility_seconds
+        self._ready = False
+
+    def ensure_queues(self) -> None:
+        if self._ready:
+            return
+        for queue in (self._queue, self._poison):
+            try:
+                queue.create_queue()
+            except ResourceExistsError:
+                pass
+        self._ready = True
+
+    def enqueue(self, messages: Sequence[ShardMessage]) -> None:
+        self.ensure_queues()
+        for message in messages:
+            body = {"messageId": message.message_id, "sessionId": message.tenant_id, **message.to_dict()}
+            self._queue.send_message(orjson.dumps(body).decode())
+
+    def receive(self, max_messages: int = 1) -> list[ReceivedShard]:
+        self.ensure_queues()
+        received = []
+        for item in self._queue.receive_messages(
+            max_messages=max_messages, visibility_timeout=self._visibility
+        ).by_page():
+            for msg in item:
+                body = msg.content.encode() if isinstance(msg.content, str) else bytes(msg.content)
+                try:
+                    shard: ShardMessage | None = ShardMessage.from_dict(orjson.loads(body))
+                except Exception:  # noqa: BLE001 - a body we cannot read is dead-lettered by the caller
+                    shard = None
+                received.append(ReceivedShard(shard, body, msg.id, msg.dequeue_count or 1, msg))
+            break
+        return received
+
+    def complete(self, received: ReceivedShard) -> None:
+        try:
+            self._queue.delete_message(received.handle)
+        except ResourceNotFoundError:
+            logger.warning("message %s was already settled (its lock had expired)", received.message_id)
+
+    def abandon(self, received: ReceivedShard, *, retry_after_seconds: int = 0) -> None:
+        """Makes the message visible again after a pause, like Service Bus's abandon with a back-off."""
+        try:
+            self._queue.update_message(received.handle, visibility_timeout=retry_after_seconds)
+        except ResourceNotFoundError:
+            pass
+
+    def dead_letter(self, received: ReceivedShard, reason: str) -> None:
+        self._poison.send_message(
+            orjson.dumps({"reason": reason, "body": received.body.decode(errors="replace")}).decode()
+        )
+        self.complete(received)
+
+    def depth(self) -> int:
+        self.ensure_queues()
+        return int(self._queue.get_queue_properties().approximate_message_count or 0)
+
+    def poison_messages(self) -> list[dict[str, Any]]:
+        self.ensure_queues()
+        return [orjson.loads(m.content) for m in self._poison.peek_messages(max_messages=32)]

@@ -1,0 +1,214 @@
+"""The HTTP API (`/api/v1`): the tenant comes from the API key; every error is JSON with a 4xx for the caller's."""
+
+
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Header, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from shared.domain.errors import (
+    AlreadyExists,
+    InvalidInput,
+    NotFound,
+    PlatformError,
+    PreconditionFailed,
+    QuotaExceeded,
+    Unauthorized,
+    UnknownModel,
+)
+from shared.domain.tenants import Tenant
+from shared.services import ingest, queries, subscriptions, tenants
+from shared.services.platform import Platform
+
+logger = logging.getLogger(__name__)
+
+STATUS_BY_ERROR: list[tuple[type[PlatformError], int]] = [
+    (Unauthorized, 401),
+    (UnknownModel, 404),
+    (NotFound, 404),
+    (AlreadyExists, 409),
+    (PreconditionFailed, 409),
+    (QuotaExceeded, 429),
+    (InvalidInput, 400),
+]
+AUTH_CACHE_SECONDS = 30.0
+
+
+def error_body(code: str, message: str) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message}}
+
+
+class UploadRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model: str = Field(min_length=1, max_length=140)
+    filename: str = Field(min_length=1, max_length=200)
+
+
+class JobRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model: str = Field(min_length=1, max_length=140)
+    blobPath: str = Field(min_length=1, max_length=1024)  # noqa: N815 - the contract's field name
+
+
+class SubscriptionRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    endpointUrl: str = Field(min_length=1, max_length=2048)  # noqa: N815
+    eventTypes: list[str] | None = None  # noqa: N815
+    schema_: str = Field(default="EventGridSchema", alias="schema")
+
+
+class _AuthCache:
+    """Recently verified keys (by hash) so a busy tenant is not one Cosmos read per request."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[float, Tenant]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key_hash: str) -> Tenant | None:
+        with self._lock:
+            entry = self._entries.get(key_hash)
+        if entry and entry[0] > time.monotonic():
+            return entry[1]
+        return None
+
+    def put(self, key_hash: str, tenant: Tenant) -> None:
+        with self._lock:
+            if len(self._entries) > 10_000:
+                self._entries.clear()
+            self._entries[key_hash] = (time.monotonic() + AUTH_CACHE_SECONDS, tenant)
+
+
+def create_app(platform_factory: Callable[[], Platform], *, allow_loopback_webhooks: bool = False) -> FastAPI:
+    app = FastAPI(
+        title="AIaaS batch inference platform",
+        version="1.0",
+        openapi_url="/api/openapi.json",
+        docs_url="/api/docs",
+        redoc_url=None,
+    )
+    auth_cache = _AuthCache()
+
+    def platform() -> Platform:
+        return platform_factory()
+
+    def caller(
+        plat: Annotated[Platform, Depends(platform)],
+        authorization: Annotated[str | None, Header()] = None,
+    ) -> Tenant:
+        scheme, _, token = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthorized("send Authorization: Bearer <API key>")
+        token = token.strip()
+        key_hash = hashlib.sha256(token.encode()).hexdigest()
+        tenant = auth_cache.get(key_hash)
+        if tenant is None:
+            tenant = tenants.authenticate(plat, token)
+            auth_cache.put(key_hash, tenant)
+        return tenant
+
+    Plat = Annotated[Platform, Depends(platform)]
+    Caller = Annotated[Tenant, Depends(caller)]
+
+    @app.exception_handler(PlatformError)
+    def _platform_error(_: Request, err: PlatformError) -> JSONResponse:
+        status = next((code for kind, code in STATUS_BY_ERROR if isinstance(err, kind)), 500)
+        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        return JSONResponse(error_body(err.code, err.message), status_code=status, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    def _validation_error(_: Request, err: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e.get('loc', ()) if p != 'body') or 'body'}: {e.get('msg')}"
+            for e in err.errors()
+        )
+        return JSONResponse(error_body("InvalidRequest", problems), status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    def _http_error(_: Request, err: StarletteHTTPException) -> JSONResponse:
+        code = {404: "NotFound", 405: "MethodNotAllowed"}.get(err.status_code, "HttpError")
+        return JSONResponse(error_body(code, str(err.detail)), status_code=err.status_code)
+
+    @app.get("/api/health")
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/api/v1/models")
+    def list_models(plat: Plat, tenant: Caller) -> dict[str, Any]:
+        return {"items": plat.models.list_models(tenant.tenant_id)}
+
+    @app.get("/api/v1/models/{name}")
+    def get_model(name: str, plat: Plat, tenant: Caller) -> dict[str, Any]:
+        return plat.models.get_model(tenant.tenant_id, name)
+
+    @app.post("/api/v1/uploads", status_code=201)
+    def create_upload(body: UploadRequest, plat: Plat, tenant: Caller) -> dict[str, Any]:
+        return ingest.create_upload(plat, tenant.tenant_id, body.model, body.filename)
+
+    @app.post("/api/v1/jobs", status_code=202)
+    def submit_job(body: JobRequest, plat: Plat, tenant: Caller) -> dict[str, Any]:
+        job = ingest.submit_job(plat, tenant.tenant_id, body.model, body.blobPath)
+        return job.public_view(plat.api_url)
+
+    @app.get("/api/v1/jobs")
+    def list_jobs(
+        plat: Plat,
+        tenant: Caller,
+        limit: Annotated[int, Query(ge=1, le=200)] = 50,
+        continuationToken: Annotated[str | None, Query()] = None,  # noqa: N803 - the contract's name
+    ) -> dict[str, Any]:
+        cursor = queries.decode_token(continuationToken).get("c") if continuationToken else None
+        jobs, next_cursor = plat.jobs.list_jobs(tenant.tenant_id, limit=limit, continuation=cursor)
+        return {
+            "items": [job.public_view(plat.api_url) for job in jobs],
+            "continuationToken": queries.encode_token({"c": next_cursor}) if next_cursor else None,
+        }
+
+    @app.get("/api/v1/jobs/{job_id}")
+    def get_job(job_id: str, plat: Plat, tenant: Caller) -> dict[str, Any]:
+        return plat.jobs.get_job(tenant.tenant_id, job_id).public_view(plat.api_url)
+
+    @app.get("/api/v1/jobs/{job_id}/results")
+    def get_results(
+        job_id: str,
+        plat: Plat,
+        tenant: Caller,
+        limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
+        continuationToken: Annotated[str | None, Query()] = None,  # noqa: N803
+    ) -> dict[str, Any]:
+        return queries.list_results(plat, tenant.tenant_id, job_id, limit=limit, continuation=continuationToken)
+
+    @app.post("/api/v1/subscriptions", status_code=201)
+    def create_subscription(body: SubscriptionRequest, plat: Plat, tenant: Caller) -> dict[str, Any]:
+        created = subscriptions.create_subscription(
+            plat,
+            tenant.tenant_id,
+            body.endpointUrl,
+            schema=body.schema_,
+            event_types=body.eventTypes,
+            allow_loopback_http=allow_loopback_webhooks,
+        )
+        return created.public_view()
+
+    @app.get("/api/v1/subscriptions")
+    def list_subscriptions(plat: Plat, tenant: Caller) -> dict[str, Any]:
+        return {"items": [s.public_view() for s in plat.subscriptions.list_subscriptions(tenant.tenant_id)]}
+
+    @app.get("/api/v1/subscriptions/{subscription_id}")
+    def get_subscription(subscription_id: str, plat: Plat, tenant: Caller) -> dict[str, Any]:
+        return plat.subscriptions.get_subscription(tenant.tenant_id, subscription_id).public_view()
+
+    @app.delete("/api/v1/subscriptions/{subscription_id}", status_code=204)
+    def delete_subscription(subscription_id: str, plat: Plat, tenant: Caller) -> Response:
+        plat.subscriptions.get_subscription(tenant.tenant_id, subscription_id)  # 404 if not the caller's
+        plat.subscriptions.delete_subscription(tenant.tenant_id, subscription_id)
+        return Response(status_code=204)
+
+    return app

@@ -1,0 +1,104 @@
+"""The composition root: builds the clients and adapters once per process, lazily, from the Settings."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import timedelta
+from functools import cache
+from typing import Any
+
+from shared.config import Settings, get_settings
+from shared.services.platform import Platform
+
+logger = logging.getLogger(__name__)
+_lock = threading.Lock()
+_platform: Platform | None = None
+
+
+@cache
+def azure_credential() -> Any:
+    """DefaultAzureCredential, once per process (managed identity in Azure, developer login elsewhere)."""
+    from azure.identity import DefaultAzureCredential
+
+    return DefaultAzureCredential()
+
+
+def build_platform(settings: Settings) -> Platform:
+    from shared.adapters.azure_blob import AzureBlobStore
+    from shared.adapters.cosmos import (
+        CosmosJobStore,
+        CosmosResultStore,
+        CosmosSubscriptionStore,
+        CosmosTenantStore,
+        ensure_schema,
+    )
+    from shared.adapters.cosmos_client import make_cosmos_client
+    from shared.adapters.eventgrid import EventGridEventPublisher
+    from shared.adapters.webhooks import HttpEndpointValidator
+    from shared.inference.registry import BlobModelRegistry
+
+    if settings.storage_connection_string:
+        blobs = AzureBlobStore.from_connection_string(settings.storage_connection_string)
+    else:
+        blobs = AzureBlobStore.from_account(settings.storage_account_name or "", azure_credential())
+    assert settings.cosmos_endpoint is not None  # filled in development, required in production
+    cosmos = make_cosmos_client(
+        settings.cosmos_endpoint,
+        settings.cosmos_key,
+        credential=None if settings.cosmos_key else azure_credential(),
+    )
+    db = ensure_schema(cosmos, settings.cosmos_database)
+    assert settings.eventgrid_endpoint is not None
+    events = EventGridEventPublisher(
+        settings.eventgrid_endpoint,
+        key=settings.eventgrid_key,
+        credential=None if settings.eventgrid_key else azure_credential(),
+    )
+    return Platform(
+        blobs=blobs,
+        tenants=CosmosTenantStore(db),
+        jobs=CosmosJobStore(db),
+        results=CosmosResultStore(db),
+        subscriptions=CosmosSubscriptionStore(db),
+        queue=build_job_queue(settings),
+        events=events,
+        models=BlobModelRegistry(blobs, container=settings.models_container),
+        validator=HttpEndpointValidator(),
+        api_url=settings.public_api_url or "",
+        batch_size=settings.batch_size,
+        max_upload_bytes=settings.max_upload_bytes,
+        upload_ttl=timedelta(minutes=settings.upload_sas_minutes),
+    )
+
+
+def build_job_queue(settings: Settings) -> Any:
+    if settings.job_queue_backend == "servicebus":
+        from shared.adapters.servicebus import ServiceBusJobQueue
+
+        return ServiceBusJobQueue(settings.servicebus_namespace or "", settings.job_queue_name, azure_credential())
+    from shared.adapters.storage_queue import StorageQueueJobQueue
+
+    return StorageQueueJobQueue(
+        settings.storage_connection_string or "",
+        settings.job_queue_name,
+        visibility_seconds=settings.queue_visibility_seconds,
+    )
+
+
+def get_platform() -> Platform:
+    """The process's Platform, built on first use (never at import: an import error would hide every function)."""
+    global _platform
+    if _platform is None:
+        with _lock:
+            if _platform is None:
+                _platform = build_platform(get_settings())
+    return _platform
+
+
+def reset() -> None:
+    """Forgets the process's Platform and Settings (tests and the local host change settings between runs)."""
+    global _platform
+    with _lock:
+        _platform = None
+    get_settings.cache_clear()

@@ -1,0 +1,136 @@
+"""The `aiaas` command: run the local platform, manage tenants and models, run the demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+from shared.config import get_settings
+
+
+def _platform():  # type: ignore[no-untyped-def]
+    from shared.bootstrap import get_platform
+
+    return get_platform()
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from shared.localhost.host import LocalHost
+
+    settings = get_settings()
+    host = LocalHost(settings, workers=args.workers, log_level=args.log_level)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with host:
+        print(f"aiaas local platform up: API {host.api_url}  (Ctrl-C stops everything)", flush=True)
+        print(f"  Azurite {host.azurite.blob_endpoint}  Cosmos {host.cosmos.endpoint}  "
+              f"workers {len(host.worker_processes)}  data {settings.data_dir}", flush=True)
+        try:
+            stop.wait()
+        except KeyboardInterrupt:
+            pass
+        print("stopping...", flush=True)
+    return 0
+
+
+def cmd_tenants_create(args: argparse.Namespace) -> int:
+    from shared.domain.errors import PlatformError
+    from shared.services.tenants import create_tenant
+
+    try:
+        api_key = create_tenant(_platform(), args.tenant_id)
+    except PlatformError as err:
+        print(f"error: {err.message}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps({"tenantId": args.tenant_id, "apiKey": api_key}))
+    else:
+        print(f"tenant {args.tenant_id} created; its API key (shown once, keep it safe):\n{api_key}")
+    return 0
+
+
+def cmd_tenants_list(args: argparse.Namespace) -> int:
+    for tenant in _platform().tenants.list_tenants():
+        print(f"{tenant.tenant_id}\t{tenant.status}\t{tenant.created_at}")
+    return 0
+
+
+def cmd_models_list(args: argparse.Namespace) -> int:
+    for model in _platform().models.list_models(args.tenant or ""):
+        print(f"{model['name']}\t{model['task']}\tversions={','.join(model['versions'])}\taliases={model['aliases']}")
+    return 0
+
+
+def cmd_models_show(args: argparse.Namespace) -> int:
+    from shared.domain.errors import PlatformError
+
+    try:
+        print(json.dumps(_platform().models.get_model(args.tenant or "", args.name), indent=2))
+    except PlatformError as err:
+        print(f"error: {err.message}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_models_publish(args: argparse.Namespace) -> int:
+    from shared.localhost.host import publish_models
+
+    published = publish_models(_platform().models, Path(args.dir))
+    print("published: " + (", ".join(published) if published else "nothing new"))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from shared.localhost.demo import run_demo
+
+    return run_demo(workers=args.workers)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="aiaas", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="run the local platform in the foreground until Ctrl-C")
+    up.add_argument("--workers", type=int, default=None, help="worker processes (default AIAAS_WORKERS)")
+    up.add_argument("--log-level", default="WARNING")
+    up.set_defaults(func=cmd_up)
+
+    tenants = sub.add_parser("tenants", help="manage tenants").add_subparsers(dest="action", required=True)
+    create = tenants.add_parser("create", help="create a tenant and print its API key once")
+    create.add_argument("tenant_id")
+    create.add_argument("--json", action="store_true", help='print {"tenantId": ..., "apiKey": ...}')
+    create.set_defaults(func=cmd_tenants_create)
+    tenants.add_parser("list", help="list tenants").set_defaults(func=cmd_tenants_list)
+
+    models = sub.add_parser("models", help="the model registry").add_subparsers(dest="action", required=True)
+    listing = models.add_parser("list", help="models (public, plus a tenant's own with --tenant)")
+    listing.add_argument("--tenant")
+    listing.set_defaults(func=cmd_models_list)
+    show = models.add_parser("show", help="one model with its card")
+    show.add_argument("name")
+    show.add_argument("--tenant")
+    show.set_defaults(func=cmd_models_show)
+    publish = models.add_parser("publish", help="upload built packages to the registry")
+    publish.add_argument("--dir", default=str(get_settings().models_dir))
+    publish.set_defaults(func=cmd_models_publish)
+
+    demo = sub.add_parser("demo", help="start a throwaway local stack, run sample jobs end to end, stop")
+    demo.add_argument("--workers", type=int, default=2)
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

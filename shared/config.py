@@ -1,0 +1,136 @@
+"""One typed Settings object for the platform, read from the environment (Azure app settings or local defaults)."""
+
+from __future__ import annotations
+
+import ipaddress
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlparse
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# The well-known development keys of Azurite and the Cosmos emulator: public, and refused outside development.
+AZURITE_ACCOUNT = "devstoreaccount1"
+AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+COSMOS_EMULATOR_KEY = "C2y6yDjf5/R+ob0N8A7Cgv30VRDJIWEHLM+4QDU5DE2nQ9nDuVTqobD4b8mGGyPMbIZnqyMsEcaGQy67XIw/Jw=="
+LOCAL_EVENTGRID_KEY = "local-broker-key"
+
+
+def is_loopback_url(url: str) -> bool:
+    """True when the URL's host is a loopback address (127.0.0.0/8, ::1 or localhost)."""
+    host = urlparse(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class Settings(BaseSettings):
+    """Every setting the platform reads; each name also appears in local.settings.example.json and bicep/."""
+
+    model_config = SettingsConfigDict(env_prefix="AIAAS_", extra="ignore")
+
+    environment: Literal["development", "production"] = "development"
+
+    # Storage: a connection string locally (Azurite), an account name with managed identity in Azure.
+    storage_connection_string: str | None = None
+    storage_account_name: str | None = None
+
+    # Cosmos DB: a key locally (the stand-in), managed identity in Azure.
+    cosmos_endpoint: str | None = None
+    cosmos_key: str | None = None
+    cosmos_database: str = "aiaas"
+
+    # The job queue: an Azurite Storage Queue locally, Service Bus in Azure.
+    job_queue_backend: Literal["storage", "servicebus"] = "storage"
+    job_queue_name: str = "shards"
+    servicebus_namespace: str | None = None
+    max_delivery_count: int = Field(default=5, ge=1, le=100)
+    queue_visibility_seconds: int = Field(default=300, ge=5)
+
+    # Events: the Event Grid domain in Azure, the local broker's endpoint locally (same protocol).
+    eventgrid_endpoint: str | None = None
+    eventgrid_key: str | None = None
+    eventgrid_domain_id: str | None = None
+
+    public_api_url: str | None = None
+    models_container: str = "models"
+    upload_sas_minutes: int = Field(default=15, ge=1, le=24 * 60)
+    batch_size: int = Field(default=1000, ge=1, le=10_000)
+    max_upload_bytes: int = Field(default=2 * 1024**3, ge=1)
+    webhook_max_attempts: int = Field(default=8, ge=1, le=30)
+    webhook_first_retry_seconds: float = Field(default=1.0, gt=0)
+
+    # The local host only (`aiaas up`): addresses of the stand-ins and where they keep their data.
+    api_host: str = "127.0.0.1"
+    api_port: int = 7071
+    azurite_blob_port: int = 10000
+    azurite_queue_port: int = 10001
+    azurite_table_port: int = 10002
+    cosmos_port: int = 8081
+    data_dir: Path = Path(".aiaas")
+    models_dir: Path = Path("build/models")
+    workers: int = Field(default=2, ge=0, le=64)
+    watch_interval_seconds: float = Field(default=0.25, gt=0)
+
+    @model_validator(mode="after")
+    def _fill_local_defaults(self) -> Settings:
+        if self.environment == "development":
+            if not self.storage_connection_string and not self.storage_account_name:
+                self.storage_connection_string = azurite_connection_string(
+                    "127.0.0.1", self.azurite_blob_port, self.azurite_queue_port, self.azurite_table_port
+                )
+            if not self.cosmos_endpoint:
+                self.cosmos_endpoint = f"https://127.0.0.1:{self.cosmos_port}/"
+                self.cosmos_key = self.cosmos_key or COSMOS_EMULATOR_KEY
+            if not self.eventgrid_endpoint:
+                self.eventgrid_endpoint = f"http://{self.api_host}:{self.api_port}/broker/api/events"
+                self.eventgrid_key = self.eventgrid_key or LOCAL_EVENTGRID_KEY
+            if not self.public_api_url:
+                self.public_api_url = f"http://{self.api_host}:{self.api_port}/api"
+            return self
+        self._refuse_unsafe_production_values()
+        return self
+
+    def _refuse_unsafe_production_values(self) -> None:
+        problems = []
+        if not self.storage_account_name:
+            problems.append("AIAAS_STORAGE_ACCOUNT_NAME is required (identity-based storage)")
+        if self.storage_connection_string and AZURITE_KEY in self.storage_connection_string:
+            problems.append("the Azurite development key is not allowed in production")
+        if not self.cosmos_endpoint or is_loopback_url(self.cosmos_endpoint):
+            problems.append("AIAAS_COSMOS_ENDPOINT must be a real Cosmos DB account")
+        if self.cosmos_key == COSMOS_EMULATOR_KEY:
+            problems.append("the Cosmos emulator key is not allowed in production")
+        if not self.eventgrid_endpoint or not self.eventgrid_endpoint.startswith("https://"):
+            problems.append("AIAAS_EVENTGRID_ENDPOINT must be an https Event Grid domain endpoint")
+        if self.job_queue_backend == "servicebus" and not self.servicebus_namespace:
+            problems.append("AIAAS_SERVICEBUS_NAMESPACE is required with the servicebus backend")
+        if not self.public_api_url:
+            problems.append("AIAAS_PUBLIC_API_URL is required")
+        if problems:
+            raise ValueError("unsafe production settings: " + "; ".join(problems))
+
+    @property
+    def is_development(self) -> bool:
+        return self.environment == "development"
+
+
+def azurite_connection_string(host: str, blob_port: int, queue_port: int, table_port: int) -> str:
+    """The connection string for an Azurite instance on the given loopback ports."""
+    return (
+        f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
+        f"BlobEndpoint=http://{host}:{blob_port}/{AZURITE_ACCOUNT};"
+        f"QueueEndpoint=http://{host}:{queue_port}/{AZURITE_ACCOUNT};"
+        f"TableEndpoint=http://{host}:{table_port}/{AZURITE_ACCOUNT};"
+    )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()

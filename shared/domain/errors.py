@@ -1,0 +1,57 @@
+"""The few domain errors a caller can act on; the API maps each to one HTTP status in one place."""
+
+from __future__ import annotations
+
+
+class PlatformError(Exception):
+    """Base of the domain errors: a stable machine code plus a message a person can act on."""
+
+    code = "PlatformError"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code:
+            self.code = code
+
+
+class NotFound(PlatformError):
+    code = "NotFound"
+
+
+class AlreadyExists(PlatformError):
+    code = "AlreadyExists"
+
+
+class PreconditionFailed(PlatformError):
+    """An optimistic-concurrency write lost the race (ETag mismatch); re-read and retry."""
+
+    code = "PreconditionFailed"
+
+
+class Unauthorized(PlatformError):
+    code = "Unauthorized"
+
+
+class InvalidInput(PlatformError):
+    """The caller's input (request, file, record) is wrong; the message says what to fix."""
+
+    code = "InvalidInput"
+
+
+class UnknownModel(InvalidInput):
+    code = "UnknownModel"
+
+
+class QuotaExceeded(PlatformError):
+    code = "QuotaExceeded"
+
+
+class InvalidRecord(InvalidInput):
+    """One record of a file is wrong; the rest of the file goes on."""
+
+    code = "InvalidRecord"
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field

@@ -1,0 +1,140 @@
+"""The platform's events (AIaaS.Job.*) and tenants' event subscriptions."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from shared.domain.jobs import Job, JobStatus, utcnow
+
+EVENT_TYPE_BY_STATUS = {
+    JobStatus.SUCCEEDED: "AIaaS.Job.Succeeded",
+    JobStatus.PARTIALLY_SUCCEEDED: "AIaaS.Job.PartiallySucceeded",
+    JobStatus.FAILED: "AIaaS.Job.Failed",
+    JobStatus.REJECTED: "AIaaS.Job.Rejected",
+}
+EVENT_TYPES = tuple(EVENT_TYPE_BY_STATUS.values())
+SCHEMAS = ("EventGridSchema", "CloudEventSchemaV1_0")
+DATA_VERSION = "1.0"
+
+
+@dataclass(frozen=True)
+class PlatformEvent:
+    """An event in Event Grid's own shape; the topic is the tenant (one domain topic per tenant)."""
+
+    id: str
+    event_type: str
+    subject: str
+    data: dict[str, Any]
+    event_time: str
+    topic: str
+    data_version: str = DATA_VERSION
+
+    def to_eventgrid(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "topic": self.topic,
+            "subject": self.subject,
+            "eventType": self.event_type,
+            "eventTime": self.event_time,
+            "data": self.data,
+            "dataVersion": self.data_version,
+            "metadataVersion": "1",
+        }
+
+    def to_cloudevent(self, source: str) -> dict[str, Any]:
+        return {
+            "specversion": "1.0",
+            "id": self.id,
+            "type": self.event_type,
+            "source": source,
+            "subject": self.subject,
+            "time": self.event_time,
+            "datacontenttype": "application/json",
+            "data": self.data,
+        }
+
+    @classmethod
+    def from_eventgrid(cls, raw: dict[str, Any]) -> PlatformEvent:
+        return cls(
+            id=str(raw["id"]),
+            event_type=str(raw["eventType"]),
+            subject=str(raw.get("subject", "")),
+            data=dict(raw.get("data") or {}),
+            event_time=str(raw.get("eventTime") or utcnow()),
+            topic=str(raw.get("topic", "")),
+            data_version=str(raw.get("dataVersion") or DATA_VERSION),
+        )
+
+
+def terminal_event_id(job_id: str) -> str:
+    """One terminal event per job: its id is derived from the job, so a re-publish carries the same id."""
+    return hashlib.sha256(f"terminal:{job_id}".encode()).hexdigest()[:32]
+
+
+def terminal_event(job: Job, api_url: str) -> PlatformEvent:
+    data: dict[str, Any] = {
+        "jobId": job.job_id,
+        "tenantId": job.tenant_id,
+        "status": job.status.value,
+        "model": {"name": job.model_name, "version": job.model_version},
+        "input": {"blobPath": job.blob_path, "etag": job.etag},
+        "counts": job.counts.to_dict(),
+        "links": job.links(api_url),
+        "createdAt": job.created_at,
+        "completedAt": job.completed_at,
+    }
+    if job.status != JobStatus.SUCCEEDED:
+        data["error"] = job.error or {"code": "Unknown", "message": "the job did not succeed"}
+    return PlatformEvent(
+        id=job.event_id or terminal_event_id(job.job_id),
+        event_type=EVENT_TYPE_BY_STATUS[job.status],
+        subject=f"/tenants/{job.tenant_id}/jobs/{job.job_id}",
+        data=data,
+        event_time=job.completed_at or utcnow(),
+        topic=job.tenant_id,
+    )
+
+
+@dataclass
+class Subscription:
+    tenant_id: str
+    subscription_id: str
+    endpoint_url: str
+    schema: str = "EventGridSchema"
+    event_types: list[str] = field(default_factory=lambda: list(EVENT_TYPES))
+    created_at: str = field(default_factory=utcnow)
+
+    def wants(self, event_type: str) -> bool:
+        return event_type in self.event_types
+
+    def to_doc(self) -> dict[str, Any]:
+        return {
+            "id": self.subscription_id,
+            "tenantId": self.tenant_id,
+            "subscriptionId": self.subscription_id,
+            "endpointUrl": self.endpoint_url,
+            "schema": self.schema,
+            "eventTypes": list(self.event_types),
+            "createdAt": self.created_at,
+        }
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> Subscription:
+        return cls(
+            tenant_id=doc["tenantId"],
+            subscription_id=doc["subscriptionId"],
+            endpoint_url=doc["endpointUrl"],
+            schema=doc.get("schema", "EventGridSchema"),
+            event_types=list(doc.get("eventTypes", EVENT_TYPES)),
+            created_at=doc.get("createdAt", ""),
+        )
+
+    def public_view(self) -> dict[str, Any]:
+        view = self.to_doc()
+        view.pop("id")
+        view.pop("tenantId")
+        # An endpoint URL can carry a secret in its query string; show only where it goes.
+        view["endpointUrl"] = self.endpoint_url.split("?", 1)[0]
+        return view

@@ -1,0 +1,304 @@
+"""Jobs, their shards and their life cycle: pure data and rules, no I/O."""
+
+from __future__ import annotations
+
+import hashlib
+import posixpath
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from shared.domain.errors import InvalidInput
+from shared.domain.models import ModelRef
+
+INBOX_PREFIX = "inbox/"
+OUTBOX_PREFIX = "outbox/"
+FILE_TYPES = (".jsonl", ".csv", ".txt", ".png", ".jpg", ".jpeg", ".zip")
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    PARTIALLY_SUCCEEDED = "partially_succeeded"
+    FAILED = "failed"
+    REJECTED = "rejected"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_STATUSES
+
+
+TERMINAL_STATUSES = frozenset(
+    {JobStatus.SUCCEEDED, JobStatus.PARTIALLY_SUCCEEDED, JobStatus.FAILED, JobStatus.REJECTED}
+)
+
+
+def utcnow() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class InboxPath:
+    """An upload's path inside its tenant's container: `inbox/<model>[@sel]/<sub/path>/<file>`."""
+
+    blob_path: str
+    model: ModelRef
+    file_type: str
+
+    @classmethod
+    def parse(cls, blob_path: str) -> InboxPath:
+        if not blob_path.startswith(INBOX_PREFIX):
+            raise InvalidInput(f"{blob_path!r} is not under {INBOX_PREFIX}", code="NotAnInboxPath")
+        parts = blob_path.removeprefix(INBOX_PREFIX).split("/")
+        if len(parts) < 2 or not all(parts):
+            raise InvalidInput(
+                f"{blob_path!r} must be inbox/<model>/<file> (optionally with sub-folders)",
+                code="NotAnInboxPath",
+            )
+        model = ModelRef.parse(parts[0])
+        return cls(blob_path=blob_path, model=model, file_type=file_type_of(parts[-1]))
+
+
+def file_type_of(filename: str) -> str:
+    return posixpath.splitext(filename)[1].lower()
+
+
+def job_id_for(tenant_id: str, blob_path: str, etag: str, model_key: str) -> str:
+    """Deterministic: a replayed event makes the same id (so no second job); a new ETag makes a new job."""
+    digest = hashlib.sha256("\x1f".join((tenant_id, blob_path, etag.strip('"'), model_key)).encode())
+    return digest.hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class ShardMessage:
+    """One unit of work on the job queue: a byte range of the input blob and where its records start."""
+
+    tenant_id: str
+    job_id: str
+    shard_index: int
+    shard_count: int
+    byte_start: int = 0
+    byte_end: int | None = None
+    first_record_index: int = 0
+
+    @property
+    def message_id(self) -> str:
+        return f"{self.job_id}:{self.shard_index}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "tenantId": self.tenant_id,
+            "jobId": self.job_id,
+            "shardIndex": self.shard_index,
+            "shardCount": self.shard_count,
+            "byteStart": self.byte_start,
+            "byteEnd": self.byte_end,
+            "firstRecordIndex": self.first_record_index,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ShardMessage:
+        try:
+            return cls(
+                tenant_id=str(data["tenantId"]),
+                job_id=str(data["jobId"]),
+                shard_index=int(data["shardIndex"]),
+                shard_count=int(data["shardCount"]),
+                byte_start=int(data.get("byteStart") or 0),
+                byte_end=None if data.get("byteEnd") is None else int(data["byteEnd"]),
+                first_record_index=int(data.get("firstRecordIndex") or 0),
+            )
+        except (KeyError, TypeError, ValueError) as err:
+            raise InvalidInput(f"malformed shard message: {err}", code="MalformedMessage") from err
+
+
+@dataclass
+class Counts:
+    records: int = 0
+    succeeded: int = 0
+    failed: int = 0
+
+    def add(self, other: Counts) -> None:
+        self.records += other.records
+        self.succeeded += other.succeeded
+        self.failed += other.failed
+
+    def to_dict(self) -> dict[str, int]:
+        return {"records": self.records, "succeeded": self.succeeded, "failed": self.failed}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> Counts:
+        data = data or {}
+        return cls(int(data.get("records", 0)), int(data.get("succeeded", 0)), int(data.get("failed", 0)))
+
+
+@dataclass
+class Job:
+    """A job: one input blob run through one model version, for one tenant."""
+
+    tenant_id: str
+    job_id: str
+    model_name: str
+    model_version: str | None
+    blob_path: str
+    etag: str
+    status: JobStatus = JobStatus.QUEUED
+    file_type: str = ""
+    content_length: int = 0
+    created_at: str = field(default_factory=utcnow)
+    updated_at: str = field(default_factory=utcnow)
+    completed_at: str | None = None
+    shard_count: int = 1
+    shards_done: list[int] = field(default_factory=list)
+    counts: Counts = field(default_factory=Counts)
+    error: dict[str, str] | None = None
+    outputs: dict[str, str] = field(default_factory=dict)
+    # The terminal event is an outbox entry on the job: recorded with the terminal status, then published.
+    event_id: str | None = None
+    event_published: bool = False
+    doc_etag: str | None = None
+
+    @property
+    def terminal(self) -> bool:
+        return self.status.terminal
+
+    @property
+    def all_shards_done(self) -> bool:
+        return len(set(self.shards_done)) >= self.shard_count
+
+    def decide_outcome(self) -> JobStatus:
+        """The terminal status from the counts: every record failed (or none at all) is a failed job."""
+        if self.error is not None:
+            return JobStatus.FAILED
+        if self.counts.records == 0:
+            self.error = {"code": "EmptyInput", "message": "the file holds no records"}
+            return JobStatus.FAILED
+        if self.counts.failed == 0:
+            return JobStatus.SUCCEEDED
+        if self.counts.succeeded == 0:
+            self.error = {
+                "code": "AllRecordsFailed",
+                "message": f"all {self.counts.records} records failed; see errors.jsonl",
+            }
+            return JobStatus.FAILED
+        self.error = {
+            "code": "SomeRecordsFailed",
+            "message": f"{self.counts.failed} of {self.counts.records} records failed; see errors.jsonl",
+        }
+        return JobStatus.PARTIALLY_SUCCEEDED
+
+    def to_doc(self) -> dict[str, Any]:
+        return {
+            "id": self.job_id,
+            "tenantId": self.tenant_id,
+            "jobId": self.job_id,
+            "status": self.status.value,
+            "model": {"name": self.model_name, "version": self.model_version},
+            "input": {
+                "blobPath": self.blob_path,
+                "etag": self.etag,
+                "fileType": self.file_type,
+                "contentLength": self.content_length,
+            },
+            "createdAt": self.created_at,
+            "updatedAt": self.updated_at,
+            "completedAt": self.completed_at,
+            "shards": {"count": self.shard_count, "done": sorted(set(self.shards_done))},
+            "counts": self.counts.to_dict(),
+            "error": self.error,
+            "outputs": self.outputs,
+            "event": {"id": self.event_id, "published": self.event_published},
+        }
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> Job:
+        model = doc.get("model") or {}
+        inp = doc.get("input") or {}
+        shards = doc.get("shards") or {}
+        event = doc.get("event") or {}
+        return cls(
+            tenant_id=doc["tenantId"],
+            job_id=doc["jobId"],
+            model_name=model.get("name", ""),
+            model_version=model.get("version"),
+            blob_path=inp.get("blobPath", ""),
+            etag=inp.get("etag", ""),
+            status=JobStatus(doc.get("status", "queued")),
+            file_type=inp.get("fileType", ""),
+            content_length=int(inp.get("contentLength") or 0),
+            created_at=doc.get("createdAt", ""),
+            updated_at=doc.get("updatedAt", ""),
+            completed_at=doc.get("completedAt"),
+            shard_count=int(shards.get("count", 1)),
+            shards_done=list(shards.get("done", [])),
+            counts=Counts.from_dict(doc.get("counts")),
+            error=doc.get("error"),
+            outputs=dict(doc.get("outputs") or {}),
+            event_id=event.get("id"),
+            event_published=bool(event.get("published")),
+            doc_etag=doc.get("_etag"),
+        )
+
+    def public_view(self, api_url: str) -> dict[str, Any]:
+        """The job as the HTTP API shows it to its tenant."""
+        view = {
+            "jobId": self.job_id,
+            "status": self.status.value,
+            "model": {"name": self.model_name, "version": self.model_version},
+            "input": {"blobPath": self.blob_path, "etag": self.etag},
+            "counts": self.counts.to_dict(),
+            "createdAt": self.created_at,
+            "updatedAt": self.updated_at,
+            "completedAt": self.completed_at,
+            "links": self.links(api_url),
+        }
+        if self.error:
+            view["error"] = self.error
+        return view
+
+    def links(self, api_url: str) -> dict[str, str | None]:
+        base = f"{api_url.rstrip('/')}/v1/jobs/{self.job_id}"
+        return {"job": base, "results": f"{base}/results", "outputBlob": self.outputs.get("results")}
+
+
+@dataclass
+class ResultPage:
+    """One batch of results of a job: one Cosmos document (its `items` are left out of indexing)."""
+
+    tenant_id: str
+    job_id: str
+    shard_index: int
+    first_record_index: int
+    last_record_index: int
+    items: list[dict[str, Any]]
+    errors: list[dict[str, Any]]
+
+    @property
+    def doc_id(self) -> str:
+        return f"{self.job_id}:{self.first_record_index:012d}"
+
+    def to_doc(self) -> dict[str, Any]:
+        return {
+            "id": self.doc_id,
+            "tenantId": self.tenant_id,
+            "jobId": self.job_id,
+            "shardIndex": self.shard_index,
+            "firstRecordIndex": self.first_record_index,
+            "lastRecordIndex": self.last_record_index,
+            "items": self.items,
+            "errors": self.errors,
+        }
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> ResultPage:
+        return cls(
+            tenant_id=doc["tenantId"],
+            job_id=doc["jobId"],
+            shard_index=int(doc.get("shardIndex", 0)),
+            first_record_index=int(doc["firstRecordIndex"]),
+            last_record_index=int(doc["lastRecordIndex"]),
+            items=list(doc.get("items", [])),
+            errors=list(doc.get("errors", [])),
+        )

@@ -1,0 +1,68 @@
+"""A local worker process: pulls shard messages from the Azurite queue and calls the registered worker function."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+
+from shared.adapters.storage_queue import ReceivedShard, StorageQueueJobQueue
+from shared.bootstrap import build_job_queue, get_platform
+from shared.config import get_settings
+from shared.localhost.functions_host import registered_function, servicebus_message
+
+logger = logging.getLogger(__name__)
+RETRY_BACKOFF_SECONDS = (1, 2, 5, 10, 30)
+
+
+def handle(queue: StorageQueueJobQueue, received: ReceivedShard, max_deliveries: int) -> None:
+    """Settles one message the way the Functions host settles a Service Bus message."""
+    if received.message is None or received.delivery_count > max_deliveries:
+        reason = "unreadable message" if received.message is None else "max delivery count exceeded"
+        logger.error("message %s dead-lettered: %s", received.message_id, reason)
+        queue.dead_letter(received, reason)
+        return
+    message = received.message
+    fn = registered_function("run_shard")
+    try:
+        fn(servicebus_message(received.body, message_id=message.message_id,
+                              delivery_count=received.delivery_count, session_id=message.tenant_id))
+    except Exception:
+        logger.exception("shard %s failed (delivery %d of %d)", message.message_id, received.delivery_count,
+                         max_deliveries)
+        pause = RETRY_BACKOFF_SECONDS[min(received.delivery_count, len(RETRY_BACKOFF_SECONDS)) - 1]
+        queue.abandon(received, retry_after_seconds=pause)
+        return
+    queue.complete(received)
+
+
+def run_worker(stop: threading.Event, *, idle_sleep: float = 0.05) -> None:
+    settings = get_settings()
+    queue = build_job_queue(settings)
+    assert isinstance(queue, StorageQueueJobQueue)
+    get_platform()  # connect before the first message, not during it
+    registered_function("run_shard")
+    idle = idle_sleep
+    while not stop.is_set():
+        messages = queue.receive(max_messages=1)
+        if not messages:
+            stop.wait(idle)
+            idle = min(idle * 2, 0.5)
+            continue
+        idle = idle_sleep
+        for received in messages:
+            handle(queue, received, settings.max_delivery_count)
+
+
+def main() -> None:
+    logging.basicConfig(level=os.environ.get("AIAAS_LOG_LEVEL", "WARNING"),
+                        format="%(asctime)s worker[%(process)d] %(levelname)s %(name)s: %(message)s")
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    run_worker(stop)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,165 @@
+"""The ports: what the services need from the outside world, named by role; adapters implement them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Protocol
+
+from shared.domain.events import PlatformEvent, Subscription
+from shared.domain.jobs import Job, ResultPage, ShardMessage
+from shared.domain.models import ModelCard, ModelRef
+from shared.domain.tenants import Tenant
+
+
+@dataclass(frozen=True)
+class BlobInfo:
+    name: str
+    etag: str
+    size: int
+    content_type: str | None = None
+
+
+class BlobStore(Protocol):
+    def ensure_container(self, container: str) -> None: ...
+
+    def list_containers(self, *, prefix: str = "") -> Iterator[str]: ...
+
+    def list_blobs(self, container: str, *, prefix: str = "") -> Iterator[BlobInfo]: ...
+
+    def get_info(self, container: str, path: str) -> BlobInfo:
+        """Raises NotFound."""
+        ...
+
+    def read_bytes(self, container: str, path: str) -> bytes:
+        """Raises NotFound."""
+        ...
+
+    def iter_chunks(
+        self, container: str, path: str, *, start: int = 0, end: int | None = None, etag: str | None = None
+    ) -> Iterator[bytes]:
+        """Streams [start, end) in chunks; with `etag`, raises PreconditionFailed if the blob changed."""
+        ...
+
+    def write_bytes(self, container: str, path: str, data: bytes, *, content_type: str | None = None) -> str:
+        """Writes (overwrites) a blob and returns its ETag."""
+        ...
+
+    def write_chunks(
+        self, container: str, path: str, chunks: Iterable[bytes], *, content_type: str | None = None
+    ) -> str:
+        """Writes a blob from a stream of chunks without holding it whole; returns its ETag."""
+        ...
+
+    def upload_url(self, container: str, path: str, *, expires_in: timedelta) -> str:
+        """A URL that lets its holder create this one blob, and nothing else, until it expires."""
+        ...
+
+
+class TenantStore(Protocol):
+    def create_tenant(self, tenant: Tenant) -> None:
+        """Raises AlreadyExists."""
+        ...
+
+    def get_tenant(self, tenant_id: str) -> Tenant:
+        """Raises NotFound."""
+        ...
+
+    def replace_tenant(self, tenant: Tenant) -> Tenant:
+        """Conditional on tenant.etag; raises PreconditionFailed."""
+        ...
+
+    def list_tenants(self) -> list[Tenant]: ...
+
+
+class JobStore(Protocol):
+    def create_job(self, job: Job) -> bool:
+        """Creates the job unless one with its id exists; True when this call created it (and sets its etag)."""
+        ...
+
+    def get_job(self, tenant_id: str, job_id: str) -> Job:
+        """Raises NotFound."""
+        ...
+
+    def replace_job(self, job: Job) -> Job:
+        """Conditional on job.doc_etag; raises PreconditionFailed when another writer got there first."""
+        ...
+
+    def list_jobs(
+        self, tenant_id: str, *, limit: int, continuation: str | None = None
+    ) -> tuple[list[Job], str | None]:
+        """The tenant's jobs, newest first."""
+        ...
+
+    def list_unfinished(self, *, updated_before: str) -> list[Job]:
+        """Jobs (of any tenant) not terminal, or terminal with an unpublished event, idle since the time."""
+        ...
+
+
+class ResultStore(Protocol):
+    def put_page(self, page: ResultPage) -> None:
+        """Upsert: a redelivered shard overwrites its own pages."""
+        ...
+
+    def iter_pages(self, tenant_id: str, job_id: str, *, from_record: int = 0) -> Iterator[ResultPage]:
+        """Pages in record order, starting with the page that holds `from_record`."""
+        ...
+
+
+class SubscriptionStore(Protocol):
+    def put_subscription(self, subscription: Subscription) -> None: ...
+
+    def get_subscription(self, tenant_id: str, subscription_id: str) -> Subscription:
+        """Raises NotFound."""
+        ...
+
+    def list_subscriptions(self, tenant_id: str) -> list[Subscription]: ...
+
+    def delete_subscription(self, tenant_id: str, subscription_id: str) -> None:
+        """Succeeds when already gone."""
+        ...
+
+
+class JobQueue(Protocol):
+    def enqueue(self, messages: Sequence[ShardMessage]) -> None: ...
+
+
+class EventPublisher(Protocol):
+    def publish(self, events: Sequence[PlatformEvent]) -> None:
+        """At least once; each event's topic is its tenant."""
+        ...
+
+
+class EndpointValidator(Protocol):
+    def validate(self, endpoint_url: str, schema: str) -> None:
+        """Runs the subscription validation handshake; raises InvalidInput with the reason when it fails."""
+        ...
+
+
+class Predictor(Protocol):
+    """A loaded model version: preprocess one record, predict a batch (MLServer/KServe's split)."""
+
+    card: ModelCard
+
+    def prepare(self, record: Any) -> Any:
+        """Validates and converts one parsed record; raises InvalidRecord."""
+        ...
+
+    def predict(self, prepared: list[Any]) -> list[dict[str, Any]]: ...
+
+
+class ModelRegistry(Protocol):
+    def resolve(self, tenant_id: str, ref: ModelRef) -> ModelCard:
+        """The card of the version `ref` names for this tenant; raises UnknownModel."""
+        ...
+
+    def list_models(self, tenant_id: str) -> list[dict[str, Any]]: ...
+
+    def get_model(self, tenant_id: str, name: str) -> dict[str, Any]:
+        """Raises UnknownModel."""
+        ...
+
+    def load(self, card: ModelCard) -> Predictor:
+        """The model ready to predict, loaded once per process and verified against the card's sha256."""
+        ...

@@ -1,0 +1,192 @@
+"""Admission: turn a new blob (an upload event or an API call) into exactly one job, or one rejection."""
+
+from __future__ import annotations
+
+import logging
+import posixpath
+import re
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from shared.domain.errors import InvalidInput, NotFound, UnknownModel
+from shared.domain.events import terminal_event_id
+from shared.domain.jobs import (
+    INBOX_PREFIX,
+    OUTBOX_PREFIX,
+    InboxPath,
+    Job,
+    JobStatus,
+    ShardMessage,
+    file_type_of,
+    job_id_for,
+    utcnow,
+)
+from shared.domain.models import ModelCard, ModelRef
+from shared.domain.tenants import container_for
+from shared.ports import BlobInfo
+from shared.services.outcomes import publish_terminal_event
+from shared.services.platform import Platform
+
+logger = logging.getLogger(__name__)
+
+# The storage operations that commit a whole blob; others (PutBlock, AppendBlock...) are partial writes.
+COMMITTED_WRITE_APIS = frozenset({"PutBlob", "PutBlockList", "CopyBlob", "FlushWithClose"})
+FILENAME_PATTERN = re.compile(r"^[A-Za-z0-9._ ()-]{1,200}$")
+
+
+def admit_blob_created(platform: Platform, tenant_id: str, blob_path: str, info: BlobInfo) -> Job | None:
+    """Handles an upload into a tenant's inbox; None when the blob is not one the platform acts on."""
+    try:
+        tenant = platform.tenants.get_tenant(tenant_id)
+    except NotFound:
+        logger.warning("upload %s for unknown tenant %s ignored", blob_path, tenant_id)
+        return None
+    if not tenant.active:
+        logger.warning("upload %s ignored: tenant %s is %s", blob_path, tenant_id, tenant.status)
+        return None
+    try:
+        inbox = InboxPath.parse(blob_path)
+    except InvalidInput as err:
+        return _reject(platform, tenant_id, blob_path, info, model_key=blob_path, error=err)
+    return admit(platform, tenant_id, blob_path, inbox.model, info)
+
+
+def admit(
+    platform: Platform, tenant_id: str, blob_path: str, ref: ModelRef, info: BlobInfo, *, record_rejection: bool = True
+) -> Job:
+    """Creates the job once (its id is derived from tenant, path, ETag and model version) and enqueues it.
+
+    An upload the platform cannot run becomes a rejected job with its event (`record_rejection`), or, for an
+    API caller who is waiting for the answer, an InvalidInput raised.
+    """
+    try:
+        card = platform.models.resolve(tenant_id, ref)
+    except UnknownModel as err:
+        if not record_rejection:
+            raise
+        return _reject(platform, tenant_id, blob_path, info, model_key=str(ref), error=err, model=ref)
+    problem = _check_input(platform, card, blob_path, info)
+    if problem is not None:
+        if not record_rejection:
+            raise problem
+        model_key = f"{card.name}@{card.version}"
+        return _reject(platform, tenant_id, blob_path, info, model_key=model_key, error=problem, card=card)
+    job = Job(
+        tenant_id=tenant_id,
+        job_id=job_id_for(tenant_id, blob_path, info.etag, f"{card.name}@{card.version}"),
+        model_name=card.name,
+        model_version=card.version,
+        blob_path=blob_path,
+        etag=info.etag,
+        file_type=file_type_of(blob_path),
+        content_length=info.size,
+    )
+    shards = plan_shards(job)
+    job.shard_count = len(shards)
+    if not platform.jobs.create_job(job):
+        logger.info("job %s exists; replayed event ignored", job.job_id, extra=_ids(job))
+        return platform.jobs.get_job(tenant_id, job.job_id)
+    platform.queue.enqueue(shards)
+    logger.info("job %s queued: %s over %s (%d shards)", job.job_id, card.name, blob_path, len(shards),
+                extra=_ids(job))
+    return job
+
+
+def plan_shards(job: Job) -> list[ShardMessage]:
+    """One shard per file for now; the byte-range planner splits big files at line boundaries."""
+    return [ShardMessage(job.tenant_id, job.job_id, 0, 1, 0, job.content_length or None, 0)]
+
+
+def _check_input(platform: Platform, card: ModelCard, blob_path: str, info: BlobInfo) -> InvalidInput | None:
+    file_type = file_type_of(blob_path)
+    if file_type not in card.input_types:
+        accepted = ", ".join(card.input_types) or "none"
+        return InvalidInput(
+            f"model {card.name} takes {accepted} files, not {file_type or 'files without an extension'}",
+            code="UnsupportedFileType",
+        )
+    if info.size == 0:
+        return InvalidInput("the file is empty", code="EmptyInput")
+    if info.size > platform.max_upload_bytes:
+        return InvalidInput(
+            f"the file is {info.size} bytes; the limit is {platform.max_upload_bytes}", code="FileTooLarge"
+        )
+    return None
+
+
+def _reject(
+    platform: Platform,
+    tenant_id: str,
+    blob_path: str,
+    info: BlobInfo,
+    *,
+    model_key: str,
+    error: InvalidInput,
+    model: ModelRef | None = None,
+    card: ModelCard | None = None,
+) -> Job:
+    job_id = job_id_for(tenant_id, blob_path, info.etag, model_key)
+    now = utcnow()
+    job = Job(
+        tenant_id=tenant_id,
+        job_id=job_id,
+        model_name=card.name if card else (model.name if model else ""),
+        model_version=card.version if card else None,
+        blob_path=blob_path,
+        etag=info.etag,
+        status=JobStatus.REJECTED,
+        file_type=file_type_of(blob_path),
+        content_length=info.size,
+        completed_at=now,
+        shard_count=0,
+        error={"code": error.code, "message": error.message},
+        event_id=terminal_event_id(job_id),
+    )
+    if platform.jobs.create_job(job):
+        logger.info("upload %s rejected: %s", blob_path, error.message, extra=_ids(job))
+        publish_terminal_event(platform, job)
+        return job
+    return platform.jobs.get_job(tenant_id, job_id)
+
+
+def create_upload(platform: Platform, tenant_id: str, model: str, filename: str) -> dict[str, Any]:
+    """A short-lived, write-only URL for one new blob in the caller's inbox."""
+    ref = ModelRef.parse(model)
+    card = platform.models.resolve(tenant_id, ref)
+    if not FILENAME_PATTERN.fullmatch(filename or "") or filename in {".", ".."}:
+        raise InvalidInput(
+            "filename must be 1-200 characters of letters, digits, space, '.', '_', '-', '(' or ')'",
+            code="InvalidFilename",
+        )
+    file_type = file_type_of(filename)
+    if file_type not in card.input_types:
+        raise InvalidInput(
+            f"model {card.name} takes {', '.join(card.input_types)} files, not {file_type or 'no extension'}",
+            code="UnsupportedFileType",
+        )
+    blob_path = posixpath.join(INBOX_PREFIX + str(ref), uuid.uuid4().hex, filename)
+    url = platform.blobs.upload_url(container_for(tenant_id), blob_path, expires_in=platform.upload_ttl)
+    expires_at = datetime.now(UTC) + platform.upload_ttl
+    return {
+        "uploadUrl": url,
+        "blobPath": blob_path,
+        "expiresAt": expires_at.isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "headers": {"x-ms-blob-type": "BlockBlob"},
+    }
+
+
+def submit_job(platform: Platform, tenant_id: str, model: str, blob_path: str) -> Job:
+    """Runs a job over a blob already in the caller's container (POST /v1/jobs)."""
+    ref = ModelRef.parse(model)
+    if not blob_path or blob_path.startswith(OUTBOX_PREFIX) or ".." in blob_path.split("/"):
+        raise InvalidInput("blobPath must name a blob in your container outside outbox/", code="InvalidBlobPath")
+    try:
+        info = platform.blobs.get_info(container_for(tenant_id), blob_path)
+    except NotFound:
+        raise InvalidInput(f"no blob {blob_path!r} in your container", code="BlobNotFound") from None
+    return admit(platform, tenant_id, blob_path, ref, info, record_rejection=False)
+
+
+def _ids(job: Job) -> dict[str, str]:
+    return {"tenant_id": job.tenant_id, "job_id": job.job_id}

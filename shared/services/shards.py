@@ -1,0 +1,222 @@
+"""The worker's use case: run one shard of a job, record it once, and let the last shard finalise the job."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from shared.domain.errors import InvalidInput, InvalidRecord, NotFound, PreconditionFailed
+from shared.domain.events import terminal_event_id
+from shared.domain.jobs import Counts, Job, JobStatus, ResultPage, ShardMessage, utcnow
+from shared.domain.models import ModelRef
+from shared.domain.tenants import container_for
+from shared.inference.readers import Record, reader_for
+from shared.ports import Predictor
+from shared.services.outcomes import publish_terminal_event
+from shared.services.platform import Platform
+
+logger = logging.getLogger(__name__)
+MAX_CONFLICT_RETRIES = 50
+
+
+@dataclass
+class ShardOutcome:
+    counts: Counts = field(default_factory=Counts)
+    error: dict[str, str] | None = None
+
+
+def run_shard(platform: Platform, message: ShardMessage) -> Job:
+    """Idempotent: a redelivered shard rewrites its own result pages and is counted once."""
+    try:
+        job = platform.jobs.get_job(message.tenant_id, message.job_id)
+    except NotFound:
+        logger.warning("shard %s names no job; dropped", message.message_id)
+        raise
+    ids = {"tenant_id": job.tenant_id, "job_id": job.job_id}
+    if job.terminal:
+        return publish_terminal_event(platform, job)
+    if message.shard_index in job.shards_done:
+        return _finalise_if_complete(platform, job)
+    if job.status == JobStatus.QUEUED:
+        job = _mark_running(platform, job)
+    logger.info("job %s shard %d/%d running", job.job_id, message.shard_index + 1, message.shard_count, extra=ids)
+    outcome = ShardOutcome()
+    try:
+        card = platform.models.resolve(job.tenant_id, ModelRef(job.model_name, job.model_version))
+        predictor = platform.models.load(card)
+        outcome.counts = _process(platform, job, message, predictor)
+    except PreconditionFailed:
+        outcome.error = {
+            "code": "InputChanged",
+            "message": "the input blob was overwritten while the job ran; the new upload makes its own job",
+        }
+    except InvalidInput as err:
+        outcome.error = {"code": err.code, "message": err.message}
+    return record_shard(platform, job.tenant_id, job.job_id, message.shard_index, outcome)
+
+
+def fail_shard(platform: Platform, message: ShardMessage, reason: str) -> Job:
+    """A shard that kept failing (dead-lettered): its job fails with the reason instead of hanging."""
+    outcome = ShardOutcome(error={"code": "ShardFailed", "message": reason})
+    return record_shard(platform, message.tenant_id, message.job_id, message.shard_index, outcome)
+
+
+def record_shard(platform: Platform, tenant_id: str, job_id: str, shard_index: int, outcome: ShardOutcome) -> Job:
+    """Adds the shard's counts to the job exactly once (ETag-guarded); the write that completes it finalises."""
+    for _ in range(MAX_CONFLICT_RETRIES):
+        job = platform.jobs.get_job(tenant_id, job_id)
+        if job.terminal or shard_index in job.shards_done:
+            return _finalise_if_complete(platform, job)
+        job.shards_done.append(shard_index)
+        job.counts.add(outcome.counts)
+        if outcome.error and job.error is None:
+            job.error = outcome.error
+        job.updated_at = utcnow()
+        try:
+            job = platform.jobs.replace_job(job)
+        except PreconditionFailed:
+            continue
+        return _finalise_if_complete(platform, job)
+    raise PreconditionFailed(f"job {job_id} kept changing while shard {shard_index} was recorded")
+
+
+def _mark_running(platform: Platform, job: Job) -> Job:
+    job.status = JobStatus.RUNNING
+    job.updated_at = utcnow()
+    try:
+        return platform.jobs.replace_job(job)
+    except PreconditionFailed:
+        return platform.jobs.get_job(job.tenant_id, job.job_id)
+
+
+def _finalise_if_complete(platform: Platform, job: Job) -> Job:
+    if job.terminal:
+        return publish_terminal_event(platform, job)
+    if not job.all_shards_done:
+        return job
+    _write_outputs(platform, job)
+    for _ in range(MAX_CONFLICT_RETRIES):
+        job.status = job.decide_outcome()
+        job.completed_at = job.completed_at or utcnow()
+        job.updated_at = utcnow()
+        job.event_id = terminal_event_id(job.job_id)
+        try:
+            job = platform.jobs.replace_job(job)
+            break
+        except PreconditionFailed:
+            job = platform.jobs.get_job(job.tenant_id, job.job_id)
+            if job.terminal:
+                break
+    return publish_terminal_event(platform, job)
+
+
+def _process(platform: Platform, job: Job, message: ShardMessage, predictor: Predictor) -> Counts:
+    chunks = platform.blobs.iter_chunks(
+        container_for(job.tenant_id), job.blob_path, start=message.byte_start, end=message.byte_end, etag=job.etag
+    )
+    records = reader_for(job.file_type)(chunks, first_index=message.first_record_index)
+    counts = Counts()
+    for page in _pages(job, message, records, predictor, platform.batch_size):
+        platform.results.put_page(page)
+        counts.records += page.last_record_index - page.first_record_index + 1
+        counts.succeeded += len(page.items)
+        counts.failed += len(page.errors)
+    return counts
+
+
+def _pages(
+    job: Job, message: ShardMessage, records: Iterator[Record], predictor: Predictor, batch_size: int
+) -> Iterator[ResultPage]:
+    batch: list[Record] = []
+    for record in records:
+        batch.append(record)
+        if len(batch) >= batch_size:
+            yield _run_batch(job, message, batch, predictor)
+            batch = []
+    if batch:
+        yield _run_batch(job, message, batch, predictor)
+
+
+def _run_batch(job: Job, message: ShardMessage, batch: list[Record], predictor: Predictor) -> ResultPage:
+    errors: list[dict[str, Any]] = []
+    ready: list[tuple[Record, Any]] = []
+    for record in batch:
+        if record.error is not None:
+            errors.append(_error_entry(record, record.error))
+            continue
+        try:
+            ready.append((record, predictor.prepare(record.value)))
+        except InvalidRecord as err:
+            errors.append(_error_entry(record, err))
+    items: list[dict[str, Any]] = []
+    if ready:
+        outputs = _predict_isolating_failures(predictor, ready, errors)
+        items = [
+            {"recordIndex": record.index, "id": record.record_id, "output": output}
+            for (record, _), output in zip(ready, outputs, strict=True)
+            if output is not None
+        ]
+    errors.sort(key=lambda entry: entry["recordIndex"])
+    return ResultPage(
+        tenant_id=job.tenant_id,
+        job_id=job.job_id,
+        shard_index=message.shard_index,
+        first_record_index=batch[0].index,
+        last_record_index=batch[-1].index,
+        items=items,
+        errors=errors,
+    )
+
+
+def _predict_isolating_failures(
+    predictor: Predictor, ready: list[tuple[Record, Any]], errors: list[dict[str, Any]]
+) -> list[dict[str, Any] | None]:
+    """Predicts the batch; if the model refuses it, predicts record by record so one bad record fails alone."""
+    try:
+        return list(predictor.predict([prepared for _, prepared in ready]))
+    except Exception:  # the runtime's own errors are not ours to name; the record-by-record pass reports them
+        logger.warning("batch of %d failed in the model; retrying record by record", len(ready), exc_info=True)
+    outputs: list[dict[str, Any] | None] = []
+    for record, prepared in ready:
+        try:
+            outputs.append(predictor.predict([prepared])[0])
+        except Exception as err:  # noqa: BLE001 - reported to the tenant as the record's error
+            errors.append(_error_entry(record, InvalidRecord(f"the model could not score this record: {err}")))
+            outputs.append(None)
+    return outputs
+
+
+def _error_entry(record: Record, err: InvalidRecord) -> dict[str, Any]:
+    return {
+        "recordIndex": record.index,
+        "line": record.line,
+        "id": record.record_id,
+        "field": err.field,
+        "code": err.code,
+        "message": err.message,
+    }
+
+
+def _write_outputs(platform: Platform, job: Job) -> None:
+    """results.jsonl (and errors.jsonl when records failed), streamed from the result pages in record order."""
+    container = container_for(job.tenant_id)
+    base = f"outbox/{job.job_id}"
+
+    def lines(kind: str) -> Iterator[bytes]:
+        for page in platform.results.iter_pages(job.tenant_id, job.job_id):
+            entries = page.items if kind == "items" else page.errors
+            if entries:
+                yield b"".join(orjson.dumps(entry) + b"\n" for entry in entries)
+
+    if job.counts.succeeded or not job.counts.failed:
+        platform.blobs.write_chunks(container, f"{base}/results.jsonl", lines("items"),
+                                    content_type="application/x-ndjson")
+        job.outputs["results"] = f"{base}/results.jsonl"
+    if job.counts.failed:
+        platform.blobs.write_chunks(container, f"{base}/errors.jsonl", lines("errors"),
+                                    content_type="application/x-ndjson")
+        job.outputs["errors"] = f"{base}/errors.jsonl"
