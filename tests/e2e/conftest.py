@@ -1,0 +1,60 @@
+"""The whole local stack for end-to-end tests: stand-ins, API, watcher, broker and workers on free ports."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from shared import bootstrap
+from shared.config import Settings
+from shared.localhost.emulators import free_port
+from shared.localhost.host import LocalHost
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalHost]:
+    if not list((REPO / "build/models").glob("*/*/card.json")):
+        pytest.fail("no model packages: run `make models` (make test does)")
+    saved = dict(os.environ)
+    os.environ["AIAAS_WEBHOOK_FIRST_RETRY_SECONDS"] = "0.2"
+    settings = Settings(
+        api_port=free_port(), azurite_blob_port=free_port(), azurite_queue_port=free_port(),
+        azurite_table_port=free_port(), cosmos_port=free_port(), data_dir=tmp_path_factory.mktemp("stack"),
+        models_dir=REPO / "build/models", workers=2, webhook_first_retry_seconds=0.2,
+    )
+    host = LocalHost(settings)
+    host.start()
+    try:
+        yield host
+    finally:
+        host.stop()
+        os.environ.clear()
+        os.environ.update(saved)
+        bootstrap.reset()
+
+
+@pytest.fixture(scope="session")
+def create_tenant(stack: LocalHost) -> Callable[[str], httpx.Client]:
+    """Creates a tenant with the real CLI (`aiaas tenants create ID --json`); returns an API client as it."""
+
+    def make(tenant_id: str) -> httpx.Client:
+        env = {**os.environ, **stack.environment()}
+        done = subprocess.run(
+            [str(REPO / ".venv/bin/aiaas"), "tenants", "create", tenant_id, "--json"],
+            env=env, capture_output=True, text=True, timeout=60, check=True,
+        )
+        answer = json.loads(done.stdout)
+        assert answer["tenantId"] == tenant_id
+        return httpx.Client(
+            base_url=stack.api_url, headers={"Authorization": f"Bearer {answer['apiKey']}"}, timeout=30
+        )
+
+    return make
