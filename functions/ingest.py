@@ -13,7 +13,7 @@ from shared.ports import BlobInfo
 from shared.services.ingest import COMMITTED_WRITE_APIS, admit_blob_created
 
 logger = logging.getLogger(__name__)
-bp = func.Blueprint()
+bp = func.Blueprint()  # type: ignore[no-untyped-call]
 SUBJECT_PREFIX = "/blobServices/default/containers/"
 
 

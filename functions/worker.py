@@ -13,7 +13,7 @@ from shared.domain.jobs import ShardMessage
 from shared.services.shards import fail_shard, run_shard
 
 logger = logging.getLogger(__name__)
-bp = func.Blueprint()
+bp = func.Blueprint()  # type: ignore[no-untyped-call]
 
 
 @bp.function_name("run_shard")
@@ -31,8 +31,11 @@ def run_shard_message(msg: func.ServiceBusMessage) -> None:
     except Exception as err:
         # On the last delivery, end the job with the reason rather than leave it waiting on a dead letter.
         if (msg.delivery_count or 1) >= get_settings().max_delivery_count:
-            logger.exception("shard %s failed on its last delivery", message.message_id,
-                             extra={"tenant_id": message.tenant_id, "job_id": message.job_id})
+            logger.exception(
+                "shard %s failed on its last delivery",
+                message.message_id,
+                extra={"tenant_id": message.tenant_id, "job_id": message.job_id},
+            )
             fail_shard(platform, message, f"the shard failed {msg.delivery_count} times; last error: {err}")
             return
         raise

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import signal
@@ -12,9 +13,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from shared.config import get_settings
+from shared.services.platform import Platform
 
 
-def _platform():  # type: ignore[no-untyped-def]
+def _platform() -> Platform:
     from shared.bootstrap import get_platform
 
     return get_platform()
@@ -29,12 +31,13 @@ def cmd_up(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with host:
         print(f"aiaas local platform up: API {host.api_url}  (Ctrl-C stops everything)", flush=True)
-        print(f"  Azurite {host.azurite.blob_endpoint}  Cosmos {host.cosmos.endpoint}  "
-              f"workers {len(host.worker_processes)}  data {settings.data_dir}", flush=True)
-        try:
+        print(
+            f"  Azurite {host.azurite.blob_endpoint}  Cosmos {host.cosmos.endpoint}  "
+            f"workers {len(host.worker_processes)}  data {settings.data_dir}",
+            flush=True,
+        )
+        with contextlib.suppress(KeyboardInterrupt):
             stop.wait()
-        except KeyboardInterrupt:
-            pass
         print("stopping...", flush=True)
     return 0
 

@@ -86,9 +86,7 @@ class JobStore(Protocol):
         """Conditional on job.doc_etag; raises PreconditionFailed when another writer got there first."""
         ...
 
-    def list_jobs(
-        self, tenant_id: str, *, limit: int, continuation: str | None = None
-    ) -> tuple[list[Job], str | None]:
+    def list_jobs(self, tenant_id: str, *, limit: int, continuation: str | None = None) -> tuple[list[Job], str | None]:
         """The tenant's jobs, newest first."""
         ...
 

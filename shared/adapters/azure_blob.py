@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -54,10 +55,8 @@ class AzureBlobStore:
     def ensure_container(self, container: str) -> None:
         if container in self._known_containers:
             return
-        try:
+        with contextlib.suppress(ResourceExistsError):
             self._service.create_container(container)
-        except ResourceExistsError:
-            pass
         self._known_containers.add(container)
 
     def list_containers(self, *, prefix: str = "") -> Iterator[str]:
@@ -95,9 +94,7 @@ class AzureBlobStore:
         if etag:
             conditions = {"etag": _quoted(etag), "match_condition": MatchConditions.IfNotModified}
         try:
-            stream = blob.download_blob(
-                offset=start, length=None if end is None else end - start, **conditions
-            )
+            stream = blob.download_blob(offset=start, length=None if end is None else end - start, **conditions)
             yield from stream.chunks()
         except ResourceNotFoundError:
             raise NotFound(f"blob {container}/{path} not found") from None
@@ -124,13 +121,23 @@ class AzureBlobStore:
         account = self._service.account_name or ""
         if self._account_key:
             token = generate_blob_sas(
-                account, container, path, account_key=self._account_key, permission=permission,
-                expiry=expiry, start=now - timedelta(minutes=1),
+                account,
+                container,
+                path,
+                account_key=self._account_key,
+                permission=permission,
+                expiry=expiry,
+                start=now - timedelta(minutes=1),
             )
         else:
             token = generate_blob_sas(
-                account, container, path, user_delegation_key=self._delegation_key(now, expiry),
-                permission=permission, expiry=expiry, start=now - timedelta(minutes=1),
+                account,
+                container,
+                path,
+                user_delegation_key=self._delegation_key(now, expiry),
+                permission=permission,
+                expiry=expiry,
+                start=now - timedelta(minutes=1),
             )
         return f"{self._service.get_blob_client(container, path).url}?{token}"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterator
 from typing import Any
@@ -64,7 +65,10 @@ class CosmosTenantStore:
     def replace_tenant(self, tenant: Tenant) -> Tenant:
         try:
             doc = self._c.replace_item(
-                tenant.tenant_id, tenant.to_doc(), etag=tenant.etag, match_condition=MatchConditions.IfNotModified
+                tenant.tenant_id,
+                tenant.to_doc(),
+                etag=tenant.etag,
+                match_condition=MatchConditions.IfNotModified,
             )
         except CosmosAccessConditionFailedError:
             raise PreconditionFailed(f"tenant {tenant.tenant_id} changed") from None
@@ -104,9 +108,7 @@ class CosmosJobStore:
             raise NotFound(f"job {job.job_id} not found") from None
         return Job.from_doc(doc)
 
-    def list_jobs(
-        self, tenant_id: str, *, limit: int, continuation: str | None = None
-    ) -> tuple[list[Job], str | None]:
+    def list_jobs(self, tenant_id: str, *, limit: int, continuation: str | None = None) -> tuple[list[Job], str | None]:
         """Keyset paging on createdAt (newest first); `continuation` is "<createdAt>|<ids seen at it>"."""
         before, seen = None, set()
         if continuation:
@@ -182,7 +184,5 @@ class CosmosSubscriptionStore:
         return [Subscription.from_doc(doc) for doc in docs]
 
     def delete_subscription(self, tenant_id: str, subscription_id: str) -> None:
-        try:
+        with contextlib.suppress(CosmosResourceNotFoundError):
             self._c.delete_item(subscription_id, partition_key=tenant_id)
-        except CosmosResourceNotFoundError:
-            pass

@@ -14,9 +14,7 @@ logger = logging.getLogger(__name__)
 
 # urllib3's InsecureRequestWarning text is "Unverified HTTPS request is being made to host 'HOST'. ...".
 # The filter below only matches loopback hosts, so a misconfigured remote endpoint still warns.
-_LOOPBACK_WARNING_RE = (
-    r"Unverified HTTPS request is being made to host '(localhost|127\.[0-9.]+|::1|\[::1\])'"
-)
+_LOOPBACK_WARNING_RE = r"Unverified HTTPS request is being made to host '(localhost|127\.[0-9.]+|::1|\[::1\])'"
 
 
 def is_loopback_endpoint(endpoint: str) -> bool:

@@ -6,6 +6,7 @@ the dead-letter queue.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -42,10 +43,8 @@ class StorageQueueJobQueue:
         if self._ready:
             return
         for queue in (self._queue, self._poison):
-            try:
+            with contextlib.suppress(ResourceExistsError):
                 queue.create_queue()
-            except ResourceExistsError:
-                pass
         self._ready = True
 
     def enqueue(self, messages: Sequence[ShardMessage]) -> None:
@@ -64,7 +63,7 @@ class StorageQueueJobQueue:
                 body = msg.content.encode() if isinstance(msg.content, str) else bytes(msg.content)
                 try:
                     shard: ShardMessage | None = ShardMessage.from_dict(orjson.loads(body))
-                except Exception:  # noqa: BLE001 - a body we cannot read is dead-lettered by the caller
+                except Exception:
                     shard = None
                 received.append(ReceivedShard(shard, body, msg.id, msg.dequeue_count or 1, msg))
             break
@@ -78,10 +77,8 @@ class StorageQueueJobQueue:
 
     def abandon(self, received: ReceivedShard, *, retry_after_seconds: int = 0) -> None:
         """Makes the message visible again after a pause, like Service Bus's abandon with a back-off."""
-        try:
+        with contextlib.suppress(ResourceNotFoundError):
             self._queue.update_message(received.handle, visibility_timeout=retry_after_seconds)
-        except ResourceNotFoundError:
-            pass
 
     def dead_letter(self, received: ReceivedShard, reason: str) -> None:
         self._poison.send_message(

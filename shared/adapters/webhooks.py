@@ -32,7 +32,8 @@ class HttpEndpointValidator:
                 self._eventgrid_handshake(endpoint_url)
         except httpx.HTTPError as err:
             raise InvalidInput(
-                f"the endpoint did not answer the validation handshake: {err}", code="EndpointValidationFailed"
+                f"the endpoint did not answer the validation handshake: {err}",
+                code="EndpointValidationFailed",
             ) from err
 
     def _eventgrid_handshake(self, endpoint_url: str) -> None:
@@ -47,9 +48,7 @@ class HttpEndpointValidator:
             "dataVersion": "2",
             "metadataVersion": "1",
         }
-        response = self._client.post(
-            endpoint_url, json=[event], headers={"aeg-event-type": "SubscriptionValidation"}
-        )
+        response = self._client.post(endpoint_url, json=[event], headers={"aeg-event-type": "SubscriptionValidation"})
         echoed = None
         if response.status_code == 200:
             try:
@@ -59,7 +58,7 @@ class HttpEndpointValidator:
         if echoed != code:
             raise InvalidInput(
                 f"the endpoint answered the validation event with {response.status_code} and did not echo "
-                "validationCode as {\"validationResponse\": ...}",
+                'validationCode as {"validationResponse": ...}',
                 code="EndpointValidationFailed",
             )
 

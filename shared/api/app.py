@@ -1,6 +1,5 @@
 """The HTTP API (`/api/v1`): the tenant comes from the API key; every error is JSON with a 4xx for the caller's."""
 
-
 import hashlib
 import logging
 import threading
@@ -55,13 +54,13 @@ class UploadRequest(BaseModel):
 class JobRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     model: str = Field(min_length=1, max_length=140)
-    blobPath: str = Field(min_length=1, max_length=1024)  # noqa: N815 - the contract's field name
+    blobPath: str = Field(min_length=1, max_length=1024)
 
 
 class SubscriptionRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    endpointUrl: str = Field(min_length=1, max_length=2048)  # noqa: N815
-    eventTypes: list[str] | None = None  # noqa: N815
+    endpointUrl: str = Field(min_length=1, max_length=2048)
+    eventTypes: list[str] | None = None
     schema_: str = Field(default="EventGridSchema", alias="schema")
 
 
@@ -162,7 +161,7 @@ def create_app(platform_factory: Callable[[], Platform], *, allow_loopback_webho
         plat: Plat,
         tenant: Caller,
         limit: Annotated[int, Query(ge=1, le=200)] = 50,
-        continuationToken: Annotated[str | None, Query()] = None,  # noqa: N803 - the contract's name
+        continuationToken: Annotated[str | None, Query()] = None,
     ) -> dict[str, Any]:
         cursor = queries.decode_token(continuationToken).get("c") if continuationToken else None
         jobs, next_cursor = plat.jobs.list_jobs(tenant.tenant_id, limit=limit, continuation=cursor)
@@ -181,7 +180,7 @@ def create_app(platform_factory: Callable[[], Platform], *, allow_loopback_webho
         plat: Plat,
         tenant: Caller,
         limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
-        continuationToken: Annotated[str | None, Query()] = None,  # noqa: N803
+        continuationToken: Annotated[str | None, Query()] = None,
     ) -> dict[str, Any]:
         return queries.list_results(plat, tenant.tenant_id, job_id, limit=limit, continuation=continuationToken)
 

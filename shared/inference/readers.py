@@ -127,9 +127,7 @@ def read_csv(
         if not row or not any(cell.strip() for cell in row):
             continue
         if len(row) != len(header):
-            yield Record(
-                index, line, error=InvalidRecord(f"the row has {len(row)} fields, the header {len(header)}")
-            )
+            yield Record(index, line, error=InvalidRecord(f"the row has {len(row)} fields, the header {len(header)}"))
         else:
             yield Record(index, line, dict(zip(header, row, strict=True)))
         index += 1

@@ -114,10 +114,10 @@ class BlobModelRegistry:
     def load(self, card: ModelCard) -> Predictor:
         key = (card.name, card.version)
         with self._lock:
-            predictor = self._loaded.get(key)
-            if predictor is not None:
+            cached = self._loaded.get(key)
+            if cached is not None:
                 self._loaded.move_to_end(key)
-                return predictor
+                return cached
         started = time.perf_counter()
         artifact = self._blobs.read_bytes(self._container, f"{card.name}/{card.version}/{card.artifact_file}")
         digest = hashlib.sha256(artifact).hexdigest()
@@ -128,7 +128,7 @@ class BlobModelRegistry:
         handler = HANDLERS.get(card.handler)
         if handler is None:
             raise RuntimeError(f"model {card.name}@{card.version}: no handler {card.handler!r}")
-        predictor = handler(card, new_session(artifact))
+        predictor: Predictor = handler(card, new_session(artifact))
         logger.info("loaded %s@%s in %.0f ms", card.name, card.version, (time.perf_counter() - started) * 1000)
         with self._lock:
             self._loaded[key] = predictor
@@ -153,7 +153,9 @@ class BlobModelRegistry:
             raise RuntimeError(f"{package_dir}: the artifact does not match its card's sha256")
         self._blobs.write_bytes(self._container, f"{prefix}/{card.artifact_file}", artifact)
         self._blobs.write_bytes(
-            self._container, f"{prefix}/card.json", json.dumps(card.raw, indent=2).encode(),
+            self._container,
+            f"{prefix}/card.json",
+            json.dumps(card.raw, indent=2).encode(),
             content_type="application/json",
         )
         if set_alias and self._aliases(card.name).get(set_alias) is None:
@@ -178,8 +180,9 @@ class BlobModelRegistry:
             {"alias": alias, "from": data["aliases"].get(alias), "to": version, "by": by, "at": utcnow()}
         )
         data["aliases"][alias] = version
-        self._blobs.write_bytes(self._container, path, json.dumps(data, indent=2).encode(),
-                                content_type="application/json")
+        self._blobs.write_bytes(
+            self._container, path, json.dumps(data, indent=2).encode(), content_type="application/json"
+        )
         self.refresh()
 
 

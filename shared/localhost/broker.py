@@ -135,7 +135,10 @@ class LocalEventBroker:
         delivery.attempts += 1
         sub = delivery.subscription
         body, headers = delivery_request(
-            delivery.event, sub.schema, subscription_name=sub.subscription_id, attempt=delivery.attempts,
+            delivery.event,
+            sub.schema,
+            subscription_name=sub.subscription_id,
+            attempt=delivery.attempts,
             source=f"/tenants/{sub.tenant_id}",
         )
         status = None
@@ -152,8 +155,13 @@ class LocalEventBroker:
             self._dead_letter(delivery)
             return
         delay = min(self._first_retry * 2 ** (delivery.attempts - 1), 300.0)
-        logger.info("delivery of %s to %s failed (%s); retry in %.1fs", delivery.event.id, sub.subscription_id,
-                    delivery.last_error, delay)
+        logger.info(
+            "delivery of %s to %s failed (%s); retry in %.1fs",
+            delivery.event.id,
+            sub.subscription_id,
+            delivery.last_error,
+            delay,
+        )
         with self._cv:
             delivery.status = "retrying"
             self._schedule(delivery, delay)
@@ -164,13 +172,18 @@ class LocalEventBroker:
         path = f"{sub.tenant_id}/{sub.subscription_id}/{delivery.event.id}.json"
         record = {**delivery.view(), "event": delivery.event.to_eventgrid(), "deadLetteredAt": utcnow()}
         try:
-            self._platform().blobs.write_bytes("deadletter", path, orjson.dumps(record),
-                                               content_type="application/json")
+            self._platform().blobs.write_bytes(
+                "deadletter", path, orjson.dumps(record), content_type="application/json"
+            )
         except Exception:
             logger.exception("could not write dead-letter %s", path)
             raise
-        logger.warning("event %s dead-lettered for subscription %s: %s", delivery.event.id,
-                       sub.subscription_id, delivery.last_error)
+        logger.warning(
+            "event %s dead-lettered for subscription %s: %s",
+            delivery.event.id,
+            sub.subscription_id,
+            delivery.last_error,
+        )
 
     # The HTTP face: Event Grid's publish API, plus a local view of deliveries
     def asgi_app(self) -> Starlette:

@@ -27,7 +27,7 @@ def _sample_uploads() -> list[tuple[str, str, bytes]]:
     """(model, filename, content): good files, one with broken records, one for a model that does not exist."""
     rows = (SAMPLES / "breast-cancer.jsonl").read_bytes()
     lines = rows.splitlines()
-    broken = lines[:20] + [b'{"id": "broken-1", "mean radius": "not a number"}', b"{not json"]
+    broken = [*lines[:20], b'{"id": "broken-1", "mean radius": "not a number"}', b"{not json"]
     return [
         ("breast-cancer-classifier", "breast-cancer.jsonl", rows),
         ("breast-cancer-classifier", "breast-cancer.csv", (SAMPLES / "breast-cancer.csv").read_bytes()),
@@ -47,14 +47,21 @@ def run_demo(*, workers: int = 2) -> int:
     ports = {name: free_port() for name in ("api", "blob", "queue", "table", "cosmos")}
     os.environ.update({"AIAAS_WEBHOOK_FIRST_RETRY_SECONDS": "0.5"})
     settings = Settings(
-        api_port=ports["api"], azurite_blob_port=ports["blob"], azurite_queue_port=ports["queue"],
-        azurite_table_port=ports["table"], cosmos_port=ports["cosmos"], data_dir=data_dir, workers=workers,
+        api_port=ports["api"],
+        azurite_blob_port=ports["blob"],
+        azurite_queue_port=ports["queue"],
+        azurite_table_port=ports["table"],
+        cosmos_port=ports["cosmos"],
+        data_dir=data_dir,
+        workers=workers,
     )
     started = time.perf_counter()
     try:
         with LocalHost(settings) as host, WebhookReceiver() as webhook:
-            print(f"local stack up in {time.perf_counter() - started:.1f}s: API {host.api_url}, "
-                  f"{len(host.worker_processes)} workers")
+            print(
+                f"local stack up in {time.perf_counter() - started:.1f}s: API {host.api_url}, "
+                f"{len(host.worker_processes)} workers"
+            )
             from shared.bootstrap import get_platform
 
             api_key = create_tenant(get_platform(), TENANT)
@@ -72,8 +79,10 @@ def run_demo(*, workers: int = 2) -> int:
                     # An unknown model is refused at the API; drop it in the inbox directly to show the event.
                     path = f"inbox/{model}/demo/{filename}"
                     get_platform().blobs.write_bytes(f"tenant-{TENANT}", path, content)
-                    print(f"  {model:<28} {filename:<24} API said {answer.status_code}: "
-                          f"{answer.json()['error']['message']}; dropped into the inbox instead")
+                    print(
+                        f"  {model:<28} {filename:<24} API said {answer.status_code}: "
+                        f"{answer.json()['error']['message']}; dropped into the inbox instead"
+                    )
                     continue
                 upload = answer.json()
                 BlobClient.from_blob_url(upload["uploadUrl"]).upload_blob(content)
@@ -93,8 +102,10 @@ def _summarise(api: httpx.Client, events: list[dict[str, Any]]) -> bool:
     for event in events:
         data = event["data"]
         counts = data["counts"]
-        line = (f"  {event['eventType']:<30} {data['input']['blobPath'].split('/')[-1]:<24} "
-                f"records={counts['records']:<4} ok={counts['succeeded']:<4} failed={counts['failed']:<3}")
+        line = (
+            f"  {event['eventType']:<30} {data['input']['blobPath'].split('/')[-1]:<24} "
+            f"records={counts['records']:<4} ok={counts['succeeded']:<4} failed={counts['failed']:<3}"
+        )
         if "error" in data:
             line += f" error={data['error']['code']}: {data['error']['message']}"
         print(line)
@@ -120,8 +131,10 @@ def _check_results(api: httpx.Client, data: dict[str, Any]) -> bool:
     scored = [item for item in items if item["id"] in expected]
     if scored:
         right = sum(item["output"]["label"] == expected[item["id"]] for item in scored)
-        print(f"      results API: {len(items)} results; accuracy on labelled rows {right}/{len(scored)} "
-              f"= {right / len(scored):.3f}; first: {items[0]['id']} -> {items[0]['output']['label']}")
+        print(
+            f"      results API: {len(items)} results; accuracy on labelled rows {right}/{len(scored)} "
+            f"= {right / len(scored):.3f}; first: {items[0]['id']} -> {items[0]['output']['label']}"
+        )
     else:
         print(f"      results API: {len(items)} results; first: {items[0]['output']}")
-    return len(items) == data["counts"]["succeeded"]
+    return bool(len(items) == data["counts"]["succeeded"])

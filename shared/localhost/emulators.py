@@ -27,9 +27,7 @@ logger = logging.getLogger(__name__)
 # Well-known development credentials (public; they only ever work against the local stand-ins).
 AZURITE_ACCOUNT = "devstoreaccount1"
 AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
-COSMOS_EMULATOR_KEY = (
-    "C2y6yDjf5/R+ob0N8A7Cgv30VRDJIWEHLM+4QDU5DE2nQ9nDuVTqobD4b8mGGyPMbIZnqyMsEcaGQy67XIw/Jw=="
-)
+COSMOS_EMULATOR_KEY = "C2y6yDjf5/R+ob0N8A7Cgv30VRDJIWEHLM+4QDU5DE2nQ9nDuVTqobD4b8mGGyPMbIZnqyMsEcaGQy67XIw/Jw=="
 
 STOP_GRACE_SECONDS = 5.0
 _LOG_TAIL_BYTES = 4000
@@ -82,8 +80,7 @@ def _require_node_package(package: str) -> Path:
     path = repo_root() / "node_modules" / package
     if not (path / "package.json").is_file():
         raise RuntimeError(
-            f"{path} is missing: run `make deps` (or `npm ci` in {repo_root()}) "
-            "to install the local stand-ins"
+            f"{path} is missing: run `make deps` (or `npm ci` in {repo_root()}) to install the local stand-ins"
         )
     return path
 
@@ -223,9 +220,7 @@ class _NodeStandIn:
                 break
             if time.monotonic() > deadline:
                 self.stop()
-                raise RuntimeError(
-                    f"{self.name} not ready after {timeout:.0f}s; log tail:\n{self.log_tail()}"
-                )
+                raise RuntimeError(f"{self.name} not ready after {timeout:.0f}s; log tail:\n{self.log_tail()}")
             time.sleep(0.1)
         logger.info("%s ready (pid %s)", self.name, self._proc.pid)
 
@@ -355,9 +350,7 @@ class Azurite(_NodeStandIn):
 
     def _probe(self) -> bool:
         path = f"/{AZURITE_ACCOUNT}?comp=list"
-        return _http_answers(self.host, self.blob_port, path) and _http_answers(
-            self.host, self.queue_port, path
-        )
+        return _http_answers(self.host, self.blob_port, path) and _http_answers(self.host, self.queue_port, path)
 
     def _cmdline_matches(self, cmdline: list[str]) -> bool:
         joined = " ".join(cmdline)

@@ -18,13 +18,21 @@ def registered_function(name: str) -> Callable[..., Any]:
 
     for function in function_app.app.get_functions():
         if function.get_function_name() == name:
-            return function.get_user_function()  # type: ignore[no-any-return]
+            return function.get_user_function()
     raise LookupError(f"function_app registers no function named {name!r}")
 
 
 def blob_created_event(
-    *, account: str, container: str, blob: str, etag: str, size: int, content_type: str | None,
-    url: str, sequencer: int, api: str = "PutBlob",
+    *,
+    account: str,
+    container: str,
+    blob: str,
+    etag: str,
+    size: int,
+    content_type: str | None,
+    url: str,
+    sequencer: int,
+    api: str = "PutBlob",
 ) -> func.EventGridEvent:
     """A Microsoft.Storage.BlobCreated event with the fields Azure's storage system topic sends."""
     return func.EventGridEvent(

@@ -118,8 +118,12 @@ class LocalHost:
         self.broker.start()
         root = Starlette(routes=[Mount("/broker", app=self.broker.asgi_app()), Mount("/", app=asgi_app)])
         config = uvicorn.Config(
-            root, host=self.settings.api_host, port=self.settings.api_port, log_level="warning",
-            access_log=False, lifespan="off",
+            root,
+            host=self.settings.api_host,
+            port=self.settings.api_port,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
         )
         self._server = uvicorn.Server(config)
         self._server_thread = threading.Thread(target=self._server.run, name="api", daemon=True)
@@ -141,7 +145,10 @@ class LocalHost:
             self.worker_processes.append(
                 subprocess.Popen(
                     [sys.executable, "-m", "shared.localhost.worker"],
-                    env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
                     preexec_fn=pdeathsig_preexec(),
                 )
             )
@@ -157,7 +164,10 @@ class LocalHost:
         log = (self._log_dir / f"worker-{index}.log").open("ab")
         self.worker_processes[index] = subprocess.Popen(
             [sys.executable, "-m", "shared.localhost.worker"],
-            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
             preexec_fn=pdeathsig_preexec(),
         )
         log.close()

@@ -60,9 +60,14 @@ class InboxWatcher:
                     continue
                 self._sequencer += 1
                 event = blob_created_event(
-                    account=self._account, container=container, blob=blob.name, etag=blob.etag,
-                    size=blob.size, content_type=blob.content_type,
-                    url=f"{self._endpoint}/{container}/{blob.name}", sequencer=self._sequencer,
+                    account=self._account,
+                    container=container,
+                    blob=blob.name,
+                    etag=blob.etag,
+                    size=blob.size,
+                    content_type=blob.content_type,
+                    url=f"{self._endpoint}/{container}/{blob.name}",
+                    sequencer=self._sequencer,
                 )
                 try:
                     self._deliver(event)

@@ -26,11 +26,18 @@ def handle(queue: StorageQueueJobQueue, received: ReceivedShard, max_deliveries:
     message = received.message
     fn = registered_function("run_shard")
     try:
-        fn(servicebus_message(received.body, message_id=message.message_id,
-                              delivery_count=received.delivery_count, session_id=message.tenant_id))
+        fn(
+            servicebus_message(
+                received.body,
+                message_id=message.message_id,
+                delivery_count=received.delivery_count,
+                session_id=message.tenant_id,
+            )
+        )
     except Exception:
-        logger.exception("shard %s failed (delivery %d of %d)", message.message_id, received.delivery_count,
-                         max_deliveries)
+        logger.exception(
+            "shard %s failed (delivery %d of %d)", message.message_id, received.delivery_count, max_deliveries
+        )
         pause = RETRY_BACKOFF_SECONDS[min(received.delivery_count, len(RETRY_BACKOFF_SECONDS)) - 1]
         queue.abandon(received, retry_after_seconds=pause)
         return
@@ -56,8 +63,10 @@ def run_worker(stop: threading.Event, *, idle_sleep: float = 0.05) -> None:
 
 
 def main() -> None:
-    logging.basicConfig(level=os.environ.get("AIAAS_LOG_LEVEL", "WARNING"),
-                        format="%(asctime)s worker[%(process)d] %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=os.environ.get("AIAAS_LOG_LEVEL", "WARNING"),
+        format="%(asctime)s worker[%(process)d] %(levelname)s %(name)s: %(message)s",
+    )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

@@ -207,16 +207,12 @@ def verify_onnx(pipeline: Pipeline, model_bytes: bytes, split: Split) -> dict[st
     sk_proba = pipeline.predict_proba(x_test32.astype(np.float64))
     max_diff = float(np.abs(onnx_proba - sk_proba).max())
     if max_diff > PROBABILITY_TOLERANCE:
-        raise RuntimeError(
-            f"ONNX probabilities differ from sklearn by {max_diff:.2e} > {PROBABILITY_TOLERANCE}"
-        )
+        raise RuntimeError(f"ONNX probabilities differ from sklearn by {max_diff:.2e} > {PROBABILITY_TOLERANCE}")
     logger.info("%s: ONNX vs sklearn max probability diff %.2e", NAME, max_diff)
     return compute_metrics(split.y_test, onnx_proba)
 
 
-def make_card(
-    split: Split, metrics: dict[str, Any], model_bytes: bytes, opset: int, key: str
-) -> dict[str, Any]:
+def make_card(split: Split, metrics: dict[str, Any], model_bytes: bytes, opset: int, key: str) -> dict[str, Any]:
     """The package card (camelCase keys)."""
     features = split.feature_names
     return {

@@ -53,7 +53,13 @@ def admit_blob_created(platform: Platform, tenant_id: str, blob_path: str, info:
 
 
 def admit(
-    platform: Platform, tenant_id: str, blob_path: str, ref: ModelRef, info: BlobInfo, *, record_rejection: bool = True
+    platform: Platform,
+    tenant_id: str,
+    blob_path: str,
+    ref: ModelRef,
+    info: BlobInfo,
+    *,
+    record_rejection: bool = True,
 ) -> Job:
     """Creates the job once (its id is derived from tenant, path, ETag and model version) and enqueues it.
 
@@ -88,8 +94,14 @@ def admit(
         logger.info("job %s exists; replayed event ignored", job.job_id, extra=_ids(job))
         return platform.jobs.get_job(tenant_id, job.job_id)
     platform.queue.enqueue(shards)
-    logger.info("job %s queued: %s over %s (%d shards)", job.job_id, card.name, blob_path, len(shards),
-                extra=_ids(job))
+    logger.info(
+        "job %s queued: %s over %s (%d shards)",
+        job.job_id,
+        card.name,
+        blob_path,
+        len(shards),
+        extra=_ids(job),
+    )
     return job
 
 

@@ -17,8 +17,12 @@ def publish_terminal_event(platform: Platform, job: Job) -> Job:
     if job.event_published or not job.terminal:
         return job
     platform.events.publish([terminal_event(job, platform.api_url)])
-    logger.info("job %s ended %s; event published", job.job_id, job.status.value,
-                extra={"tenant_id": job.tenant_id, "job_id": job.job_id})
+    logger.info(
+        "job %s ended %s; event published",
+        job.job_id,
+        job.status.value,
+        extra={"tenant_id": job.tenant_id, "job_id": job.job_id},
+    )
     for _ in range(10):
         job.event_published = True
         try:

@@ -116,7 +116,11 @@ def _finalise_if_complete(platform: Platform, job: Job) -> Job:
 
 def _process(platform: Platform, job: Job, message: ShardMessage, predictor: Predictor) -> Counts:
     chunks = platform.blobs.iter_chunks(
-        container_for(job.tenant_id), job.blob_path, start=message.byte_start, end=message.byte_end, etag=job.etag
+        container_for(job.tenant_id),
+        job.blob_path,
+        start=message.byte_start,
+        end=message.byte_end,
+        etag=job.etag,
     )
     records = reader_for(job.file_type)(chunks, first_index=message.first_record_index)
     counts = Counts()
@@ -184,7 +188,7 @@ def _predict_isolating_failures(
     for record, prepared in ready:
         try:
             outputs.append(predictor.predict([prepared])[0])
-        except Exception as err:  # noqa: BLE001 - reported to the tenant as the record's error
+        except Exception as err:
             errors.append(_error_entry(record, InvalidRecord(f"the model could not score this record: {err}")))
             outputs.append(None)
     return outputs
@@ -213,10 +217,12 @@ def _write_outputs(platform: Platform, job: Job) -> None:
                 yield b"".join(orjson.dumps(entry) + b"\n" for entry in entries)
 
     if job.counts.succeeded or not job.counts.failed:
-        platform.blobs.write_chunks(container, f"{base}/results.jsonl", lines("items"),
-                                    content_type="application/x-ndjson")
+        platform.blobs.write_chunks(
+            container, f"{base}/results.jsonl", lines("items"), content_type="application/x-ndjson"
+        )
         job.outputs["results"] = f"{base}/results.jsonl"
     if job.counts.failed:
-        platform.blobs.write_chunks(container, f"{base}/errors.jsonl", lines("errors"),
-                                    content_type="application/x-ndjson")
+        platform.blobs.write_chunks(
+            container, f"{base}/errors.jsonl", lines("errors"), content_type="application/x-ndjson"
+        )
         job.outputs["errors"] = f"{base}/errors.jsonl"

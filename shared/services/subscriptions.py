@@ -32,8 +32,9 @@ def create_subscription(
     if unknown or len(set(types)) != len(types):
         raise InvalidInput(f"unknown or repeated event types: {unknown or types}", code="InvalidEventTypes")
     if len(platform.subscriptions.list_subscriptions(tenant_id)) >= MAX_SUBSCRIPTIONS_PER_TENANT:
-        raise InvalidInput(f"at most {MAX_SUBSCRIPTIONS_PER_TENANT} subscriptions per tenant",
-                           code="TooManySubscriptions")
+        raise InvalidInput(
+            f"at most {MAX_SUBSCRIPTIONS_PER_TENANT} subscriptions per tenant", code="TooManySubscriptions"
+        )
     platform.validator.validate(endpoint_url, schema)
     subscription = Subscription(
         tenant_id=tenant_id,

@@ -6,7 +6,14 @@ import logging
 
 from shared.domain.errors import NotFound, Unauthorized
 from shared.domain.jobs import utcnow
-from shared.domain.tenants import Tenant, container_for, hash_key, new_api_key, tenant_of_key, validate_tenant_id
+from shared.domain.tenants import (
+    Tenant,
+    container_for,
+    hash_key,
+    new_api_key,
+    tenant_of_key,
+    validate_tenant_id,
+)
 from shared.services.platform import Platform
 
 logger = logging.getLogger(__name__)
@@ -17,9 +24,7 @@ def create_tenant(platform: Platform, tenant_id: str) -> str:
     validate_tenant_id(tenant_id)
     api_key = new_api_key(tenant_id)
     platform.blobs.ensure_container(container_for(tenant_id))
-    platform.tenants.create_tenant(
-        Tenant(tenant_id=tenant_id, created_at=utcnow(), key_hashes=[hash_key(api_key)])
-    )
+    platform.tenants.create_tenant(Tenant(tenant_id=tenant_id, created_at=utcnow(), key_hashes=[hash_key(api_key)]))
     logger.info("created tenant %s", tenant_id, extra={"tenant_id": tenant_id})
     return api_key
 

@@ -26,9 +26,15 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalHost]:
     saved = dict(os.environ)
     os.environ["AIAAS_WEBHOOK_FIRST_RETRY_SECONDS"] = "0.2"
     settings = Settings(
-        api_port=free_port(), azurite_blob_port=free_port(), azurite_queue_port=free_port(),
-        azurite_table_port=free_port(), cosmos_port=free_port(), data_dir=tmp_path_factory.mktemp("stack"),
-        models_dir=REPO / "build/models", workers=2, webhook_first_retry_seconds=0.2,
+        api_port=free_port(),
+        azurite_blob_port=free_port(),
+        azurite_queue_port=free_port(),
+        azurite_table_port=free_port(),
+        cosmos_port=free_port(),
+        data_dir=tmp_path_factory.mktemp("stack"),
+        models_dir=REPO / "build/models",
+        workers=2,
+        webhook_first_retry_seconds=0.2,
     )
     host = LocalHost(settings)
     host.start()
@@ -49,12 +55,14 @@ def create_tenant(stack: LocalHost) -> Callable[[str], httpx.Client]:
         env = {**os.environ, **stack.environment()}
         done = subprocess.run(
             [str(REPO / ".venv/bin/aiaas"), "tenants", "create", tenant_id, "--json"],
-            env=env, capture_output=True, text=True, timeout=60, check=True,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
         )
         answer = json.loads(done.stdout)
         assert answer["tenantId"] == tenant_id
-        return httpx.Client(
-            base_url=stack.api_url, headers={"Authorization": f"Bearer {answer['apiKey']}"}, timeout=30
-        )
+        return httpx.Client(base_url=stack.api_url, headers={"Authorization": f"Bearer {answer['apiKey']}"}, timeout=30)
 
     return make

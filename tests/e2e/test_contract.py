@@ -106,7 +106,8 @@ def test_cloudevents_subscriber_and_partial_failure(create_tenant: Callable[[str
     assert data["error"]["code"] == "SomeRecordsFailed"
     errors = [
         json.loads(line)
-        for line in get_platform().blobs.read_bytes("tenant-initech", f"outbox/{data['jobId']}/errors.jsonl")
+        for line in get_platform()
+        .blobs.read_bytes("tenant-initech", f"outbox/{data['jobId']}/errors.jsonl")
         .splitlines()
     ]
     assert [(e["line"], e["id"]) for e in errors] == [(6, "bad-value"), (7, None)]
@@ -125,11 +126,19 @@ def test_replayed_and_rejected_uploads(stack: LocalHost, create_tenant: Callable
         info = platform.blobs.get_info("tenant-umbrella", blob_path)
         ingest = registered_function("ingest_blob")
         for attempt in range(3):
-            ingest(blob_created_event(
-                account="devstoreaccount1", container="tenant-umbrella", blob=blob_path, etag=info.etag,
-                size=info.size, content_type=None, url="http://x", sequencer=attempt,
-                api="PutBlockList" if attempt else "PutBlob",
-            ))
+            ingest(
+                blob_created_event(
+                    account="devstoreaccount1",
+                    container="tenant-umbrella",
+                    blob=blob_path,
+                    etag=info.etag,
+                    size=info.size,
+                    content_type=None,
+                    url="http://x",
+                    sequencer=attempt,
+                    api="PutBlockList" if attempt else "PutBlob",
+                )
+            )
         time.sleep(1.0)
         assert len(hook.events) == 1
         # Overwriting the blob (a new ETag) is a new job.
@@ -153,8 +162,9 @@ def test_replayed_and_rejected_uploads(stack: LocalHost, create_tenant: Callable
 
 def test_job_over_an_existing_blob_via_the_api(create_tenant: Callable[[str], httpx.Client]) -> None:
     hooli = create_tenant("hooli")
-    get_platform().blobs.write_bytes("tenant-hooli", "data/archive.csv", (REPO / "build/samples/breast-cancer.csv")
-                                     .read_bytes())
+    get_platform().blobs.write_bytes(
+        "tenant-hooli", "data/archive.csv", (REPO / "build/samples/breast-cancer.csv").read_bytes()
+    )
     with WebhookReceiver() as hook:
         _subscribe(hooli, hook)
         answer = hooli.post("/v1/jobs", json={"model": f"{MODEL}@production", "blobPath": "data/archive.csv"})

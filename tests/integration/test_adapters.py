@@ -41,8 +41,15 @@ def db(cosmos: CosmosServer):  # type: ignore[no-untyped-def]
 
 
 def _job(tenant: str, job_id: str | None = None, created_at: str = "2026-01-01T00:00:00.000Z") -> Job:
-    return Job(tenant_id=tenant, job_id=job_id or uuid.uuid4().hex, model_name="m", model_version="1",
-               blob_path="inbox/m/x.jsonl", etag="0x1", created_at=created_at)
+    return Job(
+        tenant_id=tenant,
+        job_id=job_id or uuid.uuid4().hex,
+        model_name="m",
+        model_version="1",
+        blob_path="inbox/m/x.jsonl",
+        etag="0x1",
+        created_at=created_at,
+    )
 
 
 # Blob
@@ -144,8 +151,13 @@ def test_jobs_list_newest_first_in_pages(db) -> None:  # type: ignore[no-untyped
     store = CosmosJobStore(db)
     tenant = f"t{uuid.uuid4().hex[:6]}"
     # Two jobs share a timestamp: paging must neither skip nor repeat them.
-    stamps = ["2026-01-01T00:00:01.000Z", "2026-01-01T00:00:02.000Z", "2026-01-01T00:00:02.000Z",
-              "2026-01-01T00:00:03.000Z", "2026-01-01T00:00:04.000Z"]
+    stamps = [
+        "2026-01-01T00:00:01.000Z",
+        "2026-01-01T00:00:02.000Z",
+        "2026-01-01T00:00:02.000Z",
+        "2026-01-01T00:00:03.000Z",
+        "2026-01-01T00:00:04.000Z",
+    ]
     for stamp in stamps:
         store.create_job(_job(tenant, created_at=stamp))
     store.create_job(_job("someone-else"))

@@ -103,9 +103,7 @@ def test_hierarchical_pk_upsert_read_query(jobs_container: ContainerProxy) -> No
             }
         )
     # Another job in the same tenant must not leak into the query.
-    jobs_container.upsert_item(
-        {"id": "other:page:0", "tenantId": tenant, "jobId": "other", "firstRecordIndex": 5}
-    )
+    jobs_container.upsert_item({"id": "other:page:0", "tenantId": tenant, "jobId": "other", "firstRecordIndex": 5})
 
     doc = jobs_container.read_item(f"{job}:page:1", partition_key=[tenant, job])
     assert doc["firstRecordIndex"] == 0
@@ -120,9 +118,7 @@ def test_hierarchical_pk_upsert_read_query(jobs_container: ContainerProxy) -> No
     assert [p["firstRecordIndex"] for p in pages] == [0, 1000, 2000]
 
     count_query = "SELECT VALUE COUNT(1) FROM c WHERE c.tenantId = @tenantId AND c.jobId = @jobId"
-    counts: list[object] = list(
-        jobs_container.query_items(count_query, parameters=params, partition_key=[tenant, job])
-    )
+    counts: list[object] = list(jobs_container.query_items(count_query, parameters=params, partition_key=[tenant, job]))
     assert counts == [3]
 
     pager = jobs_container.query_items(
@@ -146,9 +142,7 @@ def test_cosmos_missing_item_is_404(jobs_container: ContainerProxy) -> None:
 
 def test_cosmos_conditional_replace_and_create_conflict(jobs_container: ContainerProxy) -> None:
     key = ["tenant-b", f"job-{uuid.uuid4().hex[:8]}"]
-    created = jobs_container.create_item(
-        {"id": f"{key[1]}:state", "tenantId": key[0], "jobId": key[1], "n": 0}
-    )
+    created = jobs_container.create_item({"id": f"{key[1]}:state", "tenantId": key[0], "jobId": key[1], "n": 0})
     etag = created["_etag"]
     replaced = jobs_container.replace_item(
         created["id"], {**created, "n": 1}, etag=etag, match_condition=MatchConditions.IfNotModified

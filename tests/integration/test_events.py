@@ -60,8 +60,14 @@ def broker(azurite: Azurite, cosmos: CosmosServer) -> Iterator[tuple[LocalEventB
 
 def _event(tenant: str, event_type: str = "AIaaS.Job.Succeeded") -> PlatformEvent:
     job = uuid.uuid4().hex
-    return PlatformEvent(id=uuid.uuid4().hex, event_type=event_type, subject=f"/tenants/{tenant}/jobs/{job}",
-                         data={"jobId": job}, event_time="2026-11-22T00:00:00Z", topic=tenant)
+    return PlatformEvent(
+        id=uuid.uuid4().hex,
+        event_type=event_type,
+        subject=f"/tenants/{tenant}/jobs/{job}",
+        data={"jobId": job},
+        event_time="2026-11-22T00:00:00Z",
+        topic=tenant,
+    )
 
 
 def _wait(predicate: Any, timeout: float = 10.0) -> bool:
@@ -74,7 +80,7 @@ def _wait(predicate: Any, timeout: float = 10.0) -> bool:
 
 
 def test_published_events_reach_only_the_tenants_matching_subscriptions_once(broker: Any) -> None:
-    instance, endpoint, ports = broker
+    _instance, endpoint, ports = broker
     publisher = EventGridEventPublisher(endpoint, key=KEY)
     with WebhookReceiver() as acme_hook, WebhookReceiver() as globex_hook, WebhookReceiver() as failed_only:
         ports.subscriptions.put_subscription(Subscription("acme", uuid.uuid4().hex, acme_hook.url))
