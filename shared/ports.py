@@ -152,7 +152,11 @@ class ModelRegistry(Protocol):
         """The card of the version `ref` names for this tenant; raises UnknownModel."""
         ...
 
-    def list_models(self, tenant_id: str) -> list[dict[str, Any]]: ...
+    def list_models(
+        self, tenant_id: str, *, task: str | None = None, tags: dict[str, str] | None = None
+    ) -> list[dict[str, Any]]:
+        """Models the tenant may use, optionally only those of a task and carrying all the tags."""
+        ...
 
     def get_model(self, tenant_id: str, name: str) -> dict[str, Any]:
         """Raises UnknownModel."""

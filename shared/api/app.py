@@ -140,8 +140,19 @@ def create_app(platform_factory: Callable[[], Platform], *, allow_loopback_webho
         return {"status": "ok"}
 
     @app.get("/api/v1/models")
-    def list_models(plat: Plat, tenant: Caller) -> dict[str, Any]:
-        return {"items": plat.models.list_models(tenant.tenant_id)}
+    def list_models(
+        plat: Plat,
+        tenant: Caller,
+        task: Annotated[str | None, Query(max_length=100)] = None,
+        tag: Annotated[list[str] | None, Query(description="k:v, repeatable; all must match")] = None,
+    ) -> dict[str, Any]:
+        tags = {}
+        for item in tag or []:
+            key, sep, value = item.partition(":")
+            if not sep or not key:
+                raise InvalidInput(f"tag {item!r} must be key:value", code="InvalidTag")
+            tags[key] = value
+        return {"items": plat.models.list_models(tenant.tenant_id, task=task, tags=tags or None)}
 
     @app.get("/api/v1/models/{name}")
     def get_model(name: str, plat: Plat, tenant: Caller) -> dict[str, Any]:
@@ -210,4 +221,9 @@ def create_app(platform_factory: Callable[[], Platform], *, allow_loopback_webho
         plat.subscriptions.delete_subscription(tenant.tenant_id, subscription_id)
         return Response(status_code=204)
 
+    from shared.api.oip import oip_router
+    from shared.api.registry_routes import registry_router
+
+    app.include_router(registry_router(Depends(platform), Depends(caller)))
+    app.include_router(oip_router(Depends(platform), Depends(caller)))
     return app

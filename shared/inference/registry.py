@@ -81,13 +81,20 @@ class BlobModelRegistry:
             return visible[version]
         raise UnknownModel(f"model {ref.name!r} has no version or alias {selector!r}")
 
-    def list_models(self, tenant_id: str) -> list[dict[str, Any]]:
+    def list_models(
+        self, tenant_id: str, *, task: str | None = None, tags: dict[str, str] | None = None
+    ) -> list[dict[str, Any]]:
         models = []
         for name in sorted(self._read_catalogue()):
             try:
-                models.append(self.get_model(tenant_id, name, with_card=False))
+                model = self.get_model(tenant_id, name, with_card=False)
             except UnknownModel:
                 continue
+            if task and model["task"] != task:
+                continue
+            if tags and any(model["card"]["tags"].get(k) != v for k, v in tags.items()):
+                continue
+            models.append(model)
         return models
 
     def get_model(self, tenant_id: str, name: str, *, with_card: bool = True) -> dict[str, Any]:
