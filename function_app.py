@@ -2,9 +2,10 @@
 
 import azure.functions as func
 
-from functions import ingest, worker
+from functions import ingest, sweeper, worker
 from functions.http_api import asgi_app
 
 app = func.AsgiFunctionApp(app=asgi_app, http_auth_level=func.AuthLevel.ANONYMOUS)
 app.register_functions(ingest.bp)
 app.register_functions(worker.bp)
+app.register_functions(sweeper.bp)

@@ -69,6 +69,8 @@ def build_platform(settings: Settings) -> Platform:
         batch_size=settings.batch_size,
         max_upload_bytes=settings.max_upload_bytes,
         upload_ttl=timedelta(minutes=settings.upload_sas_minutes),
+        shard_bytes=settings.shard_bytes,
+        default_error_threshold=settings.default_error_threshold,
     )
 
 

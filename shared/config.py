@@ -61,6 +61,11 @@ class Settings(BaseSettings):
     models_container: str = "models"
     upload_sas_minutes: int = Field(default=15, ge=1, le=24 * 60)
     batch_size: int = Field(default=1000, ge=1, le=10_000)
+    shard_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    default_error_threshold: int = Field(default=-1, ge=-1)
+    stall_seconds: int = Field(default=600, ge=1)
+    max_sweeps: int = Field(default=3, ge=1, le=100)
+    sweep_interval_seconds: float = Field(default=30.0, gt=0)
     max_upload_bytes: int = Field(default=2 * 1024**3, ge=1)
     webhook_max_attempts: int = Field(default=8, ge=1, le=30)
     webhook_first_retry_seconds: float = Field(default=1.0, gt=0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 from collections.abc import Iterator
 from typing import Any
@@ -32,7 +33,7 @@ RESULTS_INDEXING = {
 def ensure_schema(client: CosmosClient, database: str) -> DatabaseProxy:
     """Creates the database and containers if missing (idempotent; the deployment creates them in Azure)."""
     db = client.create_database_if_not_exists(database)
-    for name in ("tenants", "jobs", "subscriptions"):
+    for name in ("tenants", "jobs", "subscriptions", "uploads"):
         db.create_container_if_not_exists(name, partition_key=PartitionKey(path="/tenantId"))
     db.create_container_if_not_exists(
         "results",
@@ -82,6 +83,19 @@ class CosmosTenantStore:
 class CosmosJobStore:
     def __init__(self, db: DatabaseProxy) -> None:
         self._c: ContainerProxy = db.get_container_client("jobs")
+        self._uploads: ContainerProxy = db.get_container_client("uploads")
+
+    def put_upload_intent(self, tenant_id: str, blob_path: str, intent: dict[str, Any]) -> None:
+        doc_id = hashlib.sha256(blob_path.encode()).hexdigest()[:32]
+        self._uploads.upsert_item({"id": doc_id, "tenantId": tenant_id, "blobPath": blob_path, **intent})
+
+    def get_upload_intent(self, tenant_id: str, blob_path: str) -> dict[str, Any] | None:
+        doc_id = hashlib.sha256(blob_path.encode()).hexdigest()[:32]
+        try:
+            doc = self._uploads.read_item(doc_id, partition_key=tenant_id)
+        except CosmosResourceNotFoundError:
+            return None
+        return {k: v for k, v in doc.items() if not k.startswith("_") and k not in {"id", "tenantId", "blobPath"}}
 
     def create_job(self, job: Job) -> bool:
         try:

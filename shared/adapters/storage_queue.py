@@ -21,9 +21,9 @@ from shared.domain.jobs import ShardMessage
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
+@dataclass
 class ReceivedShard:
-    """A message under lock: its body, its delivery count and the handle to settle it."""
+    """A message under lock: its body, its delivery count and the handle to settle it (renewed in place)."""
 
     message: ShardMessage | None
     body: bytes
@@ -74,6 +74,11 @@ class StorageQueueJobQueue:
             self._queue.delete_message(received.handle)
         except ResourceNotFoundError:
             logger.warning("message %s was already settled (its lock had expired)", received.message_id)
+
+    def renew(self, received: ReceivedShard) -> None:
+        """Extends the lock (visibility) of a message still being worked on, like Service Bus lock renewal."""
+        updated = self._queue.update_message(received.handle, visibility_timeout=self._visibility)
+        received.handle.pop_receipt = updated.pop_receipt
 
     def abandon(self, received: ReceivedShard, *, retry_after_seconds: int = 0) -> None:
         """Makes the message visible again after a pause, like Service Bus's abandon with a back-off."""

@@ -49,12 +49,16 @@ class UploadRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     model: str = Field(min_length=1, max_length=140)
     filename: str = Field(min_length=1, max_length=200)
+    parameters: dict[str, Any] | None = None
+    errorThreshold: int | None = Field(default=None, ge=-1)
 
 
 class JobRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     model: str = Field(min_length=1, max_length=140)
     blobPath: str = Field(min_length=1, max_length=1024)
+    parameters: dict[str, Any] | None = None
+    errorThreshold: int | None = Field(default=None, ge=-1)
 
 
 class SubscriptionRequest(BaseModel):
@@ -122,6 +126,11 @@ def create_app(platform_factory: Callable[[], Platform], *, allow_loopback_webho
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
         return JSONResponse(error_body(err.code, err.message), status_code=status, headers=headers)
 
+    @app.exception_handler(Exception)
+    def _unexpected(_: Request, err: Exception) -> JSONResponse:
+        logger.error("unexpected error", exc_info=err)
+        return JSONResponse(error_body("InternalError", "the platform failed; try again later"), status_code=500)
+
     @app.exception_handler(RequestValidationError)
     def _validation_error(_: Request, err: RequestValidationError) -> JSONResponse:
         problems = "; ".join(
@@ -160,11 +169,25 @@ def create_app(platform_factory: Callable[[], Platform], *, allow_loopback_webho
 
     @app.post("/api/v1/uploads", status_code=201)
     def create_upload(body: UploadRequest, plat: Plat, tenant: Caller) -> dict[str, Any]:
-        return ingest.create_upload(plat, tenant.tenant_id, body.model, body.filename)
+        return ingest.create_upload(
+            plat,
+            tenant.tenant_id,
+            body.model,
+            body.filename,
+            parameters=body.parameters,
+            error_threshold=body.errorThreshold,
+        )
 
     @app.post("/api/v1/jobs", status_code=202)
     def submit_job(body: JobRequest, plat: Plat, tenant: Caller) -> dict[str, Any]:
-        job = ingest.submit_job(plat, tenant.tenant_id, body.model, body.blobPath)
+        job = ingest.submit_job(
+            plat,
+            tenant.tenant_id,
+            body.model,
+            body.blobPath,
+            parameters=body.parameters,
+            error_threshold=body.errorThreshold,
+        )
         return job.public_view(plat.api_url)
 
     @app.get("/api/v1/jobs")
@@ -175,6 +198,8 @@ def create_app(platform_factory: Callable[[], Platform], *, allow_loopback_webho
         continuationToken: Annotated[str | None, Query()] = None,
     ) -> dict[str, Any]:
         cursor = queries.decode_token(continuationToken).get("c") if continuationToken else None
+        if cursor is not None and not isinstance(cursor, str):
+            raise InvalidInput("continuationToken is not valid", code="InvalidContinuationToken")
         jobs, next_cursor = plat.jobs.list_jobs(tenant.tenant_id, limit=limit, continuation=cursor)
         return {
             "items": [job.public_view(plat.api_url) for job in jobs],

@@ -9,6 +9,8 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+import orjson
+
 from shared.domain.errors import InvalidInput
 from shared.domain.models import ModelRef
 
@@ -65,15 +67,26 @@ def file_type_of(filename: str) -> str:
     return posixpath.splitext(filename)[1].lower()
 
 
-def job_id_for(tenant_id: str, blob_path: str, etag: str, model_key: str) -> str:
+def job_id_for(
+    tenant_id: str, blob_path: str, etag: str, model_key: str, parameters: dict[str, Any] | None = None
+) -> str:
     """Deterministic: a replayed event makes the same id (so no second job); a new ETag makes a new job."""
-    digest = hashlib.sha256("\x1f".join((tenant_id, blob_path, etag.strip('"'), model_key)).encode())
-    return digest.hexdigest()[:32]
+    parts = [tenant_id, blob_path, etag.strip('"'), model_key]
+    if parameters:
+        parts.append(orjson.dumps(parameters, option=orjson.OPT_SORT_KEYS).decode())
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
+
+
+PLAN = "plan"
+SHARD = "shard"
 
 
 @dataclass(frozen=True)
 class ShardMessage:
-    """One unit of work on the job queue: a byte range of the input blob and where its records start."""
+    """One unit of work on the job queue: a byte range of the input blob and where its records start.
+
+    A `plan` message asks a worker to find the line boundaries of a big file and enqueue its shards.
+    """
 
     tenant_id: str
     job_id: str
@@ -82,13 +95,16 @@ class ShardMessage:
     byte_start: int = 0
     byte_end: int | None = None
     first_record_index: int = 0
+    first_line: int = 1
+    kind: str = SHARD
 
     @property
     def message_id(self) -> str:
-        return f"{self.job_id}:{self.shard_index}"
+        return f"{self.job_id}:plan" if self.kind == PLAN else f"{self.job_id}:{self.shard_index}"
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "kind": self.kind,
             "tenantId": self.tenant_id,
             "jobId": self.job_id,
             "shardIndex": self.shard_index,
@@ -96,6 +112,7 @@ class ShardMessage:
             "byteStart": self.byte_start,
             "byteEnd": self.byte_end,
             "firstRecordIndex": self.first_record_index,
+            "firstLine": self.first_line,
         }
 
     @classmethod
@@ -109,6 +126,8 @@ class ShardMessage:
                 byte_start=int(data.get("byteStart") or 0),
                 byte_end=None if data.get("byteEnd") is None else int(data["byteEnd"]),
                 first_record_index=int(data.get("firstRecordIndex") or 0),
+                first_line=int(data.get("firstLine") or 1),
+                kind=PLAN if data.get("kind") == PLAN else SHARD,
             )
         except (KeyError, TypeError, ValueError) as err:
             raise InvalidInput(f"malformed shard message: {err}", code="MalformedMessage") from err
@@ -152,21 +171,40 @@ class Job:
     completed_at: str | None = None
     shard_count: int = 1
     shards_done: list[int] = field(default_factory=list)
+    # The planner's cut of a big file: [byte_start, byte_end, first_record_index, first_line] per shard.
+    shard_plan: list[list[int]] = field(default_factory=list)
     counts: Counts = field(default_factory=Counts)
     error: dict[str, str] | None = None
     outputs: dict[str, str] = field(default_factory=dict)
     # The terminal event is an outbox entry on the job: recorded with the terminal status, then published.
     event_id: str | None = None
     event_published: bool = False
+    parameters: dict[str, Any] = field(default_factory=dict)
+    # Record failures tolerated before the job counts as failed (Azure ML's error_threshold); -1: any number.
+    error_threshold: int = -1
+    sweeps: int = 0
     doc_etag: str | None = None
 
     @property
     def terminal(self) -> bool:
         return self.status.terminal
 
+    def shard_messages(self, *, only_missing: bool = False) -> list[ShardMessage]:
+        """The messages for this job's shards (from its plan, or the single whole-file shard)."""
+        done = set(self.shards_done) if only_missing else set()
+        if not self.shard_plan:
+            whole = ShardMessage(self.tenant_id, self.job_id, 0, 1, 0, self.content_length or None, 0)
+            return [] if 0 in done else [whole]
+        return [
+            ShardMessage(self.tenant_id, self.job_id, i, len(self.shard_plan), start, end, first_index, first_line)
+            for i, (start, end, first_index, first_line) in enumerate(self.shard_plan)
+            if i not in done
+        ]
+
     @property
     def all_shards_done(self) -> bool:
-        return len(set(self.shards_done)) >= self.shard_count
+        """Every planned shard recorded (a job still being planned has shard_count 0)."""
+        return self.shard_count > 0 and len(set(self.shards_done)) >= self.shard_count
 
     def decide_outcome(self) -> JobStatus:
         """The terminal status from the counts: every record failed (or none at all) is a failed job."""
@@ -181,6 +219,13 @@ class Job:
             self.error = {
                 "code": "AllRecordsFailed",
                 "message": f"all {self.counts.records} records failed; see errors.jsonl",
+            }
+            return JobStatus.FAILED
+        if 0 <= self.error_threshold < self.counts.failed:
+            self.error = {
+                "code": "ErrorThresholdExceeded",
+                "message": f"{self.counts.failed} of {self.counts.records} records failed, more than the job's "
+                f"error threshold of {self.error_threshold}; see errors.jsonl",
             }
             return JobStatus.FAILED
         self.error = {
@@ -205,11 +250,14 @@ class Job:
             "createdAt": self.created_at,
             "updatedAt": self.updated_at,
             "completedAt": self.completed_at,
-            "shards": {"count": self.shard_count, "done": sorted(set(self.shards_done))},
+            "shards": {"count": self.shard_count, "done": sorted(set(self.shards_done)), "plan": self.shard_plan},
             "counts": self.counts.to_dict(),
             "error": self.error,
             "outputs": self.outputs,
             "event": {"id": self.event_id, "published": self.event_published},
+            "parameters": self.parameters,
+            "errorThreshold": self.error_threshold,
+            "sweeps": self.sweeps,
         }
 
     @classmethod
@@ -233,11 +281,15 @@ class Job:
             completed_at=doc.get("completedAt"),
             shard_count=int(shards.get("count", 1)),
             shards_done=list(shards.get("done", [])),
+            shard_plan=[list(cut) for cut in shards.get("plan", [])],
             counts=Counts.from_dict(doc.get("counts")),
             error=doc.get("error"),
             outputs=dict(doc.get("outputs") or {}),
             event_id=event.get("id"),
             event_published=bool(event.get("published")),
+            parameters=dict(doc.get("parameters") or {}),
+            error_threshold=int(doc.get("errorThreshold", -1)),
+            sweeps=int(doc.get("sweeps", 0)),
             doc_etag=doc.get("_etag"),
         )
 
@@ -253,7 +305,10 @@ class Job:
             "updatedAt": self.updated_at,
             "completedAt": self.completed_at,
             "links": self.links(api_url),
+            "errorThreshold": self.error_threshold,
         }
+        if self.parameters:
+            view["parameters"] = self.parameters
         if self.error:
             view["error"] = self.error
         return view

@@ -73,6 +73,25 @@ class ModelCard:
     def artifact_file(self) -> str:
         return str(self.raw["artifact"].get("file", "model.onnx"))
 
+    @property
+    def error_threshold(self) -> int | None:
+        value = self.raw.get("errorThreshold")
+        return None if value is None else int(value)
+
+    def check_parameters(self, parameters: dict[str, Any]) -> dict[str, Any]:
+        """The job parameters if the card declares them all with the right types; InvalidInput otherwise."""
+        declared: dict[str, Any] = self.raw.get("parameters") or {}
+        unknown = sorted(set(parameters) - set(declared))
+        if unknown:
+            accepted = ", ".join(sorted(declared)) or "none"
+            raise InvalidInput(
+                f"model {self.name} takes no parameter {', '.join(unknown)} (it takes: {accepted})",
+                code="InvalidParameters",
+            )
+        for name, value in parameters.items():
+            _check_value(name, value, declared[name])
+        return parameters
+
     def visible_to(self, tenant_id: str) -> bool:
         return self.owner is None or self.owner == tenant_id
 
@@ -86,3 +105,19 @@ class ModelCard:
             "metrics": self.raw.get("metrics", {}),
             "tags": self.raw.get("tags", {}),
         }
+
+
+def _check_value(name: str, value: Any, spec: dict[str, Any]) -> None:
+    kind = spec.get("type")
+    if kind == "string" and not isinstance(value, str):
+        raise InvalidInput(f"parameter {name!r} must be a string", code="InvalidParameters")
+    if kind == "number" and (isinstance(value, bool) or not isinstance(value, int | float)):
+        raise InvalidInput(f"parameter {name!r} must be a number", code="InvalidParameters")
+    if kind == "array":
+        if not isinstance(value, list):
+            raise InvalidInput(f"parameter {name!r} must be a list", code="InvalidParameters")
+        low, high = spec.get("minItems", 0), spec.get("maxItems", 10_000)
+        if not low <= len(value) <= high:
+            raise InvalidInput(f"parameter {name!r} needs {low} to {high} items", code="InvalidParameters")
+        if spec.get("items", {}).get("type") == "string" and not all(isinstance(v, str) and v for v in value):
+            raise InvalidInput(f"parameter {name!r} must hold non-empty strings", code="InvalidParameters")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -12,14 +13,24 @@ import azure.functions as func
 
 
 @cache
-def registered_function(name: str) -> Callable[..., Any]:
-    """The user function registered under `name` in function_app.app (imported once per process)."""
+def _registered() -> dict[str, Callable[..., Any]]:
+    # FunctionApp.get_functions() builds the functions anew and refuses a second call on the same app.
     import function_app
 
-    for function in function_app.app.get_functions():
-        if function.get_function_name() == name:
-            return function.get_user_function()
-    raise LookupError(f"function_app registers no function named {name!r}")
+    return {str(fn.get_function_name()): fn.get_user_function() for fn in function_app.app.get_functions()}
+
+
+_lock = threading.Lock()
+
+
+def registered_function(name: str) -> Callable[..., Any]:
+    """The user function registered under `name` in function_app.app (read once per process)."""
+    with _lock:
+        functions = _registered()
+    try:
+        return functions[name]
+    except KeyError:
+        raise LookupError(f"function_app registers no function named {name!r}") from None
 
 
 def blob_created_event(

@@ -41,30 +41,22 @@ class LocalHost:
         self._watcher: Any = None
         self.broker: Any = None
         self._log_dir = data_dir / "logs"
+        self._stopping = threading.Event()
+        self._sweeper: threading.Thread | None = None
 
     @property
     def api_url(self) -> str:
         return f"http://{self.settings.api_host}:{self.settings.api_port}/api"
 
     def environment(self) -> dict[str, str]:
-        """The settings every process of this host shares (workers are separate processes)."""
-        s = self.settings
-        return {
-            "AIAAS_ENVIRONMENT": "development",
-            "AIAAS_API_HOST": s.api_host,
-            "AIAAS_API_PORT": str(s.api_port),
-            "AIAAS_AZURITE_BLOB_PORT": str(s.azurite_blob_port),
-            "AIAAS_AZURITE_QUEUE_PORT": str(s.azurite_queue_port),
-            "AIAAS_AZURITE_TABLE_PORT": str(s.azurite_table_port),
-            "AIAAS_COSMOS_PORT": str(s.cosmos_port),
-            "AIAAS_DATA_DIR": str(s.data_dir),
-            "AIAAS_MODELS_DIR": str(s.models_dir),
-            "AIAAS_BATCH_SIZE": str(s.batch_size),
-            "AIAAS_MAX_DELIVERY_COUNT": str(s.max_delivery_count),
-            "AIAAS_QUEUE_VISIBILITY_SECONDS": str(s.queue_visibility_seconds),
-            "AIAAS_STORAGE_CONNECTION_STRING": self.azurite.connection_string,
-            "AIAAS_JOB_QUEUE_NAME": s.job_queue_name,
-        }
+        """Every setting, as the AIAAS_* variables the worker processes read (they are separate processes)."""
+        env = {}
+        for name, value in self.settings.model_dump().items():
+            if value is not None:
+                env[f"AIAAS_{name.upper()}"] = str(value)
+        env["AIAAS_ENVIRONMENT"] = "development"
+        env["AIAAS_STORAGE_CONNECTION_STRING"] = self.azurite.connection_string
+        return env
 
     def start(self) -> None:
         started = time.perf_counter()
@@ -100,6 +92,21 @@ class LocalHost:
             interval=self.settings.watch_interval_seconds,
         )
         self._watcher.start()
+        self._sweeper = threading.Thread(target=self._run_timer, args=("sweep_jobs",), name="sweeper", daemon=True)
+        self._sweeper.start()
+
+    def _run_timer(self, name: str) -> None:
+        """Calls a registered timer function every sweep interval, as the Functions host's timer would."""
+        import azure.functions.timer
+
+        from shared.localhost.functions_host import registered_function
+
+        function = registered_function(name)
+        while not self._stopping.wait(self.settings.sweep_interval_seconds):
+            try:
+                function(azure.functions.timer.TimerRequest(past_due=False))
+            except Exception:
+                logger.exception("timer function %s failed", name)
 
     def _start_api(self) -> None:
         import uvicorn
@@ -173,6 +180,10 @@ class LocalHost:
         log.close()
 
     def stop(self) -> None:
+        self._stopping.set()
+        if self._sweeper is not None:
+            self._sweeper.join(timeout=10)
+            self._sweeper = None
         if self._watcher is not None:
             self._watcher.stop()
             self._watcher = None

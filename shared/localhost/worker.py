@@ -25,6 +25,9 @@ def handle(queue: StorageQueueJobQueue, received: ReceivedShard, max_deliveries:
         return
     message = received.message
     fn = registered_function("run_shard")
+    done = threading.Event()
+    renewer = threading.Thread(target=_keep_locked, args=(queue, received, done), daemon=True)
+    renewer.start()
     try:
         fn(
             servicebus_message(
@@ -39,9 +42,24 @@ def handle(queue: StorageQueueJobQueue, received: ReceivedShard, max_deliveries:
             "shard %s failed (delivery %d of %d)", message.message_id, received.delivery_count, max_deliveries
         )
         pause = RETRY_BACKOFF_SECONDS[min(received.delivery_count, len(RETRY_BACKOFF_SECONDS)) - 1]
+        done.set()
+        renewer.join()
         queue.abandon(received, retry_after_seconds=pause)
         return
+    done.set()
+    renewer.join()
     queue.complete(received)
+
+
+def _keep_locked(queue: StorageQueueJobQueue, received: ReceivedShard, done: threading.Event) -> None:
+    """Renews the message's lock at a third of its length until the shard is settled."""
+    interval = max(1.0, get_settings().queue_visibility_seconds / 3)
+    while not done.wait(interval):
+        try:
+            queue.renew(received)
+        except Exception:
+            logger.warning("could not renew the lock of %s; it may be redelivered", received.message_id)
+            return
 
 
 def run_worker(stop: threading.Event, *, idle_sleep: float = 0.05) -> None:

@@ -14,6 +14,7 @@ from shared.domain.events import terminal_event_id
 from shared.domain.jobs import (
     INBOX_PREFIX,
     OUTBOX_PREFIX,
+    PLAN,
     InboxPath,
     Job,
     JobStatus,
@@ -49,7 +50,16 @@ def admit_blob_created(platform: Platform, tenant_id: str, blob_path: str, info:
         inbox = InboxPath.parse(blob_path)
     except InvalidInput as err:
         return _reject(platform, tenant_id, blob_path, info, model_key=blob_path, error=err)
-    return admit(platform, tenant_id, blob_path, inbox.model, info)
+    intent = platform.jobs.get_upload_intent(tenant_id, blob_path) or {}
+    return admit(
+        platform,
+        tenant_id,
+        blob_path,
+        inbox.model,
+        info,
+        parameters=intent.get("parameters"),
+        error_threshold=intent.get("errorThreshold"),
+    )
 
 
 def admit(
@@ -59,6 +69,8 @@ def admit(
     ref: ModelRef,
     info: BlobInfo,
     *,
+    parameters: dict[str, Any] | None = None,
+    error_threshold: int | None = None,
     record_rejection: bool = True,
 ) -> Job:
     """Creates the job once (its id is derived from tenant, path, ETag and model version) and enqueues it.
@@ -72,24 +84,27 @@ def admit(
         if not record_rejection:
             raise
         return _reject(platform, tenant_id, blob_path, info, model_key=str(ref), error=err, model=ref)
-    problem = _check_input(platform, card, blob_path, info)
+    problem = _check_input(platform, card, blob_path, info, parameters or {})
     if problem is not None:
         if not record_rejection:
             raise problem
         model_key = f"{card.name}@{card.version}"
         return _reject(platform, tenant_id, blob_path, info, model_key=model_key, error=problem, card=card)
+    threshold = error_threshold if error_threshold is not None else card.error_threshold
     job = Job(
         tenant_id=tenant_id,
-        job_id=job_id_for(tenant_id, blob_path, info.etag, f"{card.name}@{card.version}"),
+        job_id=job_id_for(tenant_id, blob_path, info.etag, f"{card.name}@{card.version}", parameters),
         model_name=card.name,
         model_version=card.version,
         blob_path=blob_path,
         etag=info.etag,
         file_type=file_type_of(blob_path),
         content_length=info.size,
+        parameters=dict(parameters or {}),
+        error_threshold=platform.default_error_threshold if threshold is None else threshold,
     )
-    shards = plan_shards(job)
-    job.shard_count = len(shards)
+    shards = first_messages(job, platform.shard_bytes)
+    job.shard_count = 0 if shards[0].kind == PLAN else len(shards)
     if not platform.jobs.create_job(job):
         logger.info("job %s exists; replayed event ignored", job.job_id, extra=_ids(job))
         return platform.jobs.get_job(tenant_id, job.job_id)
@@ -105,12 +120,20 @@ def admit(
     return job
 
 
-def plan_shards(job: Job) -> list[ShardMessage]:
-    """One shard per file for now; the byte-range planner splits big files at line boundaries."""
+# Archives and images are read whole (entry by entry); only line-oriented files are split into byte ranges.
+SPLITTABLE_TYPES = frozenset({".jsonl", ".csv", ".txt"})
+
+
+def first_messages(job: Job, shard_bytes: int) -> list[ShardMessage]:
+    """A small file is one shard; a big line-oriented file first gets a plan message (see services.planning)."""
+    if job.content_length > shard_bytes and job.file_type in SPLITTABLE_TYPES:
+        return [ShardMessage(job.tenant_id, job.job_id, 0, 0, kind=PLAN)]
     return [ShardMessage(job.tenant_id, job.job_id, 0, 1, 0, job.content_length or None, 0)]
 
 
-def _check_input(platform: Platform, card: ModelCard, blob_path: str, info: BlobInfo) -> InvalidInput | None:
+def _check_input(
+    platform: Platform, card: ModelCard, blob_path: str, info: BlobInfo, parameters: dict[str, Any]
+) -> InvalidInput | None:
     file_type = file_type_of(blob_path)
     if file_type not in card.input_types:
         accepted = ", ".join(card.input_types) or "none"
@@ -124,6 +147,10 @@ def _check_input(platform: Platform, card: ModelCard, blob_path: str, info: Blob
         return InvalidInput(
             f"the file is {info.size} bytes; the limit is {platform.max_upload_bytes}", code="FileTooLarge"
         )
+    try:
+        card.check_parameters(parameters)
+    except InvalidInput as err:
+        return err
     return None
 
 
@@ -162,10 +189,19 @@ def _reject(
     return platform.jobs.get_job(tenant_id, job_id)
 
 
-def create_upload(platform: Platform, tenant_id: str, model: str, filename: str) -> dict[str, Any]:
+def create_upload(
+    platform: Platform,
+    tenant_id: str,
+    model: str,
+    filename: str,
+    *,
+    parameters: dict[str, Any] | None = None,
+    error_threshold: int | None = None,
+) -> dict[str, Any]:
     """A short-lived, write-only URL for one new blob in the caller's inbox."""
     ref = ModelRef.parse(model)
     card = platform.models.resolve(tenant_id, ref)
+    card.check_parameters(parameters or {})
     if not FILENAME_PATTERN.fullmatch(filename or "") or filename in {".", ".."}:
         raise InvalidInput(
             "filename must be 1-200 characters of letters, digits, space, '.', '_', '-', '(' or ')'",
@@ -178,6 +214,9 @@ def create_upload(platform: Platform, tenant_id: str, model: str, filename: str)
             code="UnsupportedFileType",
         )
     blob_path = posixpath.join(INBOX_PREFIX + str(ref), uuid.uuid4().hex, filename)
+    if parameters or error_threshold is not None:
+        intent = {"parameters": parameters or {}, "errorThreshold": error_threshold}
+        platform.jobs.put_upload_intent(tenant_id, blob_path, intent)
     url = platform.blobs.upload_url(container_for(tenant_id), blob_path, expires_in=platform.upload_ttl)
     expires_at = datetime.now(UTC) + platform.upload_ttl
     return {
@@ -188,7 +227,15 @@ def create_upload(platform: Platform, tenant_id: str, model: str, filename: str)
     }
 
 
-def submit_job(platform: Platform, tenant_id: str, model: str, blob_path: str) -> Job:
+def submit_job(
+    platform: Platform,
+    tenant_id: str,
+    model: str,
+    blob_path: str,
+    *,
+    parameters: dict[str, Any] | None = None,
+    error_threshold: int | None = None,
+) -> Job:
     """Runs a job over a blob already in the caller's container (POST /v1/jobs)."""
     ref = ModelRef.parse(model)
     if not blob_path or blob_path.startswith(OUTBOX_PREFIX) or ".." in blob_path.split("/"):
@@ -197,7 +244,16 @@ def submit_job(platform: Platform, tenant_id: str, model: str, blob_path: str) -
         info = platform.blobs.get_info(container_for(tenant_id), blob_path)
     except NotFound:
         raise InvalidInput(f"no blob {blob_path!r} in your container", code="BlobNotFound") from None
-    return admit(platform, tenant_id, blob_path, ref, info, record_rejection=False)
+    return admit(
+        platform,
+        tenant_id,
+        blob_path,
+        ref,
+        info,
+        parameters=parameters,
+        error_threshold=error_threshold,
+        record_rejection=False,
+    )
 
 
 def _ids(job: Job) -> dict[str, str]:

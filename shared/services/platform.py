@@ -33,3 +33,6 @@ class Platform:
     batch_size: int = 1000
     max_upload_bytes: int = 2 * 1024**3
     upload_ttl: timedelta = timedelta(minutes=15)
+    # Files bigger than this are planned into byte-range shards that workers run in parallel.
+    shard_bytes: int = 32 * 1024 * 1024
+    default_error_threshold: int = -1

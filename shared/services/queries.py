@@ -32,7 +32,9 @@ def list_results(
     platform: Platform, tenant_id: str, job_id: str, *, limit: int, continuation: str | None
 ) -> dict[str, Any]:
     job = platform.jobs.get_job(tenant_id, job_id)  # NotFound for another tenant's job too
-    start = int(decode_token(continuation).get("r", 0))
+    start = decode_token(continuation).get("r", 0)
+    if isinstance(start, bool) or not isinstance(start, int) or start < 0:
+        raise InvalidInput("continuationToken is not valid", code="InvalidContinuationToken")
     items: list[dict[str, Any]] = []
     next_token = None
     for page in platform.results.iter_pages(tenant_id, job_id, from_record=start):

@@ -11,16 +11,33 @@ import orjson
 
 from shared.domain.errors import InvalidInput, InvalidRecord, NotFound, PreconditionFailed
 from shared.domain.events import terminal_event_id
-from shared.domain.jobs import Counts, Job, JobStatus, ResultPage, ShardMessage, utcnow
+from shared.domain.jobs import PLAN, Counts, Job, JobStatus, ResultPage, ShardMessage, utcnow
 from shared.domain.models import ModelRef
 from shared.domain.tenants import container_for
-from shared.inference.readers import Record, reader_for
+from shared.inference.readers import Record, header_of_csv, reader_for
 from shared.ports import Predictor
 from shared.services.outcomes import publish_terminal_event
 from shared.services.platform import Platform
 
 logger = logging.getLogger(__name__)
 MAX_CONFLICT_RETRIES = 50
+
+
+INPUT_CHANGED = {
+    "code": "InputChanged",
+    "message": "the input blob was overwritten while the job ran; the new upload makes its own job",
+}
+
+
+def bind_parameters(predictor: Predictor, parameters: dict[str, Any]) -> Predictor:
+    """The predictor for this job's parameters (zero-shot labels, say); admission already checked them."""
+    if not parameters:
+        return predictor
+    bind = getattr(predictor, "with_parameters", None)
+    if bind is None:
+        raise InvalidInput(f"model {predictor.card.name} takes no parameters", code="InvalidParameters")
+    bound: Predictor = bind(parameters)
+    return bound
 
 
 @dataclass
@@ -37,23 +54,31 @@ def run_shard(platform: Platform, message: ShardMessage) -> Job:
         logger.warning("shard %s names no job; dropped", message.message_id)
         raise
     ids = {"tenant_id": job.tenant_id, "job_id": job.job_id}
+    if message.kind == PLAN:
+        from shared.services.planning import plan_job
+
+        try:
+            return plan_job(platform, message)
+        except PreconditionFailed:
+            return record_shard(platform, job.tenant_id, job.job_id, 0, ShardOutcome(error=INPUT_CHANGED))
+        except InvalidInput as err:
+            return record_shard(
+                platform, job.tenant_id, job.job_id, 0, ShardOutcome(error={"code": err.code, "message": err.message})
+            )
     if job.terminal:
-        return publish_terminal_event(platform, job)
+        return job
     if message.shard_index in job.shards_done:
-        return _finalise_if_complete(platform, job)
+        return finalise_if_complete(platform, job)
     if job.status == JobStatus.QUEUED:
         job = _mark_running(platform, job)
     logger.info("job %s shard %d/%d running", job.job_id, message.shard_index + 1, message.shard_count, extra=ids)
     outcome = ShardOutcome()
     try:
         card = platform.models.resolve(job.tenant_id, ModelRef(job.model_name, job.model_version))
-        predictor = platform.models.load(card)
+        predictor = bind_parameters(platform.models.load(card), job.parameters)
         outcome.counts = _process(platform, job, message, predictor)
     except PreconditionFailed:
-        outcome.error = {
-            "code": "InputChanged",
-            "message": "the input blob was overwritten while the job ran; the new upload makes its own job",
-        }
+        outcome.error = INPUT_CHANGED
     except InvalidInput as err:
         outcome.error = {"code": err.code, "message": err.message}
     return record_shard(platform, job.tenant_id, job.job_id, message.shard_index, outcome)
@@ -70,7 +95,7 @@ def record_shard(platform: Platform, tenant_id: str, job_id: str, shard_index: i
     for _ in range(MAX_CONFLICT_RETRIES):
         job = platform.jobs.get_job(tenant_id, job_id)
         if job.terminal or shard_index in job.shards_done:
-            return _finalise_if_complete(platform, job)
+            return finalise_if_complete(platform, job)
         job.shards_done.append(shard_index)
         job.counts.add(outcome.counts)
         if outcome.error and job.error is None:
@@ -80,7 +105,7 @@ def record_shard(platform: Platform, tenant_id: str, job_id: str, shard_index: i
             job = platform.jobs.replace_job(job)
         except PreconditionFailed:
             continue
-        return _finalise_if_complete(platform, job)
+        return finalise_if_complete(platform, job)
     raise PreconditionFailed(f"job {job_id} kept changing while shard {shard_index} was recorded")
 
 
@@ -93,13 +118,17 @@ def _mark_running(platform: Platform, job: Job) -> Job:
         return platform.jobs.get_job(job.tenant_id, job.job_id)
 
 
-def _finalise_if_complete(platform: Platform, job: Job) -> Job:
-    if job.terminal:
-        return publish_terminal_event(platform, job)
-    if not job.all_shards_done:
+def finalise_if_complete(platform: Platform, job: Job) -> Job:
+    """Ends a job whose shards are all recorded: outputs, terminal status, then its one event.
+
+    Only the writer of the terminal status publishes; a redelivery that finds the job ended leaves an
+    unpublished event to the sweeper, so that Event Grid sees as few duplicates as a crash allows.
+    """
+    if job.terminal or not job.all_shards_done:
         return job
-    _write_outputs(platform, job)
+    outputs = _write_outputs(platform, job)
     for _ in range(MAX_CONFLICT_RETRIES):
+        job.outputs.update(outputs)
         job.status = job.decide_outcome()
         job.completed_at = job.completed_at or utcnow()
         job.updated_at = utcnow()
@@ -110,7 +139,7 @@ def _finalise_if_complete(platform: Platform, job: Job) -> Job:
         except PreconditionFailed:
             job = platform.jobs.get_job(job.tenant_id, job.job_id)
             if job.terminal:
-                break
+                return job
     return publish_terminal_event(platform, job)
 
 
@@ -122,11 +151,21 @@ def _process(platform: Platform, job: Job, message: ShardMessage, predictor: Pre
         end=message.byte_end,
         etag=job.etag,
     )
-    records = reader_for(job.file_type)(chunks, first_index=message.first_record_index)
+    header = None
+    if job.file_type == ".csv" and message.byte_start > 0:
+        head = b"".join(platform.blobs.iter_chunks(container_for(job.tenant_id), job.blob_path, end=65536))
+        header = header_of_csv(head)
+    records = reader_for(job.file_type)(
+        chunks,
+        first_index=message.first_record_index,
+        first_line=message.first_line,
+        header=header,
+        source_name=job.blob_path,
+    )
     counts = Counts()
     for page in _pages(job, message, records, predictor, platform.batch_size):
         platform.results.put_page(page)
-        counts.records += page.last_record_index - page.first_record_index + 1
+        counts.records += len(page.items) + len(page.errors)
         counts.succeeded += len(page.items)
         counts.failed += len(page.errors)
     return counts
@@ -205,10 +244,11 @@ def _error_entry(record: Record, err: InvalidRecord) -> dict[str, Any]:
     }
 
 
-def _write_outputs(platform: Platform, job: Job) -> None:
+def _write_outputs(platform: Platform, job: Job) -> dict[str, str]:
     """results.jsonl (and errors.jsonl when records failed), streamed from the result pages in record order."""
     container = container_for(job.tenant_id)
     base = f"outbox/{job.job_id}"
+    outputs = {}
 
     def lines(kind: str) -> Iterator[bytes]:
         for page in platform.results.iter_pages(job.tenant_id, job.job_id):
@@ -217,12 +257,11 @@ def _write_outputs(platform: Platform, job: Job) -> None:
                 yield b"".join(orjson.dumps(entry) + b"\n" for entry in entries)
 
     if job.counts.succeeded or not job.counts.failed:
-        platform.blobs.write_chunks(
-            container, f"{base}/results.jsonl", lines("items"), content_type="application/x-ndjson"
-        )
-        job.outputs["results"] = f"{base}/results.jsonl"
+        path = f"{base}/results.jsonl"
+        platform.blobs.write_chunks(container, path, lines("items"), content_type="application/x-ndjson")
+        outputs["results"] = path
     if job.counts.failed:
-        platform.blobs.write_chunks(
-            container, f"{base}/errors.jsonl", lines("errors"), content_type="application/x-ndjson"
-        )
-        job.outputs["errors"] = f"{base}/errors.jsonl"
+        path = f"{base}/errors.jsonl"
+        platform.blobs.write_chunks(container, path, lines("errors"), content_type="application/x-ndjson")
+        outputs["errors"] = path
+    return outputs

@@ -1,0 +1,449 @@
+"""In-memory implementations of every port in shared/ports.py, for unit tests (no network, no stand-ins).
+
+Each fake keeps the semantics the services rely on: blob ETags change on every write and guard conditional
+reads; job documents carry an `_etag` bumped on every write so optimistic concurrency is real; every store is
+thread-safe and hands out copies, never its own objects.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shared.domain.errors import AlreadyExists, InvalidInput, NotFound, PreconditionFailed
+from shared.domain.events import PlatformEvent, Subscription
+from shared.domain.jobs import TERMINAL_STATUSES, Job, ResultPage, ShardMessage
+from shared.domain.tenants import Tenant, container_for
+from shared.inference.registry import BlobModelRegistry
+from shared.ports import BlobInfo
+from shared.services.platform import Platform
+from shared.services.tenants import create_tenant
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+MODELS_DIR = REPO_ROOT / "build" / "models"
+SAMPLES_DIR = REPO_ROOT / "build" / "samples"
+MODEL_NAME = "breast-cancer-classifier"
+API_URL = "http://testserver/api"
+
+_etags = itertools.count(1)
+_etag_lock = threading.Lock()
+
+
+def _new_etag() -> str:
+    """A fresh, unquoted ETag (the adapters hand ETags out without quotes)."""
+    with _etag_lock:
+        return f"0x8DC{next(_etags):013X}"
+
+
+def _plain(etag: str | None) -> str:
+    return (etag or "").strip('"')
+
+
+# Blob storage
+
+
+class InMemoryBlobStore:
+    """containers -> {path: (bytes, etag, content_type)}."""
+
+    def __init__(self, *, chunk_size: int = 64 * 1024) -> None:
+        self.containers: dict[str, dict[str, tuple[bytes, str, str | None]]] = {}
+        self.chunk_size = chunk_size
+        self.upload_urls: list[tuple[str, str, timedelta]] = []
+        self._lock = threading.RLock()
+
+    def ensure_container(self, container: str) -> None:
+        with self._lock:
+            self.containers.setdefault(container, {})
+
+    def list_containers(self, *, prefix: str = "") -> Iterator[str]:
+        with self._lock:
+            names = sorted(name for name in self.containers if name.startswith(prefix))
+        yield from names
+
+    def list_blobs(self, container: str, *, prefix: str = "") -> Iterator[BlobInfo]:
+        with self._lock:
+            blobs = self.containers.get(container, {})
+            infos = [
+                BlobInfo(path, etag, len(data), content_type)
+                for path, (data, etag, content_type) in sorted(blobs.items())
+                if path.startswith(prefix)
+            ]
+        yield from infos
+
+    def _entry(self, container: str, path: str) -> tuple[bytes, str, str | None]:
+        with self._lock:
+            try:
+                return self.containers[container][path]
+            except KeyError:
+                raise NotFound(f"blob {container}/{path} not found") from None
+
+    def get_info(self, container: str, path: str) -> BlobInfo:
+        data, etag, content_type = self._entry(container, path)
+        return BlobInfo(path, etag, len(data), content_type)
+
+    def read_bytes(self, container: str, path: str) -> bytes:
+        return self._entry(container, path)[0]
+
+    def iter_chunks(
+        self, container: str, path: str, *, start: int = 0, end: int | None = None, etag: str | None = None
+    ) -> Iterator[bytes]:
+        # A generator like the Azure adapter: nothing happens (and nothing is raised) until the first chunk.
+        if end is not None and end <= start:
+            return
+        data, current, _ = self._entry(container, path)
+        if etag and _plain(etag) != _plain(current):
+            raise PreconditionFailed(f"blob {container}/{path} changed since its job began")
+        stop = len(data) if end is None else min(end, len(data))
+        for offset in range(start, stop, self.chunk_size):
+            yield data[offset : min(offset + self.chunk_size, stop)]
+
+    def write_bytes(self, container: str, path: str, data: bytes, *, content_type: str | None = None) -> str:
+        etag = _new_etag()
+        with self._lock:
+            self.containers.setdefault(container, {})[path] = (bytes(data), etag, content_type)
+        return etag
+
+    def write_chunks(
+        self, container: str, path: str, chunks: Iterable[bytes], *, content_type: str | None = None
+    ) -> str:
+        return self.write_bytes(container, path, b"".join(chunks), content_type=content_type)
+
+    def upload_url(self, container: str, path: str, *, expires_in: timedelta) -> str:
+        expiry = (datetime.now(UTC) + expires_in).isoformat(timespec="seconds").replace("+00:00", "Z")
+        with self._lock:
+            self.upload_urls.append((container, path, expires_in))
+        return f"https://fakestorage.blob.local/{container}/{path}?sp=cw&se={expiry}&sig=fake"
+
+
+# Cosmos-like stores
+
+
+class InMemoryTenantStore:
+    def __init__(self) -> None:
+        self.docs: dict[str, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+
+    def create_tenant(self, tenant: Tenant) -> None:
+        with self._lock:
+            if tenant.tenant_id in self.docs:
+                raise AlreadyExists(f"tenant {tenant.tenant_id} already exists")
+            doc = tenant.to_doc()
+            doc["_etag"] = _new_etag()
+            self.docs[tenant.tenant_id] = doc
+            tenant.etag = doc["_etag"]
+
+    def get_tenant(self, tenant_id: str) -> Tenant:
+        with self._lock:
+            doc = self.docs.get(tenant_id)
+            if doc is None:
+                raise NotFound(f"tenant {tenant_id} not found")
+            return Tenant.from_doc(copy.deepcopy(doc))
+
+    def replace_tenant(self, tenant: Tenant) -> Tenant:
+        with self._lock:
+            current = self.docs.get(tenant.tenant_id)
+            if current is None:
+                raise NotFound(f"tenant {tenant.tenant_id} not found")
+            if tenant.etag != current["_etag"]:
+                raise PreconditionFailed(f"tenant {tenant.tenant_id} changed")
+            doc = copy.deepcopy(tenant.to_doc())
+            doc["_etag"] = _new_etag()
+            self.docs[tenant.tenant_id] = doc
+            return Tenant.from_doc(copy.deepcopy(doc))
+
+    def list_tenants(self) -> list[Tenant]:
+        with self._lock:
+            return [Tenant.from_doc(copy.deepcopy(doc)) for doc in self.docs.values()]
+
+
+class InMemoryJobStore:
+    """Job documents keyed by (tenantId, id), each with an `_etag` that every write replaces."""
+
+    def __init__(self, *, read_delay: float = 0.0) -> None:
+        self.docs: dict[tuple[str, str], dict[str, Any]] = {}
+        self.intents: dict[tuple[str, str], dict[str, Any]] = {}
+        self.writes = 0
+        self.conflicts = 0
+        # Seconds a reader sleeps after its read: widens read-modify-write windows so races really happen.
+        self.read_delay = read_delay
+        self._lock = threading.Lock()
+
+    def _store(self, key: tuple[str, str], job: Job) -> dict[str, Any]:
+        doc = copy.deepcopy(job.to_doc())
+        doc["_etag"] = _new_etag()
+        self.docs[key] = doc
+        self.writes += 1
+        return doc
+
+    def create_job(self, job: Job) -> bool:
+        key = (job.tenant_id, job.job_id)
+        with self._lock:
+            if key in self.docs:
+                return False
+            job.doc_etag = self._store(key, job)["_etag"]
+            return True
+
+    def get_job(self, tenant_id: str, job_id: str) -> Job:
+        with self._lock:
+            doc = self.docs.get((tenant_id, job_id))
+            if doc is None:
+                raise NotFound(f"job {job_id} not found")
+            job = Job.from_doc(copy.deepcopy(doc))
+        if self.read_delay:
+            time.sleep(self.read_delay)
+        return job
+
+    def replace_job(self, job: Job) -> Job:
+        key = (job.tenant_id, job.job_id)
+        with self._lock:
+            current = self.docs.get(key)
+            if current is None:
+                raise NotFound(f"job {job.job_id} not found")
+            if job.doc_etag != current["_etag"]:
+                self.conflicts += 1
+                raise PreconditionFailed(f"job {job.job_id} changed")
+            return Job.from_doc(copy.deepcopy(self._store(key, job)))
+
+    def list_jobs(self, tenant_id: str, *, limit: int, continuation: str | None = None) -> tuple[list[Job], str | None]:
+        """Keyset paging on createdAt, newest first; `continuation` is "<createdAt>|<ids seen at it>" (as Cosmos)."""
+        before, seen = None, set()
+        if continuation:
+            before, _, ids = continuation.partition("|")
+            seen = set(filter(None, ids.split(",")))
+        with self._lock:
+            docs = [
+                copy.deepcopy(doc)
+                for (tenant, _), doc in self.docs.items()
+                if tenant == tenant_id and (before is None or doc["createdAt"] <= before)
+            ]
+        docs.sort(key=lambda doc: doc["id"])
+        docs.sort(key=lambda doc: doc["createdAt"], reverse=True)
+        jobs: list[Job] = []
+        for doc in docs:
+            if doc["createdAt"] == before and doc["id"] in seen:
+                continue
+            if len(jobs) == limit:
+                last = jobs[-1].created_at
+                same = [j.job_id for j in jobs if j.created_at == last]
+                if last == before:
+                    same += sorted(seen)
+                return jobs, f"{last}|{','.join(same)}"
+            jobs.append(Job.from_doc(doc))
+        return jobs, None
+
+    def put_upload_intent(self, tenant_id: str, blob_path: str, intent: dict[str, Any]) -> None:
+        with self._lock:
+            self.intents[(tenant_id, blob_path)] = copy.deepcopy(intent)
+
+    def get_upload_intent(self, tenant_id: str, blob_path: str) -> dict[str, Any] | None:
+        with self._lock:
+            intent = self.intents.get((tenant_id, blob_path))
+            return None if intent is None else copy.deepcopy(intent)
+
+    def list_unfinished(self, *, updated_before: str) -> list[Job]:
+        terminal = {status.value for status in TERMINAL_STATUSES}
+        with self._lock:
+            docs = [copy.deepcopy(doc) for doc in self.docs.values()]
+        return [
+            Job.from_doc(doc)
+            for doc in docs
+            if doc["updatedAt"] < updated_before and (doc["status"] not in terminal or not doc["event"]["published"])
+        ]
+
+
+class InMemoryResultStore:
+    """Result page documents keyed by (tenantId, jobId, id); put_page is an upsert."""
+
+    def __init__(self) -> None:
+        self.docs: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self.puts = 0
+        self._lock = threading.Lock()
+
+    def put_page(self, page: ResultPage) -> None:
+        with self._lock:
+            self.docs[(page.tenant_id, page.job_id, page.doc_id)] = copy.deepcopy(page.to_doc())
+            self.puts += 1
+
+    def iter_pages(self, tenant_id: str, job_id: str, *, from_record: int = 0) -> Iterator[ResultPage]:
+        with self._lock:
+            docs = [
+                copy.deepcopy(doc)
+                for (tenant, job, _), doc in self.docs.items()
+                if tenant == tenant_id and job == job_id and doc["lastRecordIndex"] >= from_record
+            ]
+        docs.sort(key=lambda doc: doc["firstRecordIndex"])
+        for doc in docs:
+            yield ResultPage.from_doc(doc)
+
+
+class InMemorySubscriptionStore:
+    def __init__(self) -> None:
+        self.docs: dict[tuple[str, str], dict[str, Any]] = {}
+        self._lock = threading.Lock()
+
+    def put_subscription(self, subscription: Subscription) -> None:
+        with self._lock:
+            self.docs[(subscription.tenant_id, subscription.subscription_id)] = copy.deepcopy(subscription.to_doc())
+
+    def get_subscription(self, tenant_id: str, subscription_id: str) -> Subscription:
+        with self._lock:
+            doc = self.docs.get((tenant_id, subscription_id))
+            if doc is None:
+                raise NotFound(f"subscription {subscription_id} not found")
+            return Subscription.from_doc(copy.deepcopy(doc))
+
+    def list_subscriptions(self, tenant_id: str) -> list[Subscription]:
+        with self._lock:
+            docs = [copy.deepcopy(doc) for (tenant, _), doc in self.docs.items() if tenant == tenant_id]
+        docs.sort(key=lambda doc: doc["createdAt"])
+        return [Subscription.from_doc(doc) for doc in docs]
+
+    def delete_subscription(self, tenant_id: str, subscription_id: str) -> None:
+        with self._lock:
+            self.docs.pop((tenant_id, subscription_id), None)
+
+
+# Messaging
+
+
+class InMemoryJobQueue:
+    """Records every enqueued shard message, in order."""
+
+    def __init__(self) -> None:
+        self.messages: list[ShardMessage] = []
+        self._lock = threading.Lock()
+
+    def enqueue(self, messages: Sequence[ShardMessage]) -> None:
+        with self._lock:
+            self.messages.extend(messages)
+
+    def drain(self) -> list[ShardMessage]:
+        """The messages enqueued so far, removing them (as a worker receiving them would)."""
+        with self._lock:
+            taken, self.messages = self.messages, []
+        return taken
+
+
+class InMemoryEventPublisher:
+    """Records every published event, in order."""
+
+    def __init__(self) -> None:
+        self.events: list[PlatformEvent] = []
+        self._lock = threading.Lock()
+
+    def publish(self, events: Sequence[PlatformEvent]) -> None:
+        with self._lock:
+            self.events.extend(events)
+
+    def of_job(self, job_id: str) -> list[PlatformEvent]:
+        with self._lock:
+            return [event for event in self.events if event.data.get("jobId") == job_id]
+
+
+class FakeEndpointValidator:
+    """Accepts every endpoint except those it was told to refuse; records what it was asked to validate."""
+
+    def __init__(self) -> None:
+        self.refused: dict[str, str] = {}
+        self.validated: list[tuple[str, str]] = []
+
+    def refuse(self, endpoint_url: str, reason: str = "the endpoint did not answer the validation handshake") -> None:
+        self.refused[endpoint_url] = reason
+
+    def validate(self, endpoint_url: str, schema: str) -> None:
+        self.validated.append((endpoint_url, schema))
+        if endpoint_url in self.refused:
+            raise InvalidInput(self.refused[endpoint_url], code="EndpointValidationFailed")
+
+
+# Composition
+
+
+@dataclass
+class Fakes:
+    """Typed access to the fakes behind a Platform built by make_platform."""
+
+    blobs: InMemoryBlobStore
+    tenants: InMemoryTenantStore
+    jobs: InMemoryJobStore
+    results: InMemoryResultStore
+    subscriptions: InMemorySubscriptionStore
+    queue: InMemoryJobQueue
+    events: InMemoryEventPublisher
+    validator: FakeEndpointValidator
+    models: BlobModelRegistry
+
+
+def fakes_of(platform: Platform) -> Fakes:
+    return Fakes(
+        blobs=platform.blobs,  # type: ignore[arg-type]
+        tenants=platform.tenants,  # type: ignore[arg-type]
+        jobs=platform.jobs,  # type: ignore[arg-type]
+        results=platform.results,  # type: ignore[arg-type]
+        subscriptions=platform.subscriptions,  # type: ignore[arg-type]
+        queue=platform.queue,  # type: ignore[arg-type]
+        events=platform.events,  # type: ignore[arg-type]
+        validator=platform.validator,  # type: ignore[arg-type]
+        models=platform.models,  # type: ignore[arg-type]
+    )
+
+
+def model_package_dir() -> Path:
+    """build/models/breast-cancer-classifier/1, or skip the test when `make models` has not run."""
+    package = MODELS_DIR / MODEL_NAME / "1"
+    if not (package / "card.json").is_file() or not (package / "model.onnx").is_file():
+        pytest.skip(f"{package} is missing: run `make models` to build the model package the unit tests use")
+    return package
+
+
+def make_platform(tmp_path: Path | None = None, **policy: Any) -> Platform:
+    """A Platform over the in-memory fakes and the real BlobModelRegistry, with the built package published.
+
+    `tmp_path` is accepted for symmetry with other helpers and not needed: everything lives in memory.
+    `policy` overrides Platform fields such as batch_size or max_upload_bytes.
+    """
+    del tmp_path
+    blobs = InMemoryBlobStore()
+    registry = BlobModelRegistry(blobs, container="models")
+    registry.publish_package(model_package_dir())
+    return Platform(
+        blobs=blobs,
+        tenants=InMemoryTenantStore(),
+        jobs=InMemoryJobStore(),
+        results=InMemoryResultStore(),
+        subscriptions=InMemorySubscriptionStore(),
+        queue=InMemoryJobQueue(),
+        events=InMemoryEventPublisher(),
+        models=registry,
+        validator=FakeEndpointValidator(),
+        api_url=API_URL,
+        **policy,
+    )
+
+
+def add_tenant(platform: Platform, tenant_id: str = "acme") -> str:
+    """Creates the tenant (container and record) through the service; returns its API key."""
+    return create_tenant(platform, tenant_id)
+
+
+def upload(platform: Platform, tenant_id: str, blob_path: str, data: bytes) -> BlobInfo:
+    """Writes a blob into the tenant's container, as a tenant's upload would; returns what the event carries."""
+    container = container_for(tenant_id)
+    platform.blobs.write_bytes(container, blob_path, data)
+    return platform.blobs.get_info(container, blob_path)
+
+
+def sample_bytes(name: str) -> bytes:
+    path = SAMPLES_DIR / name
+    if not path.is_file():
+        pytest.skip(f"{path} is missing: run `make models` to build the samples")
+    return path.read_bytes()
