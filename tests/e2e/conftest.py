@@ -35,6 +35,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalHost]:
         models_dir=REPO / "build/models",
         workers=2,
         webhook_first_retry_seconds=0.2,
+        # Small shards, short locks and quick sweeps, so that splitting, redelivery after a crash and
+        # the sweeper all happen within a test's patience.
+        shard_bytes=256 * 1024,
+        batch_size=250,
+        queue_visibility_seconds=6,
+        stall_seconds=10,
+        sweep_interval_seconds=1,
+        max_sweeps=10,
     )
     host = LocalHost(settings)
     host.start()

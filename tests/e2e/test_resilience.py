@@ -1,0 +1,189 @@
+"""Scale and failure on the local stack: sharded files, a lost message the sweeper re-drives, killed workers."""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from azure.storage.blob import BlobClient
+
+from shared.bootstrap import get_platform
+from shared.domain.jobs import Job, JobStatus
+from shared.domain.models import ModelRef
+from shared.localhost.host import LocalHost
+from shared.localhost.webhook_receiver import WebhookReceiver
+
+pytestmark = pytest.mark.e2e
+REPO = Path(__file__).resolve().parents[2]
+ROWS = [json.loads(line) for line in (REPO / "build/samples/breast-cancer.jsonl").read_text().splitlines()]
+FEATURES = [k for k in ROWS[0] if k not in {"id", "expected"}]
+MODEL = "breast-cancer-classifier"
+
+
+def _jsonl(prefix: str, count: int, broken: dict[int, bytes] | None = None) -> bytes:
+    lines = []
+    for i in range(count):
+        if broken and i in broken:
+            lines.append(broken[i])
+            continue
+        row = {k: v for k, v in ROWS[i % len(ROWS)].items() if k != "expected"}
+        row["id"] = f"{prefix}-{i}"
+        lines.append(json.dumps(row).encode())
+    return b"\n".join(lines) + b"\n"
+
+
+def _upload(api: httpx.Client, filename: str, content: bytes) -> str:
+    answer = api.post("/v1/uploads", json={"model": MODEL, "filename": filename}).raise_for_status().json()
+    BlobClient.from_blob_url(answer["uploadUrl"]).upload_blob(content)
+    return str(answer["blobPath"])
+
+
+def _results(api: httpx.Client, job_id: str) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    token = None
+    while True:
+        params: dict[str, Any] = {"limit": 5000, **({"continuationToken": token} if token else {})}
+        body = api.get(f"/v1/jobs/{job_id}/results", params=params).raise_for_status().json()
+        items += body["items"]
+        token = body["continuationToken"]
+        if not token:
+            return items
+
+
+def test_a_big_file_runs_as_several_shards_in_record_order(create_tenant: Callable[[str], httpx.Client]) -> None:
+    api = create_tenant("bigfile")
+    rows = 3000  # about 2.4 MB: ten shards of 256 KB on this stack
+    broken = {2600: b'{"id": "late-broken", "mean radius": null}'}
+    csv_rows = ["id," + ",".join(f'"{f}"' for f in FEATURES)]
+    csv_rows += [f"c-{i}," + ",".join(str(ROWS[i % len(ROWS)][f]) for f in FEATURES) for i in range(2000)]
+    with WebhookReceiver() as hook:
+        api.post("/v1/subscriptions", json={"endpointUrl": hook.url}).raise_for_status()
+        _upload(api, "big.jsonl", _jsonl("big", rows, broken))
+        _upload(api, "big.csv", ("\n".join(csv_rows) + "\n").encode())
+        events = hook.wait_for(2, timeout=120)
+    by_name = {e["data"]["input"]["blobPath"].rsplit("/", 1)[-1]: e["data"] for e in events}
+
+    big = by_name["big.jsonl"]
+    assert big["counts"] == {"records": rows, "succeeded": rows - 1, "failed": 1}
+    job = get_platform().jobs.get_job("bigfile", big["jobId"])
+    assert job.shard_count >= 8, "the file was split into shards"
+    results = _results(api, big["jobId"])
+    assert [r["recordIndex"] for r in results] == [i for i in range(rows) if i != 2600]
+    assert [r["id"] for r in results] == [f"big-{i}" for i in range(rows) if i != 2600]
+    errors = get_platform().blobs.read_bytes("tenant-bigfile", f"outbox/{big['jobId']}/errors.jsonl")
+    [error] = [json.loads(line) for line in errors.splitlines()]
+    assert (error["line"], error["recordIndex"], error["id"], error["field"]) == (
+        2601,
+        2600,
+        "late-broken",
+        FEATURES[0],
+    )
+
+    csv = by_name["big.csv"]
+    assert csv["counts"] == {"records": 2000, "succeeded": 2000, "failed": 0}
+    assert get_platform().jobs.get_job("bigfile", csv["jobId"]).shard_count >= 2
+    assert [r["id"] for r in _results(api, csv["jobId"])] == [f"c-{i}" for i in range(2000)]
+
+
+def test_the_sweeper_re_drives_a_job_whose_message_was_lost(create_tenant: Callable[[str], httpx.Client]) -> None:
+    api = create_tenant("lostmsg")
+    platform = get_platform()
+    content = _jsonl("lost", 40)
+    etag = platform.blobs.write_bytes("tenant-lostmsg", "data/lost.jsonl", content)
+    card = platform.models.resolve("lostmsg", ModelRef(MODEL))
+    job = Job(
+        tenant_id="lostmsg",
+        job_id="lost-message-job",
+        model_name=MODEL,
+        model_version=card.version,
+        blob_path="data/lost.jsonl",
+        etag=etag,
+        status=JobStatus.RUNNING,
+        file_type=".jsonl",
+        content_length=len(content),
+        updated_at="2020-01-01T00:00:00.000Z",
+    )
+    with WebhookReceiver() as hook:
+        api.post("/v1/subscriptions", json={"endpointUrl": hook.url}).raise_for_status()
+        assert platform.jobs.create_job(job)  # a job whose queue message never arrived
+        [event] = hook.wait_for(1, timeout=60)
+    assert event["data"]["jobId"] == "lost-message-job" and event["eventType"] == "AIaaS.Job.Succeeded"
+    assert platform.jobs.get_job("lostmsg", "lost-message-job").sweeps == 1
+    assert len(_results(api, "lost-message-job")) == 40
+
+
+def test_killed_workers_lose_and_duplicate_nothing(
+    stack: LocalHost, create_tenant: Callable[[str], httpx.Client]
+) -> None:
+    """At least 20 SIGKILLs of worker processes over at least 100 files from three tenants."""
+    rng = random.Random(7)
+    tenants = {name: create_tenant(name) for name in ("crash-a", "crash-b", "crash-c")}
+    plan = []  # (tenant, filename, rows)
+    for k in range(105):
+        rows = rng.choice([50, 120, 400, 900]) if k % 7 else 1800  # every 7th spans several shards
+        plan.append((f"crash-{'abc'[k % 3]}", f"f{k:03d}.jsonl", rows))
+    hooks = {name: WebhookReceiver() for name in tenants}
+    for name, hook in hooks.items():
+        hook.__enter__()
+        tenants[name].post("/v1/subscriptions", json={"endpointUrl": hook.url}).raise_for_status()
+    uploaded: dict[str, tuple[str, int]] = {}
+
+    def upload_in_waves() -> None:
+        for start in range(0, len(plan), 15):
+            for tenant, filename, rows in plan[start : start + 15]:
+                path = _upload(tenants[tenant], filename, _jsonl(f"{tenant}-{filename}", rows))
+                uploaded[path] = (tenant, rows)
+            time.sleep(1.0)
+
+    uploader = threading.Thread(target=upload_in_waves)
+    uploader.start()
+    kills = 0
+    try:
+        deadline = time.monotonic() + 300
+        while (kills < 20 or uploader.is_alive()) and time.monotonic() < deadline:
+            time.sleep(rng.uniform(0.2, 0.7))
+            stack.restart_worker(rng.randrange(len(stack.worker_processes)))  # SIGKILL, then a fresh worker
+            kills += 1
+        uploader.join()
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            if sum(len(h.events) for h in hooks.values()) >= len(plan):
+                break
+            time.sleep(0.5)
+        time.sleep(3)  # late duplicates, if any, would arrive now
+    finally:
+        for hook in hooks.values():
+            hook.__exit__(None, None, None)
+
+    assert kills >= 20 and len(uploaded) == len(plan) >= 100
+    events_per_job: Counter[str] = Counter()
+    job_of_path: dict[str, dict[str, Any]] = {}
+    for hook in hooks.values():
+        for event in hook.events:
+            events_per_job[event["data"]["jobId"]] += 1
+            job_of_path[event["data"]["input"]["blobPath"]] = event
+    assert set(job_of_path) == set(uploaded), "every job reached a terminal state"
+    assert set(events_per_job.values()) == {1}, "exactly one terminal event per job"
+    lost, duplicated = 0, 0
+    statuses: Counter[str] = Counter()
+    for path, event in job_of_path.items():
+        tenant, rows = uploaded[path]
+        statuses[event["eventType"]] += 1
+        indices = Counter(r["recordIndex"] for r in _results(tenants[tenant], event["data"]["jobId"]))
+        lost += sum(1 for i in range(rows) if i not in indices)
+        duplicated += sum(n - 1 for n in indices.values())
+        assert event["data"]["counts"] == {"records": rows, "succeeded": rows, "failed": 0}
+    assert statuses == {"AIaaS.Job.Succeeded": len(plan)}
+    assert (lost, duplicated) == (0, 0)
+    per_tenant = defaultdict(int)
+    for tenant, _ in uploaded.values():
+        per_tenant[tenant] += 1
+    assert {name: len(h.events) for name, h in hooks.items()} == dict(per_tenant)
