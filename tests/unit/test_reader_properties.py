@@ -1,0 +1,92 @@
+"""Property tests of the readers: any bytes, cut anywhere, give records or the declared input error, nothing else."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from shared.domain.errors import InvalidInput
+from shared.inference.readers import iter_lines, read_csv, read_jsonl, read_text
+
+
+def _chunked(data: bytes, cuts: list[int]) -> Iterator[bytes]:
+    points = sorted({c % (len(data) + 1) for c in cuts} | {0, len(data)})
+    for start, end in itertools.pairwise(points):
+        yield data[start:end]
+
+
+def _drain(reader: Callable[..., Any], data: bytes, cuts: list[int]) -> list[Any]:
+    try:
+        return list(reader(_chunked(data, cuts)))
+    except InvalidInput:  # the one error a reader may raise: the whole file is unreadable
+        return []
+
+
+json_line = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=10,
+).map(lambda v: orjson.dumps(v))
+noisy_bytes = st.binary(max_size=400)
+cuts = st.lists(st.integers(min_value=0, max_value=500), max_size=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=noisy_bytes, cuts=cuts)
+def test_any_bytes_give_records_or_the_declared_error(data: bytes, cuts: list[int]) -> None:
+    for reader in (read_jsonl, read_text, read_csv):
+        records = _drain(reader, data, cuts)
+        indices = [r.index for r in records]
+        assert indices == sorted(set(indices)), "indices only go up, never repeat"
+        for record in records:
+            assert (record.value is None) != (record.error is None)
+
+
+@settings(max_examples=200, deadline=None)
+@given(lines=st.lists(json_line, max_size=30), cuts=cuts)
+def test_jsonl_records_do_not_depend_on_how_the_stream_is_cut(lines: list[bytes], cuts: list[int]) -> None:
+    data = b"\n".join(lines) + b"\n"
+    whole = [(r.index, r.line, r.value, r.error is None) for r in read_jsonl([data])]
+    pieces = [(r.index, r.line, r.value, r.error is None) for r in read_jsonl(_chunked(data, cuts))]
+    assert whole == pieces
+    objects = [orjson.loads(line) for line in lines]
+    assert [value for _, _, value, ok in whole if ok] == [o for o in objects if isinstance(o, dict)]
+    assert len(whole) == len(lines)
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=noisy_bytes, cuts=cuts)
+def test_iter_lines_loses_no_byte(data: bytes, cuts: list[int]) -> None:
+    try:
+        lines = list(iter_lines(_chunked(data, cuts), max_line_bytes=10_000))
+    except InvalidInput:
+        return
+    expected = data.removeprefix(b"\xef\xbb\xbf")
+    assert b"\n".join(lines) == expected.removesuffix(b"\n")
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    header=st.lists(st.text("abcxyz", min_size=1, max_size=5), min_size=1, max_size=5, unique=True),
+    rows=st.lists(st.lists(st.text('0123456789.," \n', max_size=6), min_size=1, max_size=6), max_size=20),
+    cuts=cuts,
+)
+def test_csv_rows_match_the_header_or_are_error_records(
+    header: list[str], rows: list[list[str]], cuts: list[int]
+) -> None:
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    data = buffer.getvalue().encode()
+    for record in read_csv(_chunked(data, cuts)):
+        if record.error is None:
+            assert list(record.value) == header
