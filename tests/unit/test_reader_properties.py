@@ -28,7 +28,7 @@ def _drain(reader: Callable[..., Any], data: bytes, cuts: list[int]) -> list[Any
 
 
 json_line = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats(allow_nan=False) | st.text(max_size=20),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
     max_leaves=10,
 ).map(lambda v: orjson.dumps(v))
