@@ -7,6 +7,7 @@ PIP := $(BIN)/pip --disable-pip-version-check -q
 STAMP_PY := $(VENV)/.installed
 STAMP_NPM := node_modules/.installed
 STAMP_MODELS := build/models/.built
+STAMP_BUILD := $(VENV)/.build-installed
 
 .PHONY: help deps models demo test test-unit test-integration test-e2e up lint typecheck bench clean
 
@@ -28,7 +29,17 @@ $(STAMP_NPM): package.json package-lock.json
 
 deps: $(STAMP_PY) $(STAMP_NPM)
 
-$(STAMP_MODELS): $(STAMP_PY) $(wildcard shared/modelbuild/*.py)
+# Build-only dependencies (torch, sentence-transformers...), installed only when a model package must be (re)built:
+# torch alone first so that pip takes the CPU wheel instead of resolving a multi-GB CUDA build.
+$(STAMP_BUILD): requirements-build.txt constraints.txt $(STAMP_PY)
+	$(PIP) install -c constraints.txt $$(grep -E '^torch==' requirements-build.txt)
+	$(PIP) install -c constraints.txt -r requirements-build.txt
+	touch $@
+
+# Each builder skips a package whose buildKey (sources, library versions, parameters) is unchanged.
+$(STAMP_MODELS): $(STAMP_PY) $(wildcard shared/modelbuild/*.py shared/modelbuild/data/*) \
+		shared/inference/handlers_image.py shared/inference/handlers_text.py
+	$(MAKE) --no-print-directory $(STAMP_BUILD)
 	$(BIN)/python -m shared.modelbuild --out build/models --samples build/samples
 	touch $@
 
@@ -61,3 +72,6 @@ typecheck: $(STAMP_PY)
 
 clean:
 	rm -rf build .aiaas .pytest_cache .mypy_cache .ruff_cache
+
+bench: deps models
+	$(BIN)/python bench/run.py

@@ -7,13 +7,14 @@ import logging
 import azure.functions as func
 import orjson
 
-from shared.bootstrap import get_platform
+from shared.bootstrap import get_platform, tune_gc_for_batch_work
 from shared.config import get_settings
 from shared.domain.jobs import ShardMessage
 from shared.services.shards import fail_shard, run_shard
 
 logger = logging.getLogger(__name__)
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
+_gc_tuned = False
 
 
 @bp.function_name("run_shard")
@@ -24,8 +25,12 @@ bp = func.Blueprint()  # type: ignore[no-untyped-call]
     is_sessions_enabled=True,
 )
 def run_shard_message(msg: func.ServiceBusMessage) -> None:
+    global _gc_tuned
     message = ShardMessage.from_dict(orjson.loads(msg.get_body()))
     platform = get_platform()
+    if not _gc_tuned:  # once per worker process, after the clients exist
+        tune_gc_for_batch_work()
+        _gc_tuned = True
     try:
         run_shard(platform, message)
     except Exception as err:

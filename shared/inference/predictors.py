@@ -37,6 +37,16 @@ class TabularClassifier:
     def prepare(self, record: Any) -> list[float]:
         if not isinstance(record, dict):
             raise InvalidRecord("a record must be an object of feature values")
+        try:
+            values = [record[name] for name in self._features]
+        except KeyError:
+            return self._prepare_checked(record)
+        # Fast path: plain numbers whose sum is finite (so each is); anything else is checked one by one.
+        if set(map(type, values)) <= _JSON_NUMBERS and math.isfinite(sum(values)):
+            return values
+        return self._prepare_checked(record)
+
+    def _prepare_checked(self, record: dict[str, Any]) -> list[float]:
         values: list[float] = []
         for name in self._features:
             value = record.get(name)
@@ -58,15 +68,26 @@ class TabularClassifier:
 
         matrix = np.asarray(prepared, dtype=np.float32)
         probabilities = self._session.run([self._output], {self._input: matrix})[0]
-        best = probabilities.argmax(axis=1)
+        best = probabilities.argmax(axis=1).tolist()
         labels = self._labels
         return [
-            {
-                "label": labels[int(top)],
-                "probabilities": {label: round(float(p), 6) for label, p in zip(labels, row, strict=True)},
-            }
-            for top, row in zip(best, probabilities, strict=True)
+            {"label": labels[top], "probabilities": dict(zip(labels, row, strict=True))}
+            for top, row in zip(best, probabilities.round(6).tolist(), strict=True)
         ]
 
 
-HANDLERS: dict[str, Any] = {"tabular-classifier": TabularClassifier}
+_JSON_NUMBERS = frozenset({int, float})
+
+
+def _all_handlers() -> dict[str, Any]:
+    from shared.inference import handlers_image, handlers_tabular, handlers_text
+
+    return {
+        "tabular-classifier": TabularClassifier,
+        **handlers_tabular.HANDLERS,
+        **handlers_image.HANDLERS,
+        **handlers_text.HANDLERS,
+    }
+
+
+HANDLERS: dict[str, Any] = _all_handlers()

@@ -163,7 +163,9 @@ READERS: dict[str, Any] = {".jsonl": read_jsonl, ".csv": read_csv, ".txt": read_
 
 def reader_for(file_type: str) -> Any:
     """The reader for a file type, called as reader(chunks, first_index=, first_line=, header=, source_name=)."""
+    from shared.inference import images  # images and archives: read whole, entry by entry
+
     try:
-        return READERS[file_type]
+        return {**READERS, **images.READERS}[file_type]
     except KeyError:
         raise InvalidInput(f"no reader for {file_type!r} files", code="UnsupportedFileType") from None

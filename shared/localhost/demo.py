@@ -8,6 +8,7 @@ import os
 import shutil
 import tempfile
 import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -23,16 +24,30 @@ SAMPLES = Path("build/samples")
 TENANT = "demo"
 
 
-def _sample_uploads() -> list[tuple[str, str, bytes]]:
-    """(model, filename, content): good files, one with broken records, one for a model that does not exist."""
+ZERO_SHOT_LABELS = ["sports", "technology", "finance", "health", "food"]
+
+
+def _sample_uploads() -> list[tuple[str, str, bytes, dict[str, Any] | None]]:
+    """(model, filename, content, job parameters): a job per built-in model, one file with broken records, and
+    one for a model that does not exist."""
     rows = (SAMPLES / "breast-cancer.jsonl").read_bytes()
     lines = rows.splitlines()
     broken = [*lines[:20], b'{"id": "broken-1", "mean radius": "not a number"}', b"{not json"]
     return [
-        ("breast-cancer-classifier", "breast-cancer.jsonl", rows),
-        ("breast-cancer-classifier", "breast-cancer.csv", (SAMPLES / "breast-cancer.csv").read_bytes()),
-        ("breast-cancer-classifier@1", "with-broken-rows.jsonl", b"\n".join(broken) + b"\n"),
-        ("no-such-model", "anything.jsonl", lines[0] + b"\n"),
+        ("breast-cancer-classifier", "breast-cancer.jsonl", rows, None),
+        ("breast-cancer-classifier", "breast-cancer.csv", (SAMPLES / "breast-cancer.csv").read_bytes(), None),
+        ("breast-cancer-classifier@1", "with-broken-rows.jsonl", b"\n".join(broken) + b"\n", None),
+        ("transaction-anomaly-detector", "transactions.jsonl", (SAMPLES / "transactions.jsonl").read_bytes(), None),
+        ("digits-classifier", "digits.zip", (SAMPLES / "digits.zip").read_bytes(), None),
+        ("digits-classifier", "digit-7.png", (SAMPLES / "digit-7.png").read_bytes(), None),
+        ("text-embedding", "texts.txt", (SAMPLES / "texts.txt").read_bytes(), None),
+        (
+            "zero-shot-text-classifier",
+            "zero-shot.jsonl",
+            (SAMPLES / "zero-shot.jsonl").read_bytes(),
+            {"labels": ZERO_SHOT_LABELS},
+        ),
+        ("no-such-model", "anything.jsonl", lines[0] + b"\n", None),
     ]
 
 
@@ -73,8 +88,11 @@ def run_demo(*, workers: int = 2) -> int:
             print(f"tenant '{TENANT}' created; webhook subscribed ({sub['subscriptionId'][:8]}..., handshake passed)")
             uploads = _sample_uploads()
             upload_started = time.perf_counter()
-            for model, filename, content in uploads:
-                answer = api.post("/v1/uploads", json={"model": model, "filename": filename})
+            for model, filename, content, parameters in uploads:
+                request: dict[str, Any] = {"model": model, "filename": filename}
+                if parameters:
+                    request["parameters"] = parameters
+                answer = api.post("/v1/uploads", json=request)
                 if answer.status_code != 201:
                     # An unknown model is refused at the API; drop it in the inbox directly to show the event.
                     path = f"inbox/{model}/demo/{filename}"
@@ -124,17 +142,41 @@ def _check_results(api: httpx.Client, data: dict[str, Any]) -> bool:
         token = body["continuationToken"]
         if not token:
             break
-    expected = {}
-    for line in (SAMPLES / "breast-cancer.jsonl").read_text().splitlines():
-        row = json.loads(line)
-        expected[row["id"]] = row["expected"]
-    scored = [item for item in items if item["id"] in expected]
-    if scored:
-        right = sum(item["output"]["label"] == expected[item["id"]] for item in scored)
-        print(
-            f"      results API: {len(items)} results; accuracy on labelled rows {right}/{len(scored)} "
-            f"= {right / len(scored):.3f}; first: {items[0]['id']} -> {items[0]['output']['label']}"
-        )
-    else:
-        print(f"      results API: {len(items)} results; first: {items[0]['output']}")
+    print(f"      results API: {len(items)} results; {_describe(items)}")
     return bool(len(items) == data["counts"]["succeeded"])
+
+
+def _expected() -> dict[str, str]:
+    """Known answers of the samples, by record id: labelled rows, and digits named digit-<i>-<label>.png."""
+    known = {}
+    for name in ("breast-cancer.jsonl", "transactions.jsonl"):
+        for line in (SAMPLES / name).read_text().splitlines():
+            row = json.loads(line)
+            known[row["id"]] = str(row["expected"])
+    with zipfile.ZipFile(SAMPLES / "digits.zip") as archive:
+        for entry in archive.namelist():
+            known[entry] = entry.rsplit("-", 1)[-1].split(".")[0]
+    known["digit-7.png"] = "7"
+    return known
+
+
+def _describe(items: list[dict[str, Any]]) -> str:
+    if not items:
+        return "none"
+    first = items[0]["output"]
+    expected = _expected()
+    if "embedding" in first:
+        norm = sum(v * v for v in first["embedding"]) ** 0.5
+        return f"{len(first['embedding'])}-dim embeddings, first norm {norm:.3f}"
+    if "isAnomaly" in first:
+        flagged = [i for i in items if i["output"]["isAnomaly"]]
+        planted = {i["id"] for i in items if expected.get(i["id"], "normal") != "normal"}
+        right = sum(i["id"] in planted for i in flagged)
+        truth = len(planted)
+        return f"{len(flagged)} flagged as anomalies, {right} of them among the {truth} planted"
+    scored = [i for i in items if i["id"] in expected]
+    if scored:
+        right = sum(i["output"]["label"] == expected[i["id"]] for i in scored)
+        return f"accuracy on labelled records {right}/{len(scored)} = {right / len(scored):.3f}"
+    labels = [i["output"]["label"] for i in items[:4]]
+    return f"first labels: {', '.join(labels)}"

@@ -8,7 +8,7 @@ import signal
 import threading
 
 from shared.adapters.storage_queue import ReceivedShard, StorageQueueJobQueue
-from shared.bootstrap import build_job_queue, get_platform
+from shared.bootstrap import build_job_queue, get_platform, tune_gc_for_batch_work
 from shared.config import get_settings
 from shared.localhost.functions_host import registered_function, servicebus_message
 
@@ -68,6 +68,7 @@ def run_worker(stop: threading.Event, *, idle_sleep: float = 0.05) -> None:
     assert isinstance(queue, StorageQueueJobQueue)
     get_platform()  # connect before the first message, not during it
     registered_function("run_shard")
+    tune_gc_for_batch_work()
     idle = idle_sleep
     while not stop.is_set():
         messages = queue.receive(max_messages=1)
