@@ -42,6 +42,7 @@ class LocalHost:
         self.broker: Any = None
         self._log_dir = data_dir / "logs"
         self._stopping = threading.Event()
+        self._saved_environ: dict[str, str] | None = None
         self._sweeper: threading.Thread | None = None
 
     @property
@@ -72,6 +73,7 @@ class LocalHost:
         # Started from this thread: the children die with the thread that spawned them (PR_SET_PDEATHSIG).
         self.azurite.start()
         self.cosmos.start()
+        self._saved_environ = dict(os.environ)
         os.environ.update(self.environment())
         bootstrap.reset()
         platform = bootstrap.get_platform()
@@ -207,6 +209,11 @@ class LocalHost:
             self.broker = None
         self.cosmos.stop()
         self.azurite.stop()
+        if self._saved_environ is not None:  # the next host in this process starts from a clean slate
+            os.environ.clear()
+            os.environ.update(self._saved_environ)
+            self._saved_environ = None
+            bootstrap.reset()
 
     def __enter__(self) -> LocalHost:
         self.start()

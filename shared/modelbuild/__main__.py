@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from shared.modelbuild import breast_cancer
+from shared.modelbuild import anomaly, breast_cancer, digits, text_models
 from shared.modelbuild.common import BuildResult
 
 logger = logging.getLogger(__name__)
@@ -27,6 +27,20 @@ class ModelBuilder:
 
 BUILDERS: list[ModelBuilder] = [
     ModelBuilder(breast_cancer.NAME, breast_cancer.VERSION, breast_cancer.build, breast_cancer.write_samples),
+    ModelBuilder(anomaly.NAME, anomaly.VERSION, anomaly.build, anomaly.write_samples),
+    ModelBuilder(digits.NAME, digits.VERSION, digits.build, digits.write_samples),
+    ModelBuilder(
+        text_models.EMBED_NAME,
+        text_models.VERSION,
+        text_models.build_embedding,
+        text_models.write_embedding_samples,
+    ),
+    ModelBuilder(
+        text_models.ZERO_SHOT_NAME,
+        text_models.VERSION,
+        text_models.build_zero_shot,
+        text_models.write_zero_shot_samples,
+    ),
 ]
 
 

@@ -169,3 +169,65 @@ def write_file_if_changed(path: Path, data: bytes) -> bool:
         Path(tmp_name).unlink(missing_ok=True)
         raise
     return True
+
+
+def file_entry(name: str, data: bytes) -> dict[str, Any]:
+    """A card's ``{"file", "sha256", "bytes"}`` entry for one package file."""
+    return {"file": name, "sha256": sha256_bytes(data), "bytes": len(data)}
+
+
+def up_to_date_card(package_dir: Path, key: str) -> dict[str, Any] | None:
+    """The package's card when its buildKey is ``key`` and the artifact and every extra file match their hashes."""
+    card = read_card(package_dir)
+    if card is None or card.get("buildKey") != key:
+        return None
+    entries = [card["artifact"], *card.get("files", [])]
+    for entry in entries:
+        path = package_dir / str(entry["file"])
+        if not path.is_file() or path.stat().st_size != entry["bytes"] or sha256_file(path) != entry["sha256"]:
+            logger.warning("%s: %s does not match its card; rebuilding", package_dir, entry["file"])
+            return None
+    return card
+
+
+def normalise_onnx(model: Any, *, name: str, version: str, doc: str) -> Any:
+    """Stable graph name, doc string and model version, one opset import per domain (reproducible bytes)."""
+    import onnx
+
+    model.graph.name = name.replace("-", "_")
+    model.doc_string = doc
+    model.model_version = int(version)
+    opsets: dict[str, int] = {}
+    for imp in model.opset_import:
+        opsets[imp.domain] = max(imp.version, opsets.get(imp.domain, 0))
+    del model.opset_import[:]
+    for domain, opset in sorted(opsets.items()):
+        model.opset_import.append(onnx.helper.make_opsetid(domain, opset))
+    return model
+
+
+def ort_session(model_bytes: bytes, *, threads: int = 2) -> Any:
+    """An onnxruntime CPU session with a fixed thread count (as the platform creates them)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    return ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
+
+
+def skipped_result(name: str, version: str, target: Path, card: dict[str, Any], metric: str, started: float) -> Any:
+    """The BuildResult of a package that was already up to date."""
+    import time
+
+    return BuildResult(
+        name=name,
+        version=version,
+        package_dir=target,
+        skipped=True,
+        metric_name=metric,
+        metric_value=float(card["metrics"][metric]),
+        artifact_bytes=int(card["artifact"]["bytes"]),
+        seconds=time.perf_counter() - started,
+    )

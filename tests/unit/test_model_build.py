@@ -44,7 +44,7 @@ PKG_REQUIRED_KEYS = {
 def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("modelbuild")
     out, samples = root / "models", root / "samples"
-    assert main(["--out", str(out), "--samples", str(samples)]) == 0
+    assert main(["--out", str(out), "--samples", str(samples), "--only", "breast-cancer-classifier"]) == 0
     pkg = out / breast_cancer.NAME / breast_cancer.VERSION
     card = orjson.loads((pkg / "card.json").read_bytes())
     return {"out": out, "samples": samples, "pkg": pkg, "card": card}
@@ -116,7 +116,7 @@ def test_artifact_hash_and_size_match_card(built: dict[str, Any]) -> None:
 def test_second_build_is_skipped(built: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
     model_path = built["pkg"] / "model.onnx"
     before = (model_path.stat().st_mtime_ns, (built["pkg"] / "card.json").read_bytes())
-    assert main(["--out", str(built["out"])]) == 0
+    assert main(["--out", str(built["out"]), "--only", "breast-cancer-classifier"]) == 0
     line = capsys.readouterr().out.strip()
     assert line.startswith("breast-cancer-classifier v1: skipped")
     assert "accuracy=" in line and "bytes" in line
@@ -127,9 +127,7 @@ def test_second_build_is_skipped(built: dict[str, Any], capsys: pytest.CaptureFi
     assert sorted(p.name for p in built["pkg"].parent.iterdir()) == ["1"]
 
 
-def test_card_has_and_satisfies_its_required_fields(
-    built: dict[str, Any], split: breast_cancer.Split
-) -> None:
+def test_card_has_and_satisfies_its_required_fields(built: dict[str, Any], split: breast_cancer.Split) -> None:
     card = built["card"]
     for key, kind in PKG_REQUIRED_KEYS.items():
         assert isinstance(card.get(key), kind), key
@@ -160,9 +158,7 @@ def test_card_has_and_satisfies_its_required_fields(
         _check_schema({k: v for k, v in first.items() if k != "mean radius"}, schema)
 
 
-def test_samples_are_heldout_rows_and_deterministic(
-    built: dict[str, Any], split: breast_cancer.Split
-) -> None:
+def test_samples_are_heldout_rows_and_deterministic(built: dict[str, Any], split: breast_cancer.Split) -> None:
     jsonl_path = built["samples"] / "breast-cancer.jsonl"
     csv_path = built["samples"] / "breast-cancer.csv"
     rows = [orjson.loads(line) for line in jsonl_path.read_bytes().splitlines()]
