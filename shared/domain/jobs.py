@@ -138,19 +138,24 @@ class Counts:
     records: int = 0
     succeeded: int = 0
     failed: int = 0
+    # The first failed record's reason, so a job's error says what to fix without opening errors.jsonl.
+    first_error: str | None = None
 
     def add(self, other: Counts) -> None:
         self.records += other.records
         self.succeeded += other.succeeded
         self.failed += other.failed
+        self.first_error = self.first_error or other.first_error
 
     def to_dict(self) -> dict[str, int]:
         return {"records": self.records, "succeeded": self.succeeded, "failed": self.failed}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any] | None) -> Counts:
+    def from_dict(cls, data: dict[str, Any] | None, first_error: str | None = None) -> Counts:
         data = data or {}
-        return cls(int(data.get("records", 0)), int(data.get("succeeded", 0)), int(data.get("failed", 0)))
+        return cls(
+            int(data.get("records", 0)), int(data.get("succeeded", 0)), int(data.get("failed", 0)), first_error
+        )
 
 
 @dataclass
@@ -218,7 +223,7 @@ class Job:
         if self.counts.succeeded == 0:
             self.error = {
                 "code": "AllRecordsFailed",
-                "message": f"all {self.counts.records} records failed; see errors.jsonl",
+                "message": f"all {self.counts.records} records failed{self._first_error()}; see errors.jsonl",
             }
             return JobStatus.FAILED
         if 0 <= self.error_threshold < self.counts.failed:
@@ -230,9 +235,13 @@ class Job:
             return JobStatus.FAILED
         self.error = {
             "code": "SomeRecordsFailed",
-            "message": f"{self.counts.failed} of {self.counts.records} records failed; see errors.jsonl",
+            "message": f"{self.counts.failed} of {self.counts.records} records failed{self._first_error()}; "
+            "see errors.jsonl",
         }
         return JobStatus.PARTIALLY_SUCCEEDED
+
+    def _first_error(self) -> str:
+        return f" (the first: {self.counts.first_error})" if self.counts.first_error else ""
 
     def to_doc(self) -> dict[str, Any]:
         return {
@@ -252,6 +261,7 @@ class Job:
             "completedAt": self.completed_at,
             "shards": {"count": self.shard_count, "done": sorted(set(self.shards_done)), "plan": self.shard_plan},
             "counts": self.counts.to_dict(),
+            "firstRecordError": self.counts.first_error,
             "error": self.error,
             "outputs": self.outputs,
             "event": {"id": self.event_id, "published": self.event_published},
@@ -282,7 +292,7 @@ class Job:
             shard_count=int(shards.get("count", 1)),
             shards_done=list(shards.get("done", [])),
             shard_plan=[list(cut) for cut in shards.get("plan", [])],
-            counts=Counts.from_dict(doc.get("counts")),
+            counts=Counts.from_dict(doc.get("counts"), doc.get("firstRecordError")),
             error=doc.get("error"),
             outputs=dict(doc.get("outputs") or {}),
             event_id=event.get("id"),

@@ -168,6 +168,9 @@ def _process(platform: Platform, job: Job, message: ShardMessage, predictor: Pre
         counts.records += len(page.items) + len(page.errors)
         counts.succeeded += len(page.items)
         counts.failed += len(page.errors)
+        if page.errors and counts.first_error is None:
+            first = page.errors[0]
+            counts.first_error = f"line {first['line']}: {first['message']}"
     return counts
 
 
