@@ -51,7 +51,7 @@ demo: deps models
 up: deps models
 	$(BIN)/aiaas up
 
-test: deps models
+test: deps models lint typecheck
 	$(BIN)/pytest -q -p no:cacheprovider
 
 test-unit: deps models

@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -23,9 +25,7 @@ sys.path.insert(0, str(REPO))
 import httpx  # noqa: E402
 from azure.storage.blob import BlobClient  # noqa: E402
 
-from shared.config import Settings  # noqa: E402
 from shared.localhost.emulators import free_port  # noqa: E402
-from shared.localhost.host import LocalHost  # noqa: E402
 from shared.localhost.webhook_receiver import WebhookReceiver  # noqa: E402
 
 SIZES = [int(n) for n in os.environ.get("BENCH_SIZES", "1000,100000,1000000").split(",")]
@@ -78,37 +78,67 @@ def raw_limit(count: int = 200_000) -> dict[str, Any]:
 
 
 class Stack:
-    """A throwaway local stack with a tenant, a webhook and an API client."""
+    """A throwaway local platform (`aiaas up` in its own process), a tenant, a webhook and an API client."""
 
     def __init__(self, workers: int) -> None:
         self.data_dir = Path(tempfile.mkdtemp(prefix="aiaas-bench-"))
-        settings = Settings(
-            api_port=free_port(),
-            azurite_blob_port=free_port(),
-            azurite_queue_port=free_port(),
-            azurite_table_port=free_port(),
-            cosmos_port=free_port(),
-            data_dir=self.data_dir,
-            models_dir=REPO / "build/models",
-            workers=workers,
-        )
-        self.host = LocalHost(settings)
+        self.api_port = free_port()
+        self.env = {
+            **os.environ,
+            "AIAAS_API_PORT": str(self.api_port),
+            "AIAAS_AZURITE_BLOB_PORT": str(free_port()),
+            "AIAAS_AZURITE_QUEUE_PORT": str(free_port()),
+            "AIAAS_AZURITE_TABLE_PORT": str(free_port()),
+            "AIAAS_COSMOS_PORT": str(free_port()),
+            "AIAAS_DATA_DIR": str(self.data_dir),
+            "AIAAS_MODELS_DIR": str(REPO / "build/models"),
+        }
+        self.workers = workers
         self.hook = WebhookReceiver()
+        self.process: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> Stack:
-        self.host.start()
+        log = (self.data_dir / "up.log").open("wb")
+        self.process = subprocess.Popen(
+            [str(REPO / ".venv/bin/aiaas"), "up", "--workers", str(self.workers)],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+        )
+        api_url = f"http://127.0.0.1:{self.api_port}/api"
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"{api_url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError((self.data_dir / "up.log").read_text()[-3000:])
+            time.sleep(0.2)
         self.hook.__enter__()
-        from shared.bootstrap import get_platform
-        from shared.services.tenants import create_tenant
-
-        key = create_tenant(get_platform(), "bench")
-        self.api = httpx.Client(base_url=self.host.api_url, headers={"Authorization": f"Bearer {key}"}, timeout=60)
+        created = subprocess.run(
+            [str(REPO / ".venv/bin/aiaas"), "tenants", "create", "bench", "--json"],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=REPO,
+        )
+        key = json.loads(created.stdout)["apiKey"]
+        self.api = httpx.Client(base_url=api_url, headers={"Authorization": f"Bearer {key}"}, timeout=60)
         self.api.post("/v1/subscriptions", json={"endpointUrl": self.hook.url}).raise_for_status()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.hook.__exit__(None, None, None)
-        self.host.stop()
+        if self.process is not None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
         shutil.rmtree(self.data_dir, ignore_errors=True)
 
     def upload(self, name: str, chunks: Iterator[bytes] | bytes) -> None:
@@ -121,14 +151,28 @@ class Stack:
         return self.hook.wait_for(count, timeout=timeout)
 
     def pids(self) -> dict[str, int]:
-        found = {"host (API, watcher, broker)": os.getpid()}
-        if self.host.azurite.pid:
-            found["azurite"] = self.host.azurite.pid
-        if self.host.cosmos.pid:
-            found["cosmos stand-in"] = self.host.cosmos.pid
-        for i, process in enumerate(self.host.worker_processes):
-            found[f"worker {i}"] = process.pid
+        """The platform's processes: `aiaas up` (API, watcher, broker) and its children, by what they run."""
+        assert self.process is not None
+        found = {"host (API, watcher, broker)": self.process.pid}
+        workers = 0
+        for child in _children(self.process.pid):
+            cmdline = Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            if "azurite" in cmdline:
+                found["azurite"] = child
+            elif "cosmos_server" in cmdline:
+                found["cosmos stand-in"] = child
+            elif "shared.localhost.worker" in cmdline:
+                found[f"worker {workers}"] = child
+                workers += 1
         return found
+
+
+def _children(pid: int) -> list[int]:
+    children = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        text = (task / "children").read_text().split()
+        children += [int(c) for c in text]
+    return children
 
 
 def peak_rss_mb(pid: int) -> float:

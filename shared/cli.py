@@ -64,20 +64,36 @@ def cmd_tenants_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _operator() -> str:
+    import getpass
+
+    try:
+        return f"operator:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "operator"
+
+
 def cmd_models_list(args: argparse.Namespace) -> int:
-    for model in _platform().models.list_models(args.tenant or ""):
-        print(f"{model['name']}\t{model['task']}\tversions={','.join(model['versions'])}\taliases={model['aliases']}")
+    tags = dict(item.partition(":")[::2] for item in args.tag or [])
+    for model in _platform().models.list_models(args.tenant or "", task=args.task, tags=tags or None):
+        print(
+            f"{model['name']}\t{model['task']}\t{model.get('visibility', 'public')}\t"
+            f"versions={','.join(model['versions'])}\taliases={model['aliases']}"
+        )
     return 0
 
 
 def cmd_models_show(args: argparse.Namespace) -> int:
     from shared.domain.errors import PlatformError
 
+    models = _platform().models
     try:
-        print(json.dumps(_platform().models.get_model(args.tenant or "", args.name), indent=2))
+        view = models.get_model(args.tenant or "", args.name)
+        history = models.get_aliases(args.tenant or "", args.name)["history"]
     except PlatformError as err:
         print(f"error: {err.message}", file=sys.stderr)
         return 1
+    print(json.dumps({**view, "aliasHistory": history}, indent=2))
     return 0
 
 
@@ -86,6 +102,46 @@ def cmd_models_publish(args: argparse.Namespace) -> int:
 
     published = publish_models(_platform().models, Path(args.dir))
     print("published: " + (", ".join(published) if published else "nothing new"))
+    return 0
+
+
+def cmd_models_register(args: argparse.Namespace) -> int:
+    """Publishes one built package dir, public or (with --tenant) as that tenant's private model."""
+    from shared.domain.errors import PlatformError
+    from shared.inference.registry import BlobModelRegistry
+
+    registry = _platform().models
+    if not isinstance(registry, BlobModelRegistry):
+        print("error: this registry cannot publish packages", file=sys.stderr)
+        return 1
+    package = Path(args.package)
+    try:
+        uploaded = registry.publish_package(
+            package, set_alias=None if args.no_alias else args.alias, by=args.by or _operator(), tenant=args.tenant
+        )
+        card = json.loads((package / "card.json").read_text())
+    except (PlatformError, OSError, ValueError) as err:
+        print(f"error: {getattr(err, 'message', err)}", file=sys.stderr)
+        return 1
+    owner = f" for tenant {args.tenant}" if args.tenant else ""
+    state = "registered" if uploaded else "already registered (same artifact)"
+    print(f"{card['name']}@{card['version']} {state}{owner}")
+    return 0
+
+
+def cmd_models_promote(args: argparse.Namespace) -> int:
+    """Moves an alias to a version and records who and when; rolling back is promoting the previous version."""
+    from shared.domain.errors import PlatformError
+
+    models = _platform().models
+    try:
+        models.get_model(args.tenant or "", args.name)
+        moved = models.move_alias(args.name, args.alias, args.version, by=args.by or _operator(), owner=args.tenant)
+    except PlatformError as err:
+        print(f"error: {err.message}", file=sys.stderr)
+        return 1
+    last = moved["history"][-1]
+    print(f"{args.name}: {args.alias} {last['from'] or '(none)'} -> {last['to']} by {last['by']} at {last['at']}")
     return 0
 
 
@@ -114,14 +170,30 @@ def build_parser() -> argparse.ArgumentParser:
     models = sub.add_parser("models", help="the model registry").add_subparsers(dest="action", required=True)
     listing = models.add_parser("list", help="models (public, plus a tenant's own with --tenant)")
     listing.add_argument("--tenant")
+    listing.add_argument("--task")
+    listing.add_argument("--tag", action="append", help="k:v, repeatable; all must match")
     listing.set_defaults(func=cmd_models_list)
-    show = models.add_parser("show", help="one model with its card")
+    show = models.add_parser("show", help="one model with its card and alias history")
     show.add_argument("name")
     show.add_argument("--tenant")
     show.set_defaults(func=cmd_models_show)
     publish = models.add_parser("publish", help="upload built packages to the registry")
     publish.add_argument("--dir", default=str(get_settings().models_dir))
     publish.set_defaults(func=cmd_models_publish)
+    register = models.add_parser("register", help="publish one package dir (card.json + artifact)")
+    register.add_argument("--package", required=True, help="the package dir (card.json, artifact, files)")
+    register.add_argument("--tenant", help="register it as this tenant's private model (checked by loading it)")
+    register.add_argument("--alias", default="production", help="alias to point at it if the alias is unset")
+    register.add_argument("--no-alias", action="store_true", help="set no alias")
+    register.add_argument("--by", help="who registers it (default operator:<user>)")
+    register.set_defaults(func=cmd_models_register)
+    promote = models.add_parser("promote", help="move an alias to a version (roll back: the previous version)")
+    promote.add_argument("name")
+    promote.add_argument("alias")
+    promote.add_argument("version")
+    promote.add_argument("--by", help="who moves it (default operator:<user>)")
+    promote.add_argument("--tenant", help="a tenant's private model")
+    promote.set_defaults(func=cmd_models_promote)
 
     demo = sub.add_parser("demo", help="start a throwaway local stack, run sample jobs end to end, stop")
     demo.add_argument("--workers", type=int, default=2)

@@ -52,6 +52,18 @@ class BlobStore(Protocol):
         """Writes a blob from a stream of chunks without holding it whole; returns its ETag."""
         ...
 
+    def stage_block(self, container: str, path: str, block_id: str, data: bytes) -> None:
+        """Stages one block of a block blob (not visible until committed); the same id overwrites."""
+        ...
+
+    def commit_staged(self, container: str, path: str, *, content_type: str | None = None) -> int:
+        """Commits every block of the blob, staged or committed, in the order of their ids; returns the count.
+
+        Blocks staged by many writers (one per result page) become one blob without copying a byte; a
+        repeated commit keeps what an earlier one committed.
+        """
+        ...
+
     def upload_url(self, container: str, path: str, *, expires_in: timedelta) -> str:
         """A URL that lets its holder create this one blob, and nothing else, until it expires."""
         ...
@@ -170,4 +182,25 @@ class ModelRegistry(Protocol):
 
     def load(self, card: ModelCard) -> Predictor:
         """The model ready to predict, loaded once per process and verified against the card's sha256."""
+        ...
+
+    def get_aliases(self, tenant_id: str, name: str) -> dict[str, Any]:
+        """`{"name", "aliases", "history"}` of a model the tenant may see, read fresh; raises UnknownModel."""
+        ...
+
+    def move_alias(self, name: str, alias: str, version: str, *, by: str, owner: str | None = None) -> dict[str, Any]:
+        """Points an alias of a public (owner None) or private model at an existing version, recording who and when."""
+        ...
+
+    def register_private(
+        self,
+        tenant_id: str,
+        card: dict[str, Any],
+        artifact: bytes | None,
+        *,
+        files: dict[str, bytes] | None = None,
+        credential: str | None = None,
+        by: str | None = None,
+    ) -> dict[str, Any]:
+        """Registers a version of the tenant's own model after loading and trying it; raises InvalidInput."""
         ...

@@ -58,6 +58,9 @@ class InMemoryBlobStore:
         self.containers: dict[str, dict[str, tuple[bytes, str, str | None]]] = {}
         self.chunk_size = chunk_size
         self.upload_urls: list[tuple[str, str, timedelta]] = []
+        # (container, path) -> {block id: bytes}: staged blocks, and the ids committed so far
+        self.staged: dict[tuple[str, str], dict[str, bytes]] = {}
+        self.committed: dict[tuple[str, str], dict[str, bytes]] = {}
         self._lock = threading.RLock()
 
     def ensure_container(self, container: str) -> None:
@@ -116,6 +119,17 @@ class InMemoryBlobStore:
         self, container: str, path: str, chunks: Iterable[bytes], *, content_type: str | None = None
     ) -> str:
         return self.write_bytes(container, path, b"".join(chunks), content_type=content_type)
+
+    def stage_block(self, container: str, path: str, block_id: str, data: bytes) -> None:
+        with self._lock:
+            self.staged.setdefault((container, path), {})[block_id] = bytes(data)
+
+    def commit_staged(self, container: str, path: str, *, content_type: str | None = None) -> int:
+        with self._lock:
+            blocks = {**self.committed.get((container, path), {}), **self.staged.pop((container, path), {})}
+            self.committed[(container, path)] = blocks
+            self.write_bytes(container, path, b"".join(blocks[i] for i in sorted(blocks)), content_type=content_type)
+            return len(blocks)
 
     def upload_url(self, container: str, path: str, *, expires_in: timedelta) -> str:
         expiry = (datetime.now(UTC) + expires_in).isoformat(timespec="seconds").replace("+00:00", "Z")

@@ -10,7 +10,7 @@ from typing import Any
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
-from azure.storage.blob import BlobSasPermissions, BlobServiceClient, ContentSettings, generate_blob_sas
+from azure.storage.blob import BlobBlock, BlobSasPermissions, BlobServiceClient, ContentSettings, generate_blob_sas
 
 from shared.domain.errors import NotFound, PreconditionFailed
 from shared.ports import BlobInfo
@@ -113,6 +113,22 @@ class AzureBlobStore:
             iter(chunks), overwrite=True, content_settings=settings, blob_type="BlockBlob"
         )
         return _plain(result.get("etag"))
+
+    def stage_block(self, container: str, path: str, block_id: str, data: bytes) -> None:
+        self.ensure_container(container)
+        self._service.get_blob_client(container, path).stage_block(block_id, data, length=len(data))
+
+    def commit_staged(self, container: str, path: str, *, content_type: str | None = None) -> int:
+        self.ensure_container(container)
+        blob = self._service.get_blob_client(container, path)
+        try:
+            committed, uncommitted = blob.get_block_list("all")
+        except ResourceNotFoundError:
+            committed, uncommitted = [], []
+        ids = sorted({block.id for block in committed} | {block.id for block in uncommitted})
+        settings = ContentSettings(content_type=content_type) if content_type else None
+        blob.commit_block_list([BlobBlock(block_id) for block_id in ids], content_settings=settings)
+        return len(ids)
 
     def upload_url(self, container: str, path: str, *, expires_in: timedelta) -> str:
         now = datetime.now(UTC)

@@ -153,9 +153,7 @@ class Counts:
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None, first_error: str | None = None) -> Counts:
         data = data or {}
-        return cls(
-            int(data.get("records", 0)), int(data.get("succeeded", 0)), int(data.get("failed", 0)), first_error
-        )
+        return cls(int(data.get("records", 0)), int(data.get("succeeded", 0)), int(data.get("failed", 0)), first_error)
 
 
 @dataclass

@@ -74,7 +74,7 @@ def run_worker(stop: threading.Event, *, idle_sleep: float = 0.05) -> None:
         messages = queue.receive(max_messages=1)
         if not messages:
             stop.wait(idle)
-            idle = min(idle * 2, 0.5)
+            idle = min(idle * 2, 0.1)
             continue
         idle = idle_sleep
         for received in messages:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,12 +17,15 @@ from shared.domain.jobs import PLAN, Counts, Job, JobStatus, ResultPage, ShardMe
 from shared.domain.models import ModelRef
 from shared.domain.tenants import container_for
 from shared.inference.readers import Record, header_of_csv, reader_for
+from shared.inference.remote import RemoteEndpointUnavailable
 from shared.ports import Predictor
 from shared.services.outcomes import publish_terminal_event
 from shared.services.platform import Platform
 
 logger = logging.getLogger(__name__)
 MAX_CONFLICT_RETRIES = 50
+PAGE_WRITERS = 2
+MAX_PAGES_IN_FLIGHT = 4
 
 
 INPUT_CHANGED = {
@@ -163,15 +168,35 @@ def _process(platform: Platform, job: Job, message: ShardMessage, predictor: Pre
         source_name=job.blob_path,
     )
     counts = Counts()
-    for page in _pages(job, message, records, predictor, platform.batch_size):
-        platform.results.put_page(page)
-        counts.records += len(page.items) + len(page.errors)
-        counts.succeeded += len(page.items)
-        counts.failed += len(page.errors)
-        if page.errors and counts.first_error is None:
-            first = page.errors[0]
-            counts.first_error = f"line {first['line']}: {first['message']}"
+    # Pages are stored by a small pool while the next batch is parsed and scored (storage is I/O-bound).
+    with ThreadPoolExecutor(max_workers=PAGE_WRITERS, thread_name_prefix="page-writer") as pool:
+        pending: deque[Future[None]] = deque()
+        for page in _pages(job, message, records, predictor, platform.batch_size):
+            pending.append(pool.submit(_store_page, platform, job, page))
+            while len(pending) > MAX_PAGES_IN_FLIGHT:
+                pending.popleft().result()
+            counts.records += len(page.items) + len(page.errors)
+            counts.succeeded += len(page.items)
+            counts.failed += len(page.errors)
+            if page.errors and counts.first_error is None:
+                first = page.errors[0]
+                counts.first_error = f"line {first['line']}: {first['message']}"
+        for future in pending:
+            future.result()
     return counts
+
+
+def _store_page(platform: Platform, job: Job, page: ResultPage) -> None:
+    """The page for the results API, and its lines as blocks of the output files (committed at the end)."""
+    container, base = container_for(job.tenant_id), f"outbox/{job.job_id}"
+    block_id = f"{page.first_record_index:012d}"  # ids sort in record order; a redelivery restages the same ids
+    if page.items:
+        lines = b"".join(orjson.dumps(item) + b"\n" for item in page.items)
+        platform.blobs.stage_block(container, f"{base}/results.jsonl", block_id, lines)
+    if page.errors:
+        lines = b"".join(orjson.dumps(error) + b"\n" for error in page.errors)
+        platform.blobs.stage_block(container, f"{base}/errors.jsonl", block_id, lines)
+    platform.results.put_page(page)
 
 
 def _pages(
@@ -224,6 +249,8 @@ def _predict_isolating_failures(
     """Predicts the batch; if the model refuses it, predicts record by record so one bad record fails alone."""
     try:
         return list(predictor.predict([prepared for _, prepared in ready]))
+    except RemoteEndpointUnavailable:
+        raise  # an outage, not a bad record: the shard is redelivered later
     except Exception:  # the runtime's own errors are not ours to name; the record-by-record pass reports them
         logger.warning("batch of %d failed in the model; retrying record by record", len(ready), exc_info=True)
     outputs: list[dict[str, Any] | None] = []
@@ -248,23 +275,14 @@ def _error_entry(record: Record, err: InvalidRecord) -> dict[str, Any]:
 
 
 def _write_outputs(platform: Platform, job: Job) -> dict[str, str]:
-    """results.jsonl (and errors.jsonl when records failed), streamed from the result pages in record order."""
+    """results.jsonl (and errors.jsonl when records failed): the blocks every page staged, committed in order."""
     container = container_for(job.tenant_id)
     base = f"outbox/{job.job_id}"
     outputs = {}
-
-    def lines(kind: str) -> Iterator[bytes]:
-        for page in platform.results.iter_pages(job.tenant_id, job.job_id):
-            entries = page.items if kind == "items" else page.errors
-            if entries:
-                yield b"".join(orjson.dumps(entry) + b"\n" for entry in entries)
-
     if job.counts.succeeded or not job.counts.failed:
-        path = f"{base}/results.jsonl"
-        platform.blobs.write_chunks(container, path, lines("items"), content_type="application/x-ndjson")
-        outputs["results"] = path
+        outputs["results"] = f"{base}/results.jsonl"
     if job.counts.failed:
-        path = f"{base}/errors.jsonl"
-        platform.blobs.write_chunks(container, path, lines("errors"), content_type="application/x-ndjson")
-        outputs["errors"] = path
+        outputs["errors"] = f"{base}/errors.jsonl"
+    for path in outputs.values():
+        platform.blobs.commit_staged(container, path, content_type="application/x-ndjson")
     return outputs

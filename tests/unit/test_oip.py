@@ -325,14 +325,13 @@ def publish_fake(plat: Platform, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     publish_private_copy(plat, tmp_path, owner="acme", name=name)
     registry = plat.models
     raw = json.loads((tmp_path / name / "card.json").read_text())
-    for key in ("features", "labels", "outputSchema", "owner"):
+    for key in ("features", "labels", "outputSchema"):
         raw.pop(key, None)
     raw.update(card)
-    # Re-publish the edited card as a new version, and answer load() with the fake for it.
-    (tmp_path / name / "card.json").write_text(json.dumps({**raw, "version": "2"}))
+    # Re-publish the edited card as a new version (unchecked: its handler is faked), answer load() with the fake.
     assert isinstance(registry, BlobModelRegistry)
-    registry.publish_package(tmp_path / name)
-    registry.move_alias(name, "production", "2", by="test")
+    registry.publish({**raw, "version": "2"}, (tmp_path / name / "model.onnx").read_bytes(), {}, owner="acme")
+    registry.move_alias(name, "production", "2", by="test", owner="acme")
     real_load = registry.load
     monkeypatch.setattr(registry, "load", lambda c: FakeTextOrImagePredictor(c) if c.name == name else real_load(c))
 
