@@ -64,6 +64,7 @@ var tenantScopedContainers = [
   'tenants'
   'jobs'
   'subscriptions'
+  'uploads' // upload intents: job parameters given when an upload URL was issued
 ]
 
 resource tenantContainers 'Microsoft.DocumentDB/databaseAccounts/sqlDatabases/containers@2024-05-15' = [

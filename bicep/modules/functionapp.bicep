@@ -146,6 +146,15 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     AIAAS_EVENTGRID_ENDPOINT: eventGridDomainEndpoint
     AIAAS_EVENTGRID_DOMAIN_ID: eventGridDomainId
     AIAAS_PUBLIC_API_URL: 'https://${functionApp.properties.defaultHostName}/api'
+    // Pipeline tunables (the app's defaults, stated so an operator can see and change them)
+    AIAAS_BATCH_SIZE: '1000'
+    AIAAS_SHARD_BYTES: '33554432'
+    AIAAS_MAX_UPLOAD_BYTES: '2147483648'
+    AIAAS_MAX_DELIVERY_COUNT: '5'
+    AIAAS_STALL_SECONDS: '600'
+    AIAAS_MAX_SWEEPS: '3'
+    AIAAS_DEFAULT_ERROR_THRESHOLD: '-1'
+    AIAAS_UPLOAD_SAS_MINUTES: '15'
   }
 }
 

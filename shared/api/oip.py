@@ -29,7 +29,6 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 from fastapi import APIRouter, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -361,6 +360,8 @@ def _check_input_type(what: str, mapping: InputMapping, datatype: str, shape: li
 def _binary_values(what: str, datatype: str, chunk: memoryview) -> list[Any]:
     if datatype == "BYTES":
         return list(_split_bytes(chunk, what))
+    import numpy as np  # heavy: only when a binary tensor arrives
+
     dtype = np.dtype(NUMERIC_DTYPES[datatype])
     if len(chunk) % dtype.itemsize:
         raise V2Error(400, f"{what}: {len(chunk)} bytes is not a whole number of {datatype} elements")
@@ -448,6 +449,8 @@ class OutputTensor:
     parameters: dict[str, Any] = field(default_factory=dict)
 
     def raw(self) -> bytes:
+        import numpy as np  # heavy: only when a binary tensor is returned
+
         if self.datatype == "BYTES":
             parts = []
             for item in self.data:
