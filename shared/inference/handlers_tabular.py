@@ -2,35 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING, Any
 
-from shared.domain.errors import InvalidRecord
 from shared.domain.models import ModelCard
+from shared.inference.features import feature_values
 
 if TYPE_CHECKING:
     import onnxruntime
-
-
-def parse_features(record: Any, features: list[str]) -> list[float]:
-    """The record's feature values in card order; CSV text and JSON numbers alike, finite only."""
-    if not isinstance(record, dict):
-        raise InvalidRecord("a record must be an object of feature values")
-    values: list[float] = []
-    for name in features:
-        value = record.get(name)
-        if value is None or (isinstance(value, str) and not value.strip()):
-            raise InvalidRecord(f"feature {name!r} is missing", field=name)
-        if isinstance(value, bool) or not isinstance(value, int | float | str):
-            raise InvalidRecord(f"feature {name!r} must be a number, got {value!r}", field=name)
-        try:
-            number = float(value)
-        except ValueError:
-            raise InvalidRecord(f"feature {name!r} must be a number, got {value!r}", field=name) from None
-        if not math.isfinite(number):
-            raise InvalidRecord(f"feature {name!r} must be finite, got {value!r}", field=name)
-        values.append(number)
-    return values
 
 
 class TabularAnomalyDetector:
@@ -50,7 +28,7 @@ class TabularAnomalyDetector:
         self._threshold = float(card.raw["threshold"])
 
     def prepare(self, record: Any) -> list[float]:
-        return parse_features(record, self._features)
+        return feature_values(record, self._features)
 
     def scores(self, prepared: list[Any]) -> Any:
         import numpy as np

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING, Any
 
-from shared.domain.errors import InvalidRecord
 from shared.domain.models import ModelCard
+from shared.inference.features import feature_values
 
 if TYPE_CHECKING:
     import onnxruntime
@@ -35,33 +34,7 @@ class TabularClassifier:
         self._output = onnx_info.get("probabilitiesOutput") or session.get_outputs()[-1].name
 
     def prepare(self, record: Any) -> list[float]:
-        if not isinstance(record, dict):
-            raise InvalidRecord("a record must be an object of feature values")
-        try:
-            values = [record[name] for name in self._features]
-        except KeyError:
-            return self._prepare_checked(record)
-        # Fast path: plain numbers whose sum is finite (so each is); anything else is checked one by one.
-        if set(map(type, values)) <= _JSON_NUMBERS and math.isfinite(sum(values)):
-            return values
-        return self._prepare_checked(record)
-
-    def _prepare_checked(self, record: dict[str, Any]) -> list[float]:
-        values: list[float] = []
-        for name in self._features:
-            value = record.get(name)
-            if value is None or value == "":
-                raise InvalidRecord(f"feature {name!r} is missing", field=name)
-            if isinstance(value, bool) or not isinstance(value, int | float | str):
-                raise InvalidRecord(f"feature {name!r} must be a number, got {value!r}", field=name)
-            try:
-                number = float(value)
-            except ValueError:
-                raise InvalidRecord(f"feature {name!r} must be a number, got {value!r}", field=name) from None
-            if not math.isfinite(number):
-                raise InvalidRecord(f"feature {name!r} must be finite, got {value!r}", field=name)
-            values.append(number)
-        return values
+        return feature_values(record, self._features)
 
     def predict(self, prepared: list[Any]) -> list[dict[str, Any]]:
         import numpy as np
@@ -74,9 +47,6 @@ class TabularClassifier:
             {"label": labels[top], "probabilities": dict(zip(labels, row, strict=True))}
             for top, row in zip(best, probabilities.round(6).tolist(), strict=True)
         ]
-
-
-_JSON_NUMBERS = frozenset({int, float})
 
 
 def _all_handlers() -> dict[str, Any]:

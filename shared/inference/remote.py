@@ -32,6 +32,7 @@ import httpx
 
 from shared.domain.errors import InvalidRecord
 from shared.domain.models import ModelCard
+from shared.inference.features import feature_values
 
 logger = logging.getLogger(__name__)
 DEFAULT_TIMEOUT_SECONDS = 30.0
@@ -88,23 +89,7 @@ class RemoteOipPredictor:
 
     def _prepare_features(self, record: Any) -> list[float]:
         assert self._features is not None
-        if not isinstance(record, dict):
-            raise InvalidRecord("a record must be an object of feature values")
-        values: list[float] = []
-        for name in self._features:
-            value = record.get(name)
-            if value is None or value == "":
-                raise InvalidRecord(f"feature {name!r} is missing", field=name)
-            if isinstance(value, bool) or not isinstance(value, int | float | str):
-                raise InvalidRecord(f"feature {name!r} must be a number, got {value!r}", field=name)
-            try:
-                number = float(value)
-            except ValueError:
-                raise InvalidRecord(f"feature {name!r} must be a number, got {value!r}", field=name) from None
-            if not math.isfinite(number):
-                raise InvalidRecord(f"feature {name!r} must be finite, got {value!r}", field=name)
-            values.append(number)
-        return values
+        return feature_values(record, self._features)
 
     def predict(self, prepared: list[Any]) -> list[dict[str, Any]]:
         if not prepared:

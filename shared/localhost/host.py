@@ -148,38 +148,27 @@ class LocalHost:
         raise RuntimeError(f"the HTTP API did not come up at {self.api_url}")
 
     def _start_workers(self) -> None:
+        self.worker_processes = [self._spawn_worker(index) for index in range(self.workers)]
+
+    def _spawn_worker(self, index: int) -> subprocess.Popen[bytes]:
         env = {**os.environ, **self.environment(), "AIAAS_LOG_LEVEL": self.log_level}
-        for index in range(self.workers):
-            log = (self._log_dir / f"worker-{index}.log").open("ab")
-            self.worker_processes.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "shared.localhost.worker"],
-                    env=env,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                    preexec_fn=pdeathsig_preexec(),
-                )
+        with (self._log_dir / f"worker-{index}.log").open("ab") as log:
+            return subprocess.Popen(
+                [sys.executable, "-m", "shared.localhost.worker"],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=pdeathsig_preexec(),
             )
-            log.close()
 
     def restart_worker(self, index: int) -> None:
-        """Replaces a worker (the crash tests kill them); the new one picks up where the queue left off."""
+        """Kills a worker with SIGKILL and starts a fresh one (the crash tests); the queue redelivers its work."""
         old = self.worker_processes[index]
         if old.poll() is None:
             old.kill()
         old.wait()
-        env = {**os.environ, **self.environment(), "AIAAS_LOG_LEVEL": self.log_level}
-        log = (self._log_dir / f"worker-{index}.log").open("ab")
-        self.worker_processes[index] = subprocess.Popen(
-            [sys.executable, "-m", "shared.localhost.worker"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=pdeathsig_preexec(),
-        )
-        log.close()
+        self.worker_processes[index] = self._spawn_worker(index)
 
     def stop(self) -> None:
         self._stopping.set()
