@@ -175,6 +175,12 @@ def _children(pid: int) -> list[int]:
     return children
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (/proc/<pid>/stat fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def peak_rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -184,11 +190,15 @@ def peak_rss_mb(pid: int) -> float:
 
 def pipeline(stack: Stack, count: int) -> dict[str, Any]:
     before = len(stack.hook.events)
+    pids = stack.pids()
+    cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
     started = time.perf_counter()
     stack.upload(f"rows-{count}.jsonl", rows(count))
     uploaded = time.perf_counter()
     [*_, event] = stack.wait_events(before + 1)
     done = time.perf_counter()
+    # Where the two cores went: the profile that explains a pipeline/raw ratio.
+    cpu = {name: round(cpu_seconds(pid) - cpu_before[name], 1) for name, pid in pids.items()}
     assert event["data"]["counts"]["succeeded"] == count, event["data"]
     return {
         "rows": count,
@@ -197,6 +207,7 @@ def pipeline(stack: Stack, count: int) -> dict[str, Any]:
         "afterUploadSeconds": round(done - uploaded, 2),
         "rowsPerSecond": round(count / (done - started)),
         "rowsPerSecondAfterUpload": round(count / (done - uploaded)),
+        "cpuSecondsByProcess": cpu,
     }
 
 
@@ -262,6 +273,7 @@ def print_table(r: dict[str, Any]) -> None:
             f"pipeline {run['rows']:>9,} rows {run['rowsPerSecond']:>10,} rows/s  ratio {run['ratioToRaw']:.2f}  "
             f"upload->event {run['uploadToEventSeconds']}s (upload {run['uploadSeconds']}s)"
         )
+        print("    cpu s: " + ", ".join(f"{k} {v}" for k, v in run["cpuSecondsByProcess"].items()))
     lat = r["latency500"]
     print(f"latency, 500 rows    p50 {lat['p50Seconds']}s  p95 {lat['p95Seconds']}s  over {lat['files']} files")
     sc = r["scaling"]
