@@ -1,7 +1,7 @@
 """`make bench`: the raw model limit, the pipeline on the local stack, latency, peak memory and scaling.
 
 Writes bench/results.json and prints a table. Figures only: nothing here asserts a time.
-BENCH_SIZES (e.g. "1000,100000,1000000"), BENCH_LATENCY_FILES and BENCH_MEMORY_MB scale it down or up.
+BENCH_SIZES (e.g. "1000,100000,1000000"), BENCH_TEXT_ROWS, BENCH_LATENCY_FILES and BENCH_MEMORY_MB scale it.
 """
 
 from __future__ import annotations
@@ -15,7 +15,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+import zipfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
@@ -25,19 +28,22 @@ sys.path.insert(0, str(REPO))
 import httpx  # noqa: E402
 from azure.storage.blob import BlobClient  # noqa: E402
 
+from shared.localhost.demo import ZERO_SHOT_LABELS  # noqa: E402
 from shared.localhost.emulators import free_port  # noqa: E402
 from shared.localhost.webhook_receiver import WebhookReceiver  # noqa: E402
 
 SIZES = [int(n) for n in os.environ.get("BENCH_SIZES", "1000,100000,1000000").split(",")]
+TEXT_ROWS = int(os.environ.get("BENCH_TEXT_ROWS", "20000"))
 LATENCY_FILES = int(os.environ.get("BENCH_LATENCY_FILES", "20"))
 MEMORY_MB = int(os.environ.get("BENCH_MEMORY_MB", "1024"))
-SAMPLE = [json.loads(line) for line in (REPO / "build/samples/breast-cancer.jsonl").read_text().splitlines()]
-MODEL = "breast-cancer-classifier"
+SAMPLES = REPO / "build/samples"
+BATCH = 1000  # the workers' batch size (Settings.batch_size)
 
 
-def rows(count: int, prefix: str = "r") -> Iterator[bytes]:
-    """JSONL rows of the sample cycled, with unique ids, produced in blocks (never the whole file at once)."""
-    base = [{k: v for k, v in row.items() if k != "expected"} for row in SAMPLE]
+def _jsonl_rows(sample: str, count: int, prefix: str) -> Iterator[bytes]:
+    """JSONL rows of a sample cycled, with unique ids, produced in blocks (never the whole file at once)."""
+    lines = (SAMPLES / sample).read_text().splitlines()
+    base = [{k: v for k, v in json.loads(line).items() if k != "expected"} for line in lines if line.strip()]
     block: list[bytes] = []
     for i in range(count):
         row = dict(base[i % len(base)])
@@ -50,31 +56,92 @@ def rows(count: int, prefix: str = "r") -> Iterator[bytes]:
         yield b"\n".join(block) + b"\n"
 
 
-def raw_limit(count: int = 200_000) -> dict[str, Any]:
+def rows(count: int, prefix: str = "r") -> Iterator[bytes]:
+    """The tabular workload: breast-cancer rows."""
+    return _jsonl_rows("breast-cancer.jsonl", count, prefix)
+
+
+def _texts(count: int, prefix: str) -> Iterator[bytes]:
+    """A .txt file: the sample sentences cycled, each made distinct by a number (a line is a record)."""
+    texts = [line for line in (SAMPLES / "texts.txt").read_text().splitlines() if line.strip()]
+    for start in range(0, count, 2000):
+        block = [f"{texts[i % len(texts)]} ({prefix}{i})" for i in range(start, min(count, start + 2000))]
+        yield ("\n".join(block) + "\n").encode()
+
+
+def _digits_zip(count: int, prefix: str) -> Iterator[bytes]:
+    """A .zip of `count` PNG digits: the sample's 30 images cycled under distinct names."""
+    with zipfile.ZipFile(SAMPLES / "digits.zip") as sample:
+        images = [sample.read(name) for name in sample.namelist() if name.endswith(".png")]
+    out = BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as archive:
+        for i in range(count):
+            archive.writestr(f"{prefix}{i}.png", images[i % len(images)])
+    yield out.getvalue()
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One built-in model, the file type its records come in, and how to make `count` of them."""
+
+    model: str
+    file_type: str
+    make: Callable[[int, str], Iterator[bytes]]
+    raw_rows: int
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+
+TABULAR = Workload("breast-cancer-classifier", ".jsonl", rows, 200_000)
+TEXT = Workload("text-embedding", ".txt", _texts, 3000)
+WORKLOADS = [
+    TABULAR,
+    Workload("transaction-anomaly-detector", ".jsonl", lambda n, p: _jsonl_rows("transactions.jsonl", n, p), 200_000),
+    Workload("digits-classifier", ".zip", _digits_zip, 5000),
+    TEXT,
+    Workload(
+        "zero-shot-text-classifier",
+        ".jsonl",
+        lambda n, p: _jsonl_rows("zero-shot.jsonl", n, p),
+        2000,
+        {"labels": ZERO_SHOT_LABELS},
+    ),
+]
+
+
+def raw_limit(work: Workload, count: int | None = None) -> dict[str, Any]:
     """Parse + model in one process, no I/O: the physical limit the pipeline is measured against."""
-    from shared.domain.models import ModelCard
-    from shared.inference.predictors import HANDLERS, new_session
-    from shared.inference.readers import read_jsonl
-
-    package = REPO / "build/models" / MODEL / "1"
-    card = ModelCard(json.loads((package / "card.json").read_text()))
-    predictor = HANDLERS[card.handler](card, new_session((package / "model.onnx").read_bytes()))
-    data = list(rows(count))
     from shared.bootstrap import tune_gc_for_batch_work
+    from shared.domain.models import ModelCard
+    from shared.inference.readers import reader_for
+    from shared.inference.registry import build_predictor
 
+    count = count or work.raw_rows
+    package = REPO / "build/models" / work.model / "1"
+    card = ModelCard(json.loads((package / "card.json").read_text()))
+    files = {item["file"]: (package / item["file"]).read_bytes() for item in card.raw.get("files", [])}
+    predictor = build_predictor(card, (package / card.artifact_file).read_bytes(), files)
+    if work.parameters:
+        predictor = predictor.with_parameters(work.parameters)  # type: ignore[attr-defined]
+    data = list(work.make(count, "r"))
     tune_gc_for_batch_work()  # as the workers do
     started = time.perf_counter()
     batch: list[Any] = []
     scored = 0
-    for record in read_jsonl(data):
+    for record in reader_for(work.file_type)(data):
         batch.append(predictor.prepare(record.value))
-        if len(batch) == 1000:
+        if len(batch) == BATCH:
             scored += len(predictor.predict(batch))
             batch = []
     if batch:
         scored += len(predictor.predict(batch))
     seconds = time.perf_counter() - started
-    return {"model": MODEL, "rows": scored, "seconds": round(seconds, 3), "rowsPerSecond": round(scored / seconds)}
+    return {
+        "model": work.model,
+        "fileType": work.file_type,
+        "rows": scored,
+        "seconds": round(seconds, 3),
+        "rowsPerSecond": round(scored / seconds),
+    }
 
 
 class Stack:
@@ -141,8 +208,11 @@ class Stack:
                 self.process.kill()
         shutil.rmtree(self.data_dir, ignore_errors=True)
 
-    def upload(self, name: str, chunks: Iterator[bytes] | bytes) -> None:
-        answer = self.api.post("/v1/uploads", json={"model": MODEL, "filename": name}).raise_for_status().json()
+    def upload(self, name: str, chunks: Iterator[bytes] | bytes, work: Workload = TABULAR) -> None:
+        request: dict[str, Any] = {"model": work.model, "filename": name}
+        if work.parameters:
+            request["parameters"] = work.parameters
+        answer = self.api.post("/v1/uploads", json=request).raise_for_status().json()
         BlobClient.from_blob_url(answer["uploadUrl"], max_block_size=8 * 1024 * 1024).upload_blob(
             chunks, max_concurrency=2
         )
@@ -188,12 +258,12 @@ def peak_rss_mb(pid: int) -> float:
     return 0.0
 
 
-def pipeline(stack: Stack, count: int) -> dict[str, Any]:
+def pipeline(stack: Stack, count: int, work: Workload = TABULAR) -> dict[str, Any]:
     before = len(stack.hook.events)
     pids = stack.pids()
     cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
     started = time.perf_counter()
-    stack.upload(f"rows-{count}.jsonl", rows(count))
+    stack.upload(f"rows-{count}{work.file_type}", work.make(count, "r"), work)
     uploaded = time.perf_counter()
     [*_, event] = stack.wait_events(before + 1)
     done = time.perf_counter()
@@ -201,7 +271,9 @@ def pipeline(stack: Stack, count: int) -> dict[str, Any]:
     cpu = {name: round(cpu_seconds(pid) - cpu_before[name], 1) for name, pid in pids.items()}
     assert event["data"]["counts"]["succeeded"] == count, event["data"]
     return {
+        "model": work.model,
         "rows": count,
+        "shards": _shards_of(stack, event),
         "uploadSeconds": round(uploaded - started, 2),
         "uploadToEventSeconds": round(done - started, 2),
         "afterUploadSeconds": round(done - uploaded, 2),
@@ -209,6 +281,11 @@ def pipeline(stack: Stack, count: int) -> dict[str, Any]:
         "rowsPerSecondAfterUpload": round(count / (done - uploaded)),
         "cpuSecondsByProcess": cpu,
     }
+
+
+def _shards_of(stack: Stack, event: dict[str, Any]) -> int:
+    job = stack.api.get(f"/v1/jobs/{event['data']['jobId']}").raise_for_status().json()
+    return int(job.get("shards", {}).get("count", 0))
 
 
 def latency(stack: Stack, files: int, count: int = 500) -> dict[str, Any]:
@@ -232,25 +309,31 @@ def latency(stack: Stack, files: int, count: int = 500) -> dict[str, Any]:
 
 def main() -> int:
     results: dict[str, Any] = {"machine": {"cpus": os.cpu_count()}, "startedAt": time.strftime("%Y-%m-%dT%H:%M:%SZ")}
-    print("raw limit (parse + model, one process, no I/O)...", flush=True)
-    results["raw"] = raw_limit()
-    raw = results["raw"]["rowsPerSecond"]
+    results["rawByModel"] = []
+    for work in WORKLOADS:
+        print(f"raw limit of {work.model} (parse + model, one process, no I/O)...", flush=True)
+        results["rawByModel"].append(raw_limit(work))
+    raw = {r["model"]: r["rowsPerSecond"] for r in results["rawByModel"]}
+    results["raw"] = results["rawByModel"][0]
     with Stack(workers=2) as stack:
         print("latency of 500-row files...", flush=True)
         results["latency500"] = latency(stack, LATENCY_FILES)
         results["pipeline"] = []
-        for count in SIZES:
-            print(f"pipeline, {count:,} rows...", flush=True)
-            run = pipeline(stack, count)
-            run["ratioToRaw"] = round(run["rowsPerSecond"] / raw, 3)
+        runs = [(TABULAR, count) for count in SIZES] + [(TEXT, TEXT_ROWS)]
+        for work, count in runs:
+            print(f"pipeline, {work.model}, {count:,} rows...", flush=True)
+            run = pipeline(stack, count, work)
+            run["ratioToRaw"] = round(run["rowsPerSecond"] / raw[work.model], 3)
             results["pipeline"].append(run)
-    scaling_rows = min(max(SIZES), 200_000)
-    for workers in (1, 2):
-        with Stack(workers=workers) as stack:
-            print(f"scaling: {scaling_rows:,} rows with {workers} worker(s)...", flush=True)
-            results.setdefault("scaling", {})[f"workers{workers}"] = pipeline(stack, scaling_rows)
-    scaling = results["scaling"]
-    scaling["ratio2to1"] = round(scaling["workers2"]["rowsPerSecond"] / scaling["workers1"]["rowsPerSecond"], 3)
+    results["scaling"] = {}
+    for work, count in ((TABULAR, min(max(SIZES), 200_000)), (TEXT, TEXT_ROWS)):
+        scaling: dict[str, Any] = {"model": work.model}
+        for workers in (1, 2):
+            with Stack(workers=workers) as stack:
+                print(f"scaling: {work.model}, {count:,} rows with {workers} worker(s)...", flush=True)
+                scaling[f"workers{workers}"] = pipeline(stack, count, work)
+        scaling["ratio2to1"] = round(scaling["workers2"]["rowsPerSecond"] / scaling["workers1"]["rowsPerSecond"], 3)
+        results["scaling"][work.model] = scaling
     with Stack(workers=2) as stack:
         target = MEMORY_MB * 1024 * 1024
         count = target // len(b"".join(rows(1000))) * 1000
@@ -266,21 +349,22 @@ def main() -> int:
 
 
 def print_table(r: dict[str, Any]) -> None:
-    raw = r["raw"]
-    print(f"\nraw limit            {raw['rowsPerSecond']:>10,} rows/s  ({raw['model']}, {raw['rows']:,} rows)")
+    for raw in r["rawByModel"]:
+        print(f"raw limit  {raw['model']:<29} {raw['rowsPerSecond']:>8,} rows/s  ({raw['rows']:,} {raw['fileType']})")
     for run in r["pipeline"]:
         print(
-            f"pipeline {run['rows']:>9,} rows {run['rowsPerSecond']:>10,} rows/s  ratio {run['ratioToRaw']:.2f}  "
-            f"upload->event {run['uploadToEventSeconds']}s (upload {run['uploadSeconds']}s)"
+            f"pipeline   {run['model']:<29} {run['rows']:>9,} rows {run['rowsPerSecond']:>8,} rows/s  "
+            f"ratio {run['ratioToRaw']:.2f}  upload->event {run['uploadToEventSeconds']}s "
+            f"(upload {run['uploadSeconds']}s, {run['shards']} shards)"
         )
         print("    cpu s: " + ", ".join(f"{k} {v}" for k, v in run["cpuSecondsByProcess"].items()))
     lat = r["latency500"]
     print(f"latency, 500 rows    p50 {lat['p50Seconds']}s  p95 {lat['p95Seconds']}s  over {lat['files']} files")
-    sc = r["scaling"]
-    print(
-        f"scaling              1 worker {sc['workers1']['rowsPerSecond']:,} rows/s, 2 workers "
-        f"{sc['workers2']['rowsPerSecond']:,} rows/s: {sc['ratio2to1']}x"
-    )
+    for model, sc in r["scaling"].items():
+        print(
+            f"scaling    {model:<29} 1 worker {sc['workers1']['rowsPerSecond']:,} rows/s, 2 workers "
+            f"{sc['workers2']['rowsPerSecond']:,} rows/s: {sc['ratio2to1']}x"
+        )
     mem = r["memory"]
     print(f"peak RSS (MB) on {mem['rows']:,} rows: " + ", ".join(f"{k} {v}" for k, v in mem["peakRssMb"].items()))
 

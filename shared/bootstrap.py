@@ -63,7 +63,7 @@ def build_platform(settings: Settings) -> Platform:
         subscriptions=CosmosSubscriptionStore(db),
         queue=build_job_queue(settings),
         events=events,
-        models=BlobModelRegistry(blobs, container=settings.models_container),
+        models=BlobModelRegistry(blobs, container=settings.models_container, onnx_threads=settings.onnx_threads),
         validator=HttpEndpointValidator(),
         api_url=settings.public_api_url or "",
         batch_size=settings.batch_size,

@@ -61,7 +61,10 @@ class Settings(BaseSettings):
     models_container: str = "models"
     upload_sas_minutes: int = Field(default=15, ge=1, le=24 * 60)
     batch_size: int = Field(default=1000, ge=1, le=10_000)
+    # Bytes of a line-oriented file per shard; a model card's "shardBytes" overrides it (heavy models: smaller).
     shard_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    # ONNX Runtime intra-op threads per loaded model; 0: ONNX Runtime's default (one per core).
+    onnx_threads: int = Field(default=0, ge=0, le=256)
     default_error_threshold: int = Field(default=-1, ge=-1)
     stall_seconds: int = Field(default=600, ge=1)
     max_sweeps: int = Field(default=3, ge=1, le=100)

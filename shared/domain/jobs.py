@@ -173,6 +173,8 @@ class Job:
     updated_at: str = field(default_factory=utcnow)
     completed_at: str | None = None
     shard_count: int = 1
+    # Bytes per shard for this job's model (its card's "shardBytes", else the platform's); 0: the platform's.
+    shard_bytes: int = 0
     shards_done: list[int] = field(default_factory=list)
     # The planner's cut of a big file: [byte_start, byte_end, first_record_index, first_line] per shard.
     shard_plan: list[list[int]] = field(default_factory=list)
@@ -257,7 +259,12 @@ class Job:
             "createdAt": self.created_at,
             "updatedAt": self.updated_at,
             "completedAt": self.completed_at,
-            "shards": {"count": self.shard_count, "done": sorted(set(self.shards_done)), "plan": self.shard_plan},
+            "shards": {
+                "count": self.shard_count,
+                "done": sorted(set(self.shards_done)),
+                "plan": self.shard_plan,
+                "bytes": self.shard_bytes,
+            },
             "counts": self.counts.to_dict(),
             "firstRecordError": self.counts.first_error,
             "error": self.error,
@@ -288,6 +295,7 @@ class Job:
             updated_at=doc.get("updatedAt", ""),
             completed_at=doc.get("completedAt"),
             shard_count=int(shards.get("count", 1)),
+            shard_bytes=int(shards.get("bytes") or 0),
             shards_done=list(shards.get("done", [])),
             shard_plan=[list(cut) for cut in shards.get("plan", [])],
             counts=Counts.from_dict(doc.get("counts"), doc.get("firstRecordError")),
@@ -314,6 +322,7 @@ class Job:
             "completedAt": self.completed_at,
             "links": self.links(api_url),
             "errorThreshold": self.error_threshold,
+            "shards": {"count": self.shard_count, "done": len(set(self.shards_done))},
         }
         if self.parameters:
             view["parameters"] = self.parameters

@@ -11,6 +11,7 @@ from shared.domain.errors import InvalidInput
 MODEL_NAME_PATTERN = re.compile(r"^[a-z0-9](?:[a-z0-9._-]{0,62}[a-z0-9])?$")
 SELECTOR_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 DEFAULT_ALIAS = "production"
+MIN_SHARD_BYTES = 1024
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,13 @@ class ModelCard:
     @property
     def artifact_file(self) -> str:
         return str(self.raw["artifact"].get("file", "model.onnx"))
+
+    @property
+    def shard_bytes(self) -> int | None:
+        """Bytes of a line-oriented file per shard for this model (heavy models want smaller shards); None: the
+        platform's default. Values under 1 KiB are raised to 1 KiB."""
+        value = self.raw.get("shardBytes")
+        return None if value is None else max(MIN_SHARD_BYTES, int(value))
 
     @property
     def error_threshold(self) -> int | None:

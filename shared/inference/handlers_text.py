@@ -106,8 +106,10 @@ class TextEmbedding:
         return out
 
     def predict(self, prepared: list[Any]) -> list[dict[str, Any]]:
-        vectors = self.embed([str(text) for text in prepared])
-        return [{"embedding": [round(float(v), 6) for v in row]} for row in vectors]
+        import numpy as np
+
+        vectors = self.embed([str(text) for text in prepared]).astype(np.float64).round(6)
+        return [{"embedding": row} for row in vectors.tolist()]
 
 
 def _labels(value: Any, error: type[InvalidInput], where: str) -> list[str]:

@@ -43,7 +43,14 @@ from urllib.parse import urlsplit
 
 from shared.domain.errors import AlreadyExists, InvalidInput, NotFound, UnknownModel
 from shared.domain.jobs import utcnow
-from shared.domain.models import DEFAULT_ALIAS, MODEL_NAME_PATTERN, SELECTOR_PATTERN, ModelCard, ModelRef
+from shared.domain.models import (
+    DEFAULT_ALIAS,
+    MIN_SHARD_BYTES,
+    MODEL_NAME_PATTERN,
+    SELECTOR_PATTERN,
+    ModelCard,
+    ModelRef,
+)
 from shared.domain.tenants import TENANT_ID_PATTERN
 from shared.inference.predictors import HANDLERS, new_session
 from shared.ports import BlobStore, Predictor
@@ -100,9 +107,12 @@ class BlobModelRegistry:
         container: str = "models",
         memory_budget_bytes: int = DEFAULT_MEMORY_BUDGET_BYTES,
         secret_lookup: Callable[[str], str | None] | None = None,
+        onnx_threads: int = 0,
     ) -> None:
-        """`secret_lookup` resolves the environment/Key Vault secret names the operator's remote cards refer to."""
+        """`secret_lookup` resolves the environment/Key Vault secret names the operator's remote cards refer to;
+        `onnx_threads` is ONNX Runtime's intra-op thread count per model (0: its default, one per core)."""
         self._blobs = blobs
+        self._onnx_threads = onnx_threads
         self._container = container
         self._memory_budget = memory_budget_bytes
         self._secret_lookup = secret_lookup or _environment_secret
@@ -288,7 +298,7 @@ class BlobModelRegistry:
             predictor, size = self._load_remote(card), REMOTE_FOOTPRINT_BYTES
         else:
             artifact, files = self._read_package(card)
-            predictor = _build_predictor(card, artifact, files)
+            predictor = build_predictor(card, artifact, files, threads=self._onnx_threads)
             size = len(artifact) + sum(len(data) for data in files.values())
         logger.info("loaded %s@%s in %.0f ms", card.name, card.version, (time.perf_counter() - started) * 1000)
         self._remember(key, predictor, size)
@@ -572,6 +582,10 @@ def _normalised_card(
     input_types = raw.get("inputTypes")
     if not isinstance(input_types, list) or not input_types or not all(isinstance(t, str) for t in input_types):
         raise _bad('the card needs "inputTypes", e.g. [".jsonl", ".csv"]')
+    for key, lowest in (("errorThreshold", -1), ("shardBytes", MIN_SHARD_BYTES)):
+        value = raw.get(key)
+        if value is not None and (type(value) is not int or value < lowest):
+            raise _bad(f'card "{key}" must be a whole number of at least {lowest}, not {value!r}')
     if raw.get("runtime") == REMOTE_RUNTIME:
         if artifact is not None:
             raise _bad("a remote-oip model has no artifact: the endpoint runs it")
@@ -608,11 +622,12 @@ def _fill_digest(declared: dict[str, Any], data: bytes, what: str) -> None:
     declared["bytes"] = len(data)
 
 
-def _build_predictor(card: ModelCard, artifact: bytes, files: dict[str, bytes]) -> Predictor:
+def build_predictor(card: ModelCard, artifact: bytes, files: dict[str, bytes], *, threads: int = 0) -> Predictor:
+    """The card's handler over an ONNX Runtime session of the artifact (bytes already checked against the card)."""
     handler = HANDLERS.get(card.handler)
     if handler is None:
         raise RuntimeError(f"model {card.name}@{card.version}: no handler {card.handler!r}")
-    session = new_session(artifact)
+    session = new_session(artifact, threads=threads)
     from_package = getattr(handler, "from_package", None)
     predictor: Predictor = from_package(card, session, files) if callable(from_package) else handler(card, session)
     return predictor

@@ -102,8 +102,9 @@ def admit(
         content_length=info.size,
         parameters=dict(parameters or {}),
         error_threshold=platform.default_error_threshold if threshold is None else threshold,
+        shard_bytes=card.shard_bytes or platform.shard_bytes,
     )
-    shards = first_messages(job, platform.shard_bytes)
+    shards = first_messages(job, job.shard_bytes)
     job.shard_count = 0 if shards[0].kind == PLAN else len(shards)
     if not platform.jobs.create_job(job):
         logger.info("job %s exists; replayed event ignored", job.job_id, extra=_ids(job))

@@ -39,7 +39,7 @@ def plan_job(platform: Platform, message: ShardMessage) -> Job:
         return publish_terminal_event(platform, job)
     if not job.shard_plan:
         chunks = platform.blobs.iter_chunks(container_for(job.tenant_id), job.blob_path, etag=job.etag)
-        cuts = cut_at_lines(chunks, platform.shard_bytes)
+        cuts = cut_at_lines(chunks, job.shard_bytes or platform.shard_bytes)
         header_lines = 1 if job.file_type == ".csv" else 0
         ends = [cut for cut, _ in cuts[1:]] + [job.content_length]
         plan = [

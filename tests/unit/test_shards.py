@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 import pytest
 
-from shared.domain.errors import PreconditionFailed
+from shared.domain.errors import InvalidInput, PreconditionFailed
 from shared.domain.jobs import Job, JobStatus, ShardMessage
 from shared.domain.models import ModelCard, ModelRef
 from shared.domain.tenants import container_for
@@ -520,3 +520,52 @@ def test_the_same_shard_delivered_twice_at_once_publishes_one_event(fakes: Fakes
         assert done.status == JobStatus.SUCCEEDED
         assert done.counts.to_dict() == {"records": 3, "succeeded": 3, "failed": 0}
     assert {job_id: len(fakes.events.of_job(job_id)) for job_id in job_ids} == dict.fromkeys(job_ids, 1)
+
+
+def _publish_copy(platform: Platform, tmp_path: Any, name: str, **card_fields: Any) -> None:
+    """Publishes the built package again as acme's private model `name`, its card changed by `card_fields`."""
+    from tests.fakes import model_package_dir
+
+    source = model_package_dir()
+    card = orjson.loads((source / "card.json").read_bytes())
+    card.update(name=name, **card_fields)
+    (tmp_path / "card.json").write_bytes(orjson.dumps(card))
+    (tmp_path / "model.onnx").write_bytes((source / "model.onnx").read_bytes())
+    platform.models.publish_package(tmp_path, tenant="acme")  # type: ignore[attr-defined]
+
+
+def test_a_model_card_with_small_shards_spreads_one_file_over_many_shards(
+    platform: Platform, fakes: Fakes, tmp_path: Any
+) -> None:
+    """Heavy models (text) name a small "shardBytes": one file then runs on many workers, counted once."""
+    _publish_copy(platform, tmp_path, "small-shards", shardBytes=4096)
+    rows = [dict(row, id=f"row-{i}") for i, row in enumerate(sample_rows() * 3)]
+    data = jsonl(rows)
+    path = "inbox/small-shards/rows.jsonl"
+    job = admit_blob_created(platform, "acme", path, upload(platform, "acme", path, data))
+    assert job is not None and job.shard_bytes == 4096
+
+    run_queue(platform)  # the plan message
+    planned = platform.jobs.get_job("acme", job.job_id)
+    longest_line = max(len(line) + 1 for line in data.splitlines())
+    sizes = [end - start for start, end, *_ in planned.shard_plan]
+    assert planned.shard_count == len(sizes) > 50  # ~340 KB in ~4 KiB shards, each cut at a line end
+    assert sum(sizes) == len(data) and all(size < 4096 + longest_line for size in sizes)
+    run_queue(platform)
+
+    done = platform.jobs.get_job("acme", job.job_id)
+    assert done.status == JobStatus.SUCCEEDED, done.error
+    assert done.counts.to_dict() == {"records": len(rows), "succeeded": len(rows), "failed": 0}
+    assert [item["id"] for item in all_items(platform, job)] == [row["id"] for row in rows]
+    assert len(fakes.events.events) == 1
+    assert done.public_view(API_URL)["shards"] == {"count": done.shard_count, "done": done.shard_count}
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("shardBytes", 100), ("shardBytes", "big"), ("errorThreshold", -2), ("errorThreshold", True)]
+)
+def test_a_card_with_a_bad_number_is_refused_at_registration(
+    platform: Platform, tmp_path: Any, field: str, value: Any
+) -> None:
+    with pytest.raises(InvalidInput, match=field):
+        _publish_copy(platform, tmp_path, "bad-numbers", **{field: value})
