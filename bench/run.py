@@ -108,21 +108,20 @@ WORKLOADS = [
 ]
 
 
-def raw_limit(work: Workload, count: int | None = None) -> dict[str, Any]:
+def raw_limit(work: Workload) -> dict[str, Any]:
     """Parse + model in one process, no I/O: the physical limit the pipeline is measured against."""
     from shared.bootstrap import tune_gc_for_batch_work
     from shared.domain.models import ModelCard
     from shared.inference.readers import reader_for
     from shared.inference.registry import build_predictor
 
-    count = count or work.raw_rows
     package = REPO / "build/models" / work.model / "1"
     card = ModelCard(json.loads((package / "card.json").read_text()))
     files = {item["file"]: (package / item["file"]).read_bytes() for item in card.raw.get("files", [])}
     predictor = build_predictor(card, (package / card.artifact_file).read_bytes(), files)
     if work.parameters:
         predictor = predictor.with_parameters(work.parameters)  # type: ignore[attr-defined]
-    data = list(work.make(count, "r"))
+    data = list(work.make(work.raw_rows, "r"))
     tune_gc_for_batch_work()  # as the workers do
     started = time.perf_counter()
     batch: list[Any] = []

@@ -77,9 +77,9 @@ class ModelCard:
     @property
     def shard_bytes(self) -> int | None:
         """Bytes of a line-oriented file per shard for this model (heavy models want smaller shards); None: the
-        platform's default. Values under 1 KiB are raised to 1 KiB."""
+        platform's default. The registry refuses a card whose value is under MIN_SHARD_BYTES."""
         value = self.raw.get("shardBytes")
-        return None if value is None else max(MIN_SHARD_BYTES, int(value))
+        return None if value is None else int(value)
 
     @property
     def error_threshold(self) -> int | None:

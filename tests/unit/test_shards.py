@@ -24,6 +24,7 @@ from tests.fakes import (
     add_tenant,
     fakes_of,
     make_platform,
+    model_package_dir,
     sample_bytes,
     upload,
 )
@@ -524,8 +525,6 @@ def test_the_same_shard_delivered_twice_at_once_publishes_one_event(fakes: Fakes
 
 def _publish_copy(platform: Platform, tmp_path: Any, name: str, **card_fields: Any) -> None:
     """Publishes the built package again as acme's private model `name`, its card changed by `card_fields`."""
-    from tests.fakes import model_package_dir
-
     source = model_package_dir()
     card = orjson.loads((source / "card.json").read_bytes())
     card.update(name=name, **card_fields)
