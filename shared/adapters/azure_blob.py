@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import queue
 import threading
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -16,6 +17,9 @@ from shared.domain.errors import NotFound, PreconditionFailed
 from shared.ports import BlobInfo
 
 CHUNK_BYTES = 4 * 1024 * 1024
+# Chunks fetched ahead of the reader: the next range downloads while this one is parsed (memory: this many chunks).
+READ_AHEAD_CHUNKS = 2
+_END = object()
 
 
 def _plain(etag: str | None) -> str:
@@ -95,7 +99,7 @@ class AzureBlobStore:
             conditions = {"etag": _quoted(etag), "match_condition": MatchConditions.IfNotModified}
         try:
             stream = blob.download_blob(offset=start, length=None if end is None else end - start, **conditions)
-            yield from stream.chunks()
+            yield from _read_ahead(stream.chunks())
         except ResourceNotFoundError:
             raise NotFound(f"blob {container}/{path} not found") from None
         except ResourceModifiedError as err:
@@ -166,3 +170,41 @@ class AzureBlobStore:
             key = self._service.get_user_delegation_key(now - timedelta(minutes=1), expiry)
             self._delegation = (expiry, key)
             return key
+
+
+def _read_ahead(chunks: Iterator[bytes], depth: int = READ_AHEAD_CHUNKS) -> Iterator[bytes]:
+    """Yields `chunks` while a thread downloads the next ones, so a shard's parsing never waits on the network.
+
+    Errors reach the reader at the chunk they happened on; a reader that stops early stops the thread.
+    """
+    ready: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def pump() -> None:
+        try:
+            for chunk in chunks:
+                while not stop.is_set():
+                    try:
+                        ready.put(chunk, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            ready.put(_END)
+        except BaseException as err:  # handed to the reader, which raises it in its own thread
+            ready.put(err)
+
+    thread = threading.Thread(target=pump, name="blob-read-ahead", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = ready.get()
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=5)
