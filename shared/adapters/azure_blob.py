@@ -16,7 +16,9 @@ from azure.storage.blob import BlobBlock, BlobSasPermissions, BlobServiceClient,
 from shared.domain.errors import NotFound, PreconditionFailed
 from shared.ports import BlobInfo
 
-CHUNK_BYTES = 4 * 1024 * 1024
+# A range read per 16 MiB: measured on Azurite, 4 MiB ranges cost the server 3x the CPU of 16 MiB ones per byte
+# (and each range is a billed transaction in Azure).
+CHUNK_BYTES = 16 * 1024 * 1024
 # Chunks fetched ahead of the reader: the next range downloads while this one is parsed (memory: this many chunks).
 READ_AHEAD_CHUNKS = 2
 _END = object()
