@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Self
+from typing import IO, Literal, Self
 
 logger = logging.getLogger(__name__)
 
@@ -86,8 +86,15 @@ def _require_node_package(package: str) -> Path:
 
 
 def _port_is_free(host: str, port: int) -> bool:
+    """True when a server could listen on host:port now, as Node's listen() would.
+
+    Node sets SO_REUSEADDR before it binds, so sockets of an earlier run still in TIME_WAIT do not stop it; the
+    probe must do the same, or `make up` right after Ctrl-C refuses for a minute. A socket still listening on
+    the port refuses the bind either way.
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError as exc:
@@ -186,11 +193,27 @@ class _NodeStandIn:
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
+    def exit_code(self) -> int | None:
+        """The child's exit status once it has ended by itself (negative: the signal that killed it); None while
+        it runs or when it was never started or has been stopped."""
+        return None if self._proc is None else self._proc.poll()
+
     # -- lifecycle ---------------------------------------------------------------------------------------
     def start(self, timeout: float = 30.0) -> None:
         """Start the stand-in and block until it answers; RuntimeError (with the log tail) otherwise."""
         if self.running:
             return
+        self._launch(timeout, log_mode="wb")
+
+    def restart(self, timeout: float = 30.0) -> None:
+        """Start the stand-in again after it died by itself: same ports and data dir; the log keeps the dead
+        run's last words (appended to, not truncated). RuntimeError, as start(), if it does not come back."""
+        if self.running:
+            return
+        self._cleanup()
+        self._launch(timeout, log_mode="ab")
+
+    def _launch(self, timeout: float, *, log_mode: Literal["wb", "ab"]) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._kill_stale()
         for port in self._ports():
@@ -198,7 +221,7 @@ class _NodeStandIn:
                 raise RuntimeError(f"{self.name}: port {self.host}:{port} is already in use")
         command = self._command()
         logger.info("starting %s: %s", self.name, " ".join(command))
-        self._log_handle = self.log_file.open("wb")
+        self._log_handle = self.log_file.open(log_mode)
         self._proc = subprocess.Popen(
             command,
             cwd=str(repo_root()),

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import http.client
 import os
+import socket
 import ssl
 import uuid
 from collections.abc import Iterator
@@ -16,7 +18,7 @@ from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import QueueClient
 
 from shared.adapters.cosmos_client import is_loopback_endpoint, make_cosmos_client
-from shared.localhost.emulators import Azurite, CosmosServer, free_port
+from shared.localhost.emulators import Azurite, CosmosServer, _port_is_free, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -221,6 +223,31 @@ def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
     with CosmosServer(data_dir=tmp_path / "a", port=port), pytest.raises(RuntimeError, match=r"in use"):
         other.start(timeout=10)
     assert other.pid is None
+
+
+def _leave_time_wait_on(port: int) -> None:
+    """What the last run leaves behind on Ctrl-C: the server closed its connections first, so their server-side
+    sockets linger in TIME_WAIT on the port (for 60 s on Linux)."""
+    with socket.socket() as server:
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.bind(("127.0.0.1", port))
+        server.listen()
+        client = socket.create_connection(("127.0.0.1", port))
+        accepted, _ = server.accept()
+        accepted.close()
+        assert client.recv(1) == b""  # the server's FIN arrived
+        client.close()
+
+
+def test_a_stand_in_starts_on_a_port_the_last_run_left_in_time_wait(tmp_path: Path) -> None:
+    port = free_port()
+    _leave_time_wait_on(port)
+    with socket.socket() as plain, pytest.raises(OSError) as refused:
+        plain.bind(("127.0.0.1", port))  # the precondition: a bind without SO_REUSEADDR is refused now
+    assert refused.value.errno == errno.EADDRINUSE
+    assert _port_is_free("127.0.0.1", port)
+    with CosmosServer(data_dir=tmp_path, port=port) as cosmos:
+        assert cosmos.running
 
 
 def test_refuses_non_loopback_host(tmp_path: Path) -> None:
