@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import itertools
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shared.domain.errors import InvalidInput
-from shared.inference.readers import iter_lines, read_csv, read_jsonl, read_text
+from shared.inference.readers import header_of_csv, iter_lines, read_csv, read_jsonl, read_text
+from shared.services.planning import plan_shards
 
 
 def _chunked(data: bytes, cuts: list[int]) -> Iterator[bytes]:
@@ -79,9 +83,6 @@ def test_iter_lines_loses_no_byte(data: bytes, cuts: list[int]) -> None:
 def test_csv_rows_match_the_header_or_are_error_records(
     header: list[str], rows: list[list[str]], cuts: list[int]
 ) -> None:
-    import csv
-    import io
-
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)
@@ -90,3 +91,74 @@ def test_csv_rows_match_the_header_or_are_error_records(
     for record in read_csv(_chunked(data, cuts)):
         if record.error is None:
             assert list(record.value) == header
+
+
+def _read_in_shards(data: bytes, shard_bytes: int, cuts: list[int]) -> list[tuple[int, int, Any, str | None]]:
+    """Plans the file as the worker's planner does, reads each shard as a worker would (a later shard gets the
+    header from the file's first bytes), each stream cut at `cuts`; every record of every shard, in order."""
+    plan = plan_shards(_chunked(data, cuts), shard_bytes, ".csv", len(data))
+    assert [start for start, *_ in plan] == sorted({start for start, *_ in plan}), "shards do not overlap"
+    assert plan[-1][1] == len(data) and all(a[1] == b[0] for a, b in itertools.pairwise(plan)), "nothing is left out"
+    records = []
+    for start, end, first_index, first_line in plan:
+        header = header_of_csv(data[:65536]) if start > 0 else None
+        shard = read_csv(_chunked(data[start:end], cuts), first_index=first_index, first_line=first_line, header=header)
+        records += [(r.index, r.line, r.value, r.error and r.error.message) for r in shard]
+    return records
+
+
+# Cells full of what makes CSV hard: separators, quotes and line breaks of both kinds.
+csv_cell = st.lists(st.sampled_from(["a", "b", " ", ",", '"', "\n", "\r\n", "é", "1"]), max_size=8).map("".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    header=st.lists(st.text("abcxyz", min_size=1, max_size=5), min_size=1, max_size=4, unique=True),
+    rows=st.lists(st.lists(csv_cell, min_size=1, max_size=5), max_size=25),
+    terminator=st.sampled_from(["\n", "\r\n"]),
+    shard_bytes=st.integers(min_value=1, max_value=300),
+    cuts=cuts,
+)
+def test_csv_with_quoted_newlines_in_shards_of_any_size_gives_exactly_the_csv_modules_records(
+    header: list[str], rows: list[list[str]], terminator: str, shard_bytes: int, cuts: list[int]
+) -> None:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator=terminator).writerows([header, *rows])
+    text = buffer.getvalue()
+    expected = []
+    reference = csv.reader(io.StringIO(text, newline=""))
+    next(reference)
+    for index, row in enumerate(iter(lambda: next(reference, None), None)):
+        line = reference.line_num - sum(cell.count("\n") for cell in row)  # where the row started
+        if any(cell.strip() for cell in row):  # a row of blank cells is skipped, as a blank line
+            value = dict(zip(header, row, strict=True)) if len(row) == len(header) else None
+            expected.append((index, line, value))
+
+    records = _read_in_shards(text.encode(), shard_bytes, cuts)
+
+    assert [(index, line, value) for index, line, value, _ in records] == expected
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    data=st.lists(st.sampled_from([b"a", b",", b'"', b"\n", b"\r\n", b"\r", b" ", b"1", b'""']), max_size=120).map(
+        b"".join
+    ),
+    shard_bytes=st.integers(min_value=1, max_value=100),
+    cuts=cuts,
+)
+def test_any_csv_bytes_in_shards_give_the_same_records_and_errors_as_the_whole_file(
+    data: bytes, shard_bytes: int, cuts: list[int]
+) -> None:
+    """Broken CSV too (stray quotes, unterminated fields, carriage returns): shards never change what is read."""
+    try:
+        whole = [(r.index, r.line, r.value, r.error and r.error.message) for r in read_csv([data])]
+    except InvalidInput as err:
+        with pytest.raises(InvalidInput) as raised:
+            _read_in_shards(data, shard_bytes, cuts)
+        assert raised.value.code == err.code
+        return
+
+    assert _read_in_shards(data, shard_bytes, cuts) == whole
+    indices = [index for index, *_ in whole]
+    assert indices == sorted(set(indices))

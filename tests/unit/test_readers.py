@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 
 import pytest
@@ -17,6 +18,7 @@ from shared.inference.readers import (
     read_text,
     reader_for,
 )
+from shared.services.planning import plan_shards
 
 BOM = b"\xef\xbb\xbf"
 
@@ -219,3 +221,156 @@ def test_reader_for_names_a_reader_per_supported_type_and_refuses_others() -> No
     with pytest.raises(InvalidInput) as raised:
         reader_for(".xlsx")
     assert raised.value.code == "UnsupportedFileType"
+
+
+# RFC 4180: quoted fields may hold commas, quotes and line breaks; a record then spans lines.
+
+QUOTED = b'id,text,n\r\n1,"two\r\nlines",10\r\n2,"say ""hi"",\nthen\n\nmore",20\n3,plain,30\n'
+
+
+@pytest.mark.parametrize("chunks", chunkings(QUOTED), ids=["whole", "1-byte", "3-byte"])
+def test_a_quoted_newline_is_part_of_one_field_and_the_record_keeps_its_starting_line(chunks: list[bytes]) -> None:
+    records = list(read_csv(chunks))
+
+    assert [(r.index, r.line, r.value) for r in records] == [
+        (0, 2, {"id": "1", "text": "two\r\nlines", "n": "10"}),
+        (1, 4, {"id": "2", "text": 'say "hi",\nthen\n\nmore', "n": "20"}),
+        (2, 8, {"id": "3", "text": "plain", "n": "30"}),
+    ]
+
+
+def test_a_header_with_a_quoted_newline_and_a_bom_is_read_whole() -> None:
+    data = BOM + b'"first\ncolumn",b\n1,2\n'
+
+    records = list(read_csv(one_byte_chunks(data)))
+
+    assert [(r.line, r.value) for r in records] == [(3, {"first\ncolumn": "1", "b": "2"})]
+    assert header_of_csv(data) == ["first\ncolumn", "b"]
+
+
+def test_a_later_shard_reads_quoted_newlines_with_the_index_and_line_it_is_given() -> None:
+    records = list(read_csv([b'7,"a\nb"\n8,c\n'], header=["id", "x"], first_index=40, first_line=90))
+
+    assert [(r.index, r.line, r.value) for r in records] == [
+        (40, 90, {"id": "7", "x": "a\nb"}),
+        (41, 92, {"id": "8", "x": "c"}),
+    ]
+
+
+def test_a_later_shard_keeps_a_leading_bom_character_as_data() -> None:
+    """Only the file's first bytes can be a BOM; the planner cut the file knowing that."""
+    records = list(read_csv([BOM + b"1,2\n"], header=["a", "b"], first_index=5, first_line=9))
+
+    assert records[0].value == {"a": "\ufeff1", "b": "2"}
+
+
+def test_bad_csv_rows_are_error_records_with_their_lines_and_reading_goes_on() -> None:
+    data = (
+        b"id,x\n"
+        b"1,2\n"
+        b'2,"closed"junk\n'  # a closing quote must be followed by a comma or the line end
+        b"3,4,5\n"  # too wide
+        b"4\n"  # too narrow
+        b"5,bad\rcarriage\n"
+        b"6,7\n"
+        b'7,"never closed\n'
+        b"8,9\n"
+    )
+
+    records = list(read_csv(one_byte_chunks(data)))
+
+    assert [(r.index, r.line, "ERROR" if r.error else r.value) for r in records] == [
+        (0, 2, {"id": "1", "x": "2"}),
+        (1, 3, "ERROR"),
+        (2, 4, "ERROR"),
+        (3, 5, "ERROR"),
+        (4, 6, "ERROR"),
+        (5, 7, {"id": "6", "x": "7"}),
+        (6, 8, "ERROR"),  # the unterminated quote runs to the end of the file: one broken record
+    ]
+    messages = [r.error.message for r in records if r.error]
+    assert "closing quote" in messages[0]
+    assert "3 fields" in messages[1] and "1 fields" in messages[2]
+    assert "carriage return" in messages[3]
+    assert "never closed" in messages[4] and "end of the file" in messages[4]
+
+
+def test_a_quoted_field_that_never_closes_is_one_error_and_reading_resumes_after_the_field_limit() -> None:
+    data = b'id,x\n1,"open\n' + b"y" * 200_000 + b"\n2,3\n"
+
+    records = list(read_csv([data]))
+
+    assert [(r.line, "ERROR" if r.error else r.value) for r in records] == [(2, "ERROR"), (4, {"id": "2", "x": "3"})]
+    assert "longer than" in records[0].error.message  # type: ignore[union-attr]
+
+
+def test_a_csv_record_over_the_record_limit_fails_the_file() -> None:
+    field = b'"' + b"z" * 100_000 + b'\n"'
+    data = b"a,b\n" + b",".join([field] * 50) + b"\n"
+
+    with pytest.raises(InvalidInput) as raised:
+        list(read_csv([data]))
+    assert raised.value.code == "RecordTooLong"
+
+
+QUOTED_BIG = b"id,text\n" + b"".join(b'%d,"row %d\nsecond line, quoted ""x"""\n' % (i, i) for i in range(300))
+
+
+def read_in_shards(data: bytes, shard_bytes: int) -> list[tuple[int, int, object]]:
+    """Plans the file as the worker's planner does and reads each shard as a worker would."""
+    plan = plan_shards(one_byte_chunks(data), shard_bytes, ".csv", len(data))
+    assert plan[-1][1] == len(data) and all(a[1] == b[0] for a, b in itertools.pairwise(plan))
+    records = []
+    for start, end, first_index, first_line in plan:
+        assert data[start - 1 : start] in (b"", b"\n"), "a shard starts at a line start"
+        header = None if start == 0 else header_of_csv(data[:65536])
+        shard = read_csv([data[start:end]], header=header, first_index=first_index, first_line=first_line)
+        records += [(r.index, r.line, r.value if r.error is None else r.error.message) for r in shard]
+    return records
+
+
+QUOTED_BIG = b"id,text\n" + b"".join(b'%d,"row %d\nsecond line, quoted ""x"""\n' % (i, i) for i in range(300))
+
+
+@pytest.mark.parametrize("shard_bytes", [1, 37, 64, 500, 4096])
+def test_the_csv_planner_cuts_only_between_records_and_numbers_them(shard_bytes: int) -> None:
+    records = read_in_shards(QUOTED_BIG, shard_bytes)
+
+    assert records == [(i, 2 + 2 * i, {"id": str(i), "text": f'row {i}\nsecond line, quoted "x"'}) for i in range(300)]
+
+
+@pytest.mark.parametrize("shard_bytes", [10, 5000, 150_000])
+def test_the_csv_planner_agrees_with_the_reader_on_a_quote_that_never_closes(shard_bytes: int) -> None:
+    """csv.reader gives up on the field at its size limit and goes on at the next line: the planner too."""
+    rows = b"".join(b"%d,x\n" % i for i in range(50))
+    data = b"id,x\n" + rows + b'50,"open\n' + (b"y" * 999 + b"\n") * 200 + rows + b'99,"open at the end\n1,2\n'
+
+    records = read_in_shards(data, shard_bytes)
+
+    assert records == [(r.index, r.line, r.value if r.error is None else r.error.message) for r in read_csv([data])]
+    errors = [(line, value) for _, line, value in records if isinstance(value, str)]
+    assert errors[0][0] == 52 and "longer than" in errors[0][1]  # the field hit the limit: one error, then on
+    assert "1 fields" in errors[1][1]  # the rest of the field's lines, read as rows again
+    assert errors[-1][0] == 52 + 200 + 50 + 1 and "never closed" in errors[-1][1]
+    assert [value["id"] for _, _, value in records if isinstance(value, dict)] == [str(i) for i in range(50)] * 2
+
+
+def test_the_line_planner_still_cuts_jsonl_at_every_newline() -> None:
+    data = b"".join(b'{"text": "a\\"b"}\n' for _ in range(100))
+
+    plan = plan_shards([data], 100, ".jsonl", len(data))
+
+    assert [(start % 17, first_index, first_line) for start, _, first_index, first_line in plan][:3] == [
+        (0, 0, 1),
+        (0, 6, 7),
+        (0, 12, 13),
+    ]
+
+
+def test_the_csv_planner_refuses_a_record_over_the_record_limit() -> None:
+    field = b'"' + b"z" * 100_000 + b'\n"'
+    data = b"a,b\n" + b",".join([field] * 50) + b"\n"
+
+    with pytest.raises(InvalidInput) as raised:
+        plan_shards([data], 1024, ".csv", len(data))
+    assert raised.value.code == "RecordTooLong"
