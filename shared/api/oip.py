@@ -378,7 +378,11 @@ def _json_values(what: str, mapping: InputMapping, datatype: str, elements: list
     for i, element in enumerate(elements):
         if isinstance(element, bool) or not isinstance(element, int | float):
             raise V2Error(400, f"{what}: element {i} must be a number, got {element!r:.40}")
-    return [float(e) for e in elements]
+    try:
+        return [float(e) for e in elements]
+    except OverflowError:  # a JSON integer beyond any float (json.loads keeps it exact)
+        i = next(i for i, e in enumerate(elements) if isinstance(e, int) and abs(e) > 2**1000)
+        raise V2Error(400, f"{what}: element {i} is beyond the float32 range (|x| <= 3.4028235e38)") from None
 
 
 def _b64(what: str, index: int, value: Any) -> bytes:

@@ -244,6 +244,53 @@ def test_malformed_requests_are_400_with_a_reason(
     assert reason in v2_error(answer, status)
 
 
+@pytest.mark.parametrize(
+    "value",
+    [3.5e38, -1e39, 1e300, 10**400, float("inf")],
+    ids=["just-over", "negative", "float64-only", "huge-integer", "infinity"],
+)
+def test_a_value_beyond_float32_is_a_400_naming_the_row_and_feature_not_a_silent_infinity(
+    client: TestClient, keys: dict[str, str], card: dict[str, Any], value: float
+) -> None:
+    data = matrix(card, rows(2))
+    data[1][3] = value
+    content = json.dumps(infer_body(data, [2, len(card["features"])]), allow_nan=True).encode()
+
+    answer = client.post(f"/api/v2/models/{MODEL_NAME}/infer", content=content, headers=auth(keys["acme"]))
+
+    message = v2_error(answer, 400)
+    assert "float32" in message or "finite" in message
+    if not isinstance(value, int):
+        assert message.startswith("row 1") and repr(card["features"][3]) in message
+
+
+def test_an_fp64_binary_tensor_beyond_float32_is_a_400_and_float32_max_itself_is_scored(
+    client: TestClient, keys: dict[str, str], card: dict[str, Any]
+) -> None:
+    width = len(card["features"])
+    url = f"/api/v2/models/{MODEL_NAME}/infer"
+    for value, status in ((3.4028235e38, 200), (3.5e38, 400)):
+        data = np.asarray(matrix(card, rows(1)), dtype="<f8")
+        data[0, 0] = value
+        head = json.dumps(
+            {
+                "inputs": [
+                    {
+                        "name": "input",
+                        "shape": [1, width],
+                        "datatype": "FP64",
+                        "parameters": {"binary_data_size": data.nbytes},
+                    }
+                ]
+            }
+        ).encode()
+        headers = {**auth(keys["acme"]), "Inference-Header-Content-Length": str(len(head))}
+
+        answer = client.post(url, content=head + data.tobytes(), headers=headers)
+
+        assert answer.status_code == status, answer.text
+
+
 def test_malformed_bodies_and_binary_framing(client: TestClient, keys: dict[str, str]) -> None:
     url = f"/api/v2/models/{MODEL_NAME}/infer"
     v2_error(client.post(url, content=b"{not json", headers=auth(keys["acme"])), 400)
