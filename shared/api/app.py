@@ -20,6 +20,7 @@ from shared.domain.errors import (
     PlatformError,
     PreconditionFailed,
     QuotaExceeded,
+    ServiceUnavailable,
     Unauthorized,
     UnknownModel,
 )
@@ -37,6 +38,7 @@ STATUS_BY_ERROR: list[tuple[type[PlatformError], int]] = [
     (PreconditionFailed, 409),
     (QuotaExceeded, 429),
     (InvalidInput, 400),
+    (ServiceUnavailable, 503),
 ]
 AUTH_CACHE_SECONDS = 30.0
 
@@ -124,6 +126,8 @@ def create_app(platform_factory: Callable[[], Platform], *, allow_loopback_webho
     def _platform_error(_: Request, err: PlatformError) -> JSONResponse:
         status = next((code for kind, code in STATUS_BY_ERROR if isinstance(err, kind)), 500)
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        if isinstance(err, ServiceUnavailable):  # the database is busy: when to come back, as it told us
+            headers = {"Retry-After": str(err.retry_after_seconds)}
         return JSONResponse(error_body(err.code, err.message), status_code=status, headers=headers)
 
     @app.exception_handler(Exception)

@@ -55,3 +55,17 @@ class InvalidRecord(InvalidInput):
     def __init__(self, message: str, *, field: str | None = None) -> None:
         super().__init__(message)
         self.field = field
+
+
+class ServiceUnavailable(PlatformError):
+    """A service the platform stands on is throttling or down, even after its client's own retries.
+
+    Not the caller's fault and not a failure of the platform's: the same request succeeds later, from
+    `retry_after_seconds` on (what the service asked for, at least 1).
+    """
+
+    code = "ServiceBusy"
+
+    def __init__(self, message: str, *, retry_after_seconds: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = max(1, retry_after_seconds)
