@@ -2,6 +2,7 @@
 
 import hashlib
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from shared.domain.errors import (
     Unauthorized,
     UnknownModel,
 )
+from shared.domain.models import MODEL_NAME_PATTERN
 from shared.domain.tenants import Tenant
 from shared.services import ingest, queries, subscriptions, tenants
 from shared.services.platform import Platform
@@ -41,6 +43,24 @@ STATUS_BY_ERROR: list[tuple[type[PlatformError], int]] = [
     (ServiceUnavailable, 503),
 ]
 AUTH_CACHE_SECONDS = 30.0
+# The ids the platform makes: job ids (job_id_for: 32 hex digits of a sha256) and subscription ids (uuid4().hex).
+# A malformed one names nothing, so it answers exactly as a well-formed one that does not exist (404), and it never
+# reaches a store, whose own limits (Cosmos: ids of at most 1,023 bytes; 431 for an overlong request) would
+# otherwise come back as a 500.
+PLATFORM_ID = re.compile(r"^[0-9a-f]{32}$")
+MAX_TAGS, MAX_TAG_CHARS = 20, 200
+
+
+def existing_id(kind: str, value: str) -> str:
+    """`value` if it is shaped like an id the platform makes, else NotFound as for a missing `kind`."""
+    if not PLATFORM_ID.fullmatch(value):
+        raise NotFound(f"{kind} {shown(value)} not found")
+    return value
+
+
+def shown(value: str) -> str:
+    """A caller's value quoted in a message: never more than 64 characters of it."""
+    return value if len(value) <= 64 else f"{value[:64]}..."
 
 
 def error_body(code: str, message: str) -> dict[str, Any]:
@@ -159,6 +179,8 @@ def create_app(platform_factory: Callable[[], Platform], *, allow_loopback_webho
         task: Annotated[str | None, Query(max_length=100)] = None,
         tag: Annotated[list[str] | None, Query(description="k:v, repeatable; all must match")] = None,
     ) -> dict[str, Any]:
+        if len(tag or []) > MAX_TAGS or any(len(item) > MAX_TAG_CHARS for item in tag or []):
+            raise InvalidInput(f"at most {MAX_TAGS} tags of {MAX_TAG_CHARS} characters each", code="InvalidTag")
         tags = {}
         for item in tag or []:
             key, sep, value = item.partition(":")
@@ -169,6 +191,8 @@ def create_app(platform_factory: Callable[[], Platform], *, allow_loopback_webho
 
     @app.get("/api/v1/models/{name}")
     def get_model(name: str, plat: Plat, tenant: Caller) -> dict[str, Any]:
+        if not MODEL_NAME_PATTERN.fullmatch(name):  # as the registry answers for a name it does not know
+            raise UnknownModel(f"no model named {shown(name)!r} is available to you")
         return plat.models.get_model(tenant.tenant_id, name)
 
     @app.post("/api/v1/uploads", status_code=201)
@@ -201,18 +225,16 @@ def create_app(platform_factory: Callable[[], Platform], *, allow_loopback_webho
         limit: Annotated[int, Query(ge=1, le=200)] = 50,
         continuationToken: Annotated[str | None, Query()] = None,
     ) -> dict[str, Any]:
-        cursor = queries.decode_token(continuationToken).get("c") if continuationToken else None
-        if cursor is not None and not isinstance(cursor, str):
-            raise InvalidInput("continuationToken is not valid", code="InvalidContinuationToken")
+        cursor = queries.jobs_cursor(continuationToken)
         jobs, next_cursor = plat.jobs.list_jobs(tenant.tenant_id, limit=limit, continuation=cursor)
         return {
             "items": [job.public_view(plat.api_url) for job in jobs],
-            "continuationToken": queries.encode_token({"c": next_cursor}) if next_cursor else None,
+            "continuationToken": queries.jobs_token(next_cursor),
         }
 
     @app.get("/api/v1/jobs/{job_id}")
     def get_job(job_id: str, plat: Plat, tenant: Caller) -> dict[str, Any]:
-        return plat.jobs.get_job(tenant.tenant_id, job_id).public_view(plat.api_url)
+        return plat.jobs.get_job(tenant.tenant_id, existing_id("job", job_id)).public_view(plat.api_url)
 
     @app.get("/api/v1/jobs/{job_id}/results")
     def get_results(
@@ -222,6 +244,7 @@ def create_app(platform_factory: Callable[[], Platform], *, allow_loopback_webho
         limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
         continuationToken: Annotated[str | None, Query()] = None,
     ) -> dict[str, Any]:
+        job_id = existing_id("job", job_id)
         return queries.list_results(plat, tenant.tenant_id, job_id, limit=limit, continuation=continuationToken)
 
     @app.post("/api/v1/subscriptions", status_code=201)
@@ -242,10 +265,12 @@ def create_app(platform_factory: Callable[[], Platform], *, allow_loopback_webho
 
     @app.get("/api/v1/subscriptions/{subscription_id}")
     def get_subscription(subscription_id: str, plat: Plat, tenant: Caller) -> dict[str, Any]:
+        subscription_id = existing_id("subscription", subscription_id)
         return plat.subscriptions.get_subscription(tenant.tenant_id, subscription_id).public_view()
 
     @app.delete("/api/v1/subscriptions/{subscription_id}", status_code=204)
     def delete_subscription(subscription_id: str, plat: Plat, tenant: Caller) -> Response:
+        subscription_id = existing_id("subscription", subscription_id)
         plat.subscriptions.get_subscription(tenant.tenant_id, subscription_id)  # 404 if not the caller's
         plat.subscriptions.delete_subscription(tenant.tenant_id, subscription_id)
         return Response(status_code=204)

@@ -9,8 +9,8 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.domain.errors import InvalidInput, NotFound
-from shared.domain.models import ModelRef
+from shared.domain.errors import InvalidInput, NotFound, UnknownModel
+from shared.domain.models import MODEL_NAME_PATTERN, SELECTOR_PATTERN, ModelRef
 from shared.domain.tenants import Tenant, container_for
 from shared.services.platform import Platform
 
@@ -31,7 +31,7 @@ class RegisterModelRequest(BaseModel):
 
 class AliasRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    version: str = Field(min_length=1, max_length=64)
+    version: str = Field(min_length=1, max_length=64, pattern=SELECTOR_PATTERN.pattern)
 
 
 def _decode(text: str, what: str) -> bytes:
@@ -82,7 +82,8 @@ def registry_router(platform_dep: Any, caller_dep: Any) -> APIRouter:
     @router.get("/api/v1/models/{name}/aliases")
     def get_aliases(name: str, plat: Platform = platform_dep, tenant: Tenant = caller_dep) -> dict[str, Any]:
         """The model's aliases and every move of them (who, when)."""
-        ModelRef.parse(name)
+        if not MODEL_NAME_PATTERN.fullmatch(name):  # a name no model can have: as one that does not exist
+            raise UnknownModel(f"no model named {name[:64]!r} is available to you")
         return plat.models.get_aliases(tenant.tenant_id, name)
 
     @router.put("/api/v1/models/{name}/aliases/{alias}")
@@ -90,7 +91,7 @@ def registry_router(platform_dep: Any, caller_dep: Any) -> APIRouter:
         name: str, alias: str, body: AliasRequest, plat: Platform = platform_dep, tenant: Tenant = caller_dep
     ) -> dict[str, Any]:
         """Moves an alias of the caller's own private model; rolling back is moving it to the previous version."""
-        ModelRef.parse(f"{name}@{alias}")
+        ModelRef.parse(f"{name[:200]}@{alias[:200]}")  # 400 InvalidModelName: no alias can be set by that name
         view = plat.models.get_model(tenant.tenant_id, name)  # 404 unless the caller may see it
         if view.get("visibility") != "private":
             raise InvalidInput(

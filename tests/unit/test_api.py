@@ -511,3 +511,156 @@ def test_one_model_with_its_card_and_an_unknown_one_is_404(client: TestClient, k
     assert "buildEnvironment" not in card
 
     assert_error(client.get("/api/v1/models/nope", headers=auth(keys["acme"])), 404, "UnknownModel")
+
+
+# Malformed ids, tokens and oversized parameters: a 4xx before any store sees them, never a 5xx or page 1 again
+
+
+def _cosmos_refuses(value: str) -> bool:
+    """Ids Cosmos DB refuses (service quotas: at most 1,023 bytes, none of / \\ ? #)."""
+    return len(value.encode()) > 1023 or any(c in value for c in "/\\?#")
+
+
+@pytest.fixture
+def strict_stores(platform: Platform, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The stores refuse what Cosmos refuses, with the unmapped error a real store call would raise there."""
+    seen: list[str] = []
+
+    def strict(method: Any, position: int) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            seen.append(args[position])
+            if _cosmos_refuses(args[position]):
+                raise RuntimeError(f"the store refused the id {args[position][:20]}...")
+            return method(*args, **kwargs)
+
+        return call
+
+    monkeypatch.setattr(platform.jobs, "get_job", strict(platform.jobs.get_job, 1))
+    monkeypatch.setattr(platform.subscriptions, "get_subscription", strict(platform.subscriptions.get_subscription, 1))
+    monkeypatch.setattr(platform.models, "get_model", strict(platform.models.get_model, 1))
+    monkeypatch.setattr(platform.models, "get_aliases", strict(platform.models.get_aliases, 1))
+    return seen
+
+
+MALFORMED_IDS = {
+    "16k-chars": "a" * 16_000,
+    "upper-case": "A" * 32,
+    "short": "0" * 31,
+    "long": "0" * 33,
+    "word": "doesnotexist",
+    "question-mark": "0" * 31 + "?",
+    "hash": "0" * 31 + "#",
+    "non-ascii": "0" * 31 + "é",
+}
+
+
+@pytest.mark.parametrize("bad_id", list(MALFORMED_IDS.values()), ids=list(MALFORMED_IDS))
+def test_a_malformed_job_or_subscription_id_is_404_as_a_missing_one_and_never_reaches_a_store(
+    client: TestClient, keys: dict[str, str], strict_stores: list[str], bad_id: str
+) -> None:
+    """Decided: a malformed id names nothing, so it answers exactly as a well-formed id that does not exist."""
+    headers = auth(keys["acme"])
+    quoted = bad_id.replace("?", "%3F").replace("#", "%23")
+    for path in (f"/api/v1/jobs/{quoted}", f"/api/v1/jobs/{quoted}/results", f"/api/v1/subscriptions/{quoted}"):
+        error = assert_error(client.get(path, headers=headers), 404, "NotFound")
+        assert len(error["message"]) < 200
+    assert_error(client.delete(f"/api/v1/subscriptions/{quoted}", headers=headers), 404, "NotFound")
+    assert bad_id not in strict_stores
+
+    missing = "0" * 32
+    expected = assert_error(client.get(f"/api/v1/jobs/{missing}", headers=headers), 404)["message"]
+    if len(bad_id) < 64:
+        got = assert_error(client.get(f"/api/v1/jobs/{quoted}", headers=headers), 404)["message"]
+        assert got.replace(bad_id, "<id>") == expected.replace(missing, "<id>")
+
+
+@pytest.mark.parametrize(
+    "bad_name", ["m" * 16_000, "Upper", "-dash-first", "a b"], ids=["16k", "upper", "dash", "space"]
+)
+def test_a_malformed_model_name_is_404_on_reads_and_400_on_an_alias_move(
+    client: TestClient, keys: dict[str, str], strict_stores: list[str], bad_name: str
+) -> None:
+    headers = auth(keys["acme"])
+    quoted = bad_name.replace(" ", "%20")
+
+    assert_error(client.get(f"/api/v1/models/{quoted}", headers=headers), 404, "UnknownModel")
+    assert_error(client.get(f"/api/v1/models/{quoted}/aliases", headers=headers), 404, "UnknownModel")
+    move = client.put(f"/api/v1/models/{quoted}/aliases/production", json={"version": "1"}, headers=headers)
+    assert_error(move, 400, "InvalidModelName")
+    assert bad_name not in strict_stores
+
+
+def test_an_alias_move_to_a_malformed_version_is_400(client: TestClient, keys: dict[str, str]) -> None:
+    move = client.put(
+        f"/api/v1/models/{MODEL_NAME}/aliases/production", json={"version": "../1"}, headers=auth(keys["acme"])
+    )
+
+    assert_error(move, 400, "InvalidRequest")
+
+
+TOKENS = {
+    "garbage": "garbage",
+    "not-base64url": "e30!!!",  # b64decode alone would skip the !s and read {}
+    "empty-object": encode_token({}),
+    "null-cursor": encode_token({"c": None}),
+    "forged-cursor": encode_token({"c": "garbage"}),
+    "forged-ids": encode_token({"c": "2026-01-01T00:00:00.000Z|NOT-AN-ID"}),
+    "a-results-token": encode_token({"r": 3, "j": "0" * 32}),
+    "too-long": "A" * 20_000,
+}
+
+
+@pytest.mark.parametrize("token", list(TOKENS.values()), ids=list(TOKENS))
+def test_a_continuation_token_the_api_did_not_make_is_400_never_the_first_page_again(
+    platform: Platform, client: TestClient, keys: dict[str, str], token: str
+) -> None:
+    make_job(platform, "acme", "rows.jsonl", run=False)
+
+    response = client.get("/api/v1/jobs", headers=auth(keys["acme"]), params={"continuationToken": token})
+
+    assert_error(response, 400, "InvalidContinuationToken")
+
+
+def test_a_results_token_of_another_list_or_job_is_400(
+    platform: Platform, client: TestClient, keys: dict[str, str]
+) -> None:
+    job_id = make_job(platform, "acme", "a.jsonl", rows=4)
+    other = make_job(platform, "acme", "b.jsonl", rows=4)
+    page = client.get(f"/api/v1/jobs/{job_id}/results", headers=auth(keys["acme"]), params={"limit": 2}).json()
+    jobs_page = {"continuationToken": encode_token({"c": "2026-01-01T00:00:00.000Z|"})}
+
+    for params in (
+        {"continuationToken": page["continuationToken"]},  # this job's token: the next page
+        jobs_page,
+        {"continuationToken": encode_token({})},
+        {"continuationToken": "garbage"},
+    ):
+        response = client.get(f"/api/v1/jobs/{other}/results", headers=auth(keys["acme"]), params=params)
+        assert_error(response, 400, "InvalidContinuationToken")
+    again = client.get(
+        f"/api/v1/jobs/{job_id}/results",
+        headers=auth(keys["acme"]),
+        params={"continuationToken": page["continuationToken"]},
+    )
+    assert [item["recordIndex"] for item in again.json()["items"]] == [2, 3]
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "task=" + "t" * 20_000,
+        "tag=" + "k:" + "v" * 20_000,
+        "&".join(["tag=k:v"] * 50),
+        "limit=" + "9" * 5_000,
+    ],
+    ids=["long-task", "long-tag", "many-tags", "long-limit"],
+)
+def test_oversized_query_parameters_are_400(client: TestClient, keys: dict[str, str], query: str) -> None:
+    path = "/api/v1/jobs" if query.startswith("limit") else "/api/v1/models"
+
+    assert_error(client.get(f"{path}?{query}", headers=auth(keys["acme"])), 400)
+
+
+def test_an_oversized_authorization_header_is_401(client: TestClient) -> None:
+    for token in ("k" * 100_000, "aiaas_" + "t" * 50_000 + ".secret"):
+        assert_error(client.get("/api/v1/jobs", headers={"Authorization": f"Bearer {token}"}), 401, "Unauthorized")
