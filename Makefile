@@ -73,5 +73,15 @@ typecheck: $(STAMP_PY)
 clean:
 	rm -rf build .aiaas .pytest_cache .mypy_cache .ruff_cache
 
-bench: deps models
+# The bench's peer (Ray Data) lives in its own venv: ray pulls pandas and pyarrow, which the main venv (what Azure
+# Functions installs, what the tests run on) must not get. BENCH_SKIP_RAY=1 skips installing it too.
+VENV_BENCH := .venv-bench
+STAMP_BENCH := $(VENV_BENCH)/.installed
+
+$(STAMP_BENCH): requirements-bench.txt
+	test -x $(VENV_BENCH)/bin/python || $(PY) -m venv $(VENV_BENCH)
+	$(VENV_BENCH)/bin/pip --disable-pip-version-check -q install -r requirements-bench.txt
+	touch $@
+
+bench: deps models $(if $(filter-out 0,$(BENCH_SKIP_RAY)),,$(STAMP_BENCH))
 	$(BIN)/python bench/run.py
