@@ -77,6 +77,7 @@ def main() -> int:
     ray.data.DataContext.get_current().enable_progress_bars = False
     ready = time.perf_counter()
     try:
+        # lines=True streams the file in chunks (pandas); without it Ray reads the whole file into one buffer.
         dataset = ray.data.read_json(args.input, lines=True)
         scored = dataset.map_batches(
             Scorer,
