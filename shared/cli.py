@@ -37,8 +37,11 @@ def cmd_up(args: argparse.Namespace) -> int:
             flush=True,
         )
         with contextlib.suppress(KeyboardInterrupt):
-            stop.wait()
+            host.wait(stop)
         print("stopping...", flush=True)
+    if host.failure is not None:  # the platform stopped itself: a stand-in it cannot replace died
+        print(f"error: {host.failure}", file=sys.stderr, flush=True)
+        return 1
     return 0
 
 

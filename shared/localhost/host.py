@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +21,71 @@ from shared.localhost.emulators import Azurite, CosmosServer, pdeathsig_preexec
 
 logger = logging.getLogger(__name__)
 
+# Supervision of the host's children. A child that dies within HEALTHY_UPTIME_SECONDS of its start waits twice as
+# long as last time before its next start (up to the cap), so a crash loop (bad settings, a dependency down, a
+# shard that crashes the runtime) costs little CPU; one that ran that long is replaced after the first delay.
+SUPERVISE_INTERVAL_SECONDS = 0.25
+FIRST_RESTART_DELAY_SECONDS = 0.5
+MAX_RESTART_DELAY_SECONDS = 30.0
+HEALTHY_UPTIME_SECONDS = 5.0
+
+
+def describe_exit(code: int) -> str:
+    """How a child ended, from its Popen return code: "killed by SIGKILL" or "exited with status 1"."""
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exited with status {code}"
+
+
+class RestartBackoff:
+    """The wait before a dead child starts again: doubling while it keeps dying soon after its start, reset once
+    it stayed up `healthy` seconds."""
+
+    def __init__(
+        self,
+        *,
+        first: float = FIRST_RESTART_DELAY_SECONDS,
+        cap: float = MAX_RESTART_DELAY_SECONDS,
+        healthy: float = HEALTHY_UPTIME_SECONDS,
+    ) -> None:
+        self.first = first
+        self.cap = cap
+        self.healthy = healthy
+        self._next = first
+
+    def after_death(self, uptime: float) -> float:
+        """The delay before the next start of a child that died after `uptime` seconds."""
+        if uptime >= self.healthy:
+            self._next = self.first
+        delay = self._next
+        self._next = min(self.cap, delay * 2)
+        return delay
+
+
+@dataclass
+class _Supervised:
+    """What the supervisor knows of one child: when it last started, and when it is due again while dead."""
+
+    name: str
+    started_at: float
+    backoff: RestartBackoff
+    restart_at: float | None = None
+
+    def started(self, now: float) -> None:
+        self.started_at = now
+        self.restart_at = None
+
 
 class LocalHost:
-    """Starts everything in order and stops it all (by PID) in reverse; usable as a context manager."""
+    """Starts everything in order and stops it all (by PID) in reverse; usable as a context manager.
+
+    While it runs, a supervisor thread watches every child: a worker or Azurite that dies is started again (with
+    back-off); if the Cosmos stand-in or the HTTP API dies, the platform cannot go on, so it stops itself and
+    `failure` says why (`wait()` returns then).
+    """
 
     def __init__(self, settings: Settings, *, workers: int | None = None, log_level: str = "WARNING") -> None:
         self.settings = settings
@@ -44,6 +108,17 @@ class LocalHost:
         self._stopping = threading.Event()
         self._saved_environ: dict[str, str] | None = None
         self._sweeper: threading.Thread | None = None
+        self.failure: str | None = None
+        self._supervisor: threading.Thread | None = None
+        self._worker_states: list[_Supervised] = []
+        self._azurite_state: _Supervised | None = None
+        # Held by the supervisor while it checks or restarts children, so stop() and restart_worker() never
+        # race a restart.
+        self._children_lock = threading.Lock()
+        self._stop_lock = threading.Lock()
+        self._stop_begun = False
+        self._stopped = threading.Event()
+        self._launched_at = 0.0
 
     @property
     def api_url(self) -> str:
@@ -69,6 +144,7 @@ class LocalHost:
         logger.info("local host ready in %.1fs at %s", time.perf_counter() - started, self.api_url)
 
     def _start(self) -> None:
+        self._launched_at = time.monotonic()
         self._log_dir.mkdir(parents=True, exist_ok=True)
         # Started from this thread: the children die with the thread that spawned them (PR_SET_PDEATHSIG).
         self.azurite.start()
@@ -96,6 +172,7 @@ class LocalHost:
         self._watcher.start()
         self._sweeper = threading.Thread(target=self._run_timer, args=("sweep_jobs",), name="sweeper", daemon=True)
         self._sweeper.start()
+        self._start_supervisor()
 
     def _run_timer(self, name: str) -> None:
         """Calls a registered timer function every sweep interval, as the Functions host's timer would."""
@@ -135,10 +212,10 @@ class LocalHost:
             lifespan="off",
         )
         self._server = uvicorn.Server(config)
-        self._server_thread = threading.Thread(target=self._server.run, name="api", daemon=True)
+        self._server_thread = threading.Thread(target=self._serve_api, args=(self._server,), name="api", daemon=True)
         self._server_thread.start()
         deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and self._server_thread.is_alive():
             try:
                 if httpx.get(f"{self.api_url}/health", timeout=1).status_code == 200:
                     return
@@ -146,6 +223,13 @@ class LocalHost:
                 pass
             time.sleep(0.05)
         raise RuntimeError(f"the HTTP API did not come up at {self.api_url}")
+
+    @staticmethod
+    def _serve_api(server: Any) -> None:
+        try:
+            server.run()
+        except BaseException:  # uvicorn exits with SystemExit when it cannot serve; the supervisor acts on it
+            logger.exception("the HTTP API server crashed")
 
     def _start_workers(self) -> None:
         self.worker_processes = [self._spawn_worker(index) for index in range(self.workers)]
@@ -175,15 +259,173 @@ class LocalHost:
             )
 
     def restart_worker(self, index: int) -> None:
-        """Kills a worker with SIGKILL and starts a fresh one (the crash tests); the queue redelivers its work."""
-        old = self.worker_processes[index]
-        if old.poll() is None:
-            old.kill()
-        old.wait()
-        self.worker_processes[index] = self._spawn_worker(index)
+        """Kills a worker with SIGKILL and starts a fresh one at once; the queue redelivers its work."""
+        with self._children_lock:
+            old = self.worker_processes[index]
+            if old.poll() is None:
+                old.kill()
+            old.wait()
+            self.worker_processes[index] = self._spawn_worker(index)
+            if index < len(self._worker_states):
+                self._worker_states[index].started(time.monotonic())
 
+    # -- supervision ---------------------------------------------------------------------------------------
+    def _start_supervisor(self) -> None:
+        now = self._launched_at  # the children started since then: their uptime counts from here
+        self._worker_states = [
+            _Supervised(f"worker {index}", now, RestartBackoff()) for index in range(len(self.worker_processes))
+        ]
+        self._azurite_state = _Supervised("azurite", now, RestartBackoff())
+        self._supervisor = threading.Thread(target=self._supervise, name="supervisor", daemon=True)
+        self._supervisor.start()
+        logger.info(
+            "supervising workers (pids %s), azurite (pid %s), cosmos (pid %s)",
+            [process.pid for process in self.worker_processes],
+            self.azurite.pid,
+            self.cosmos.pid,
+        )
+
+    def _supervise(self) -> None:
+        """Polls the children until stop(); replaces the dead, or stops the platform when that cannot help."""
+        try:
+            while not self._stopping.wait(SUPERVISE_INTERVAL_SECONDS):
+                failure = None
+                with self._children_lock:
+                    if self._stopping.is_set():
+                        break
+                    try:
+                        failure = self._check_children(time.monotonic())
+                    except Exception:
+                        logger.exception("the supervisor's check of the children failed; it checks again")
+                if failure is not None:
+                    self._fail(failure)
+                    break
+        finally:
+            # The kernel kills the children this thread started when it ends (PR_SET_PDEATHSIG is per thread):
+            # it outlives stop(), which ends them gracefully first.
+            self._stopped.wait()
+
+    def _check_children(self, now: float) -> str | None:
+        """One round: returns why the platform must stop, or None."""
+        for index, state in enumerate(self._worker_states):
+            self._check_worker(index, state, now)
+        failure = self._check_azurite(now)
+        if failure is not None:
+            return failure
+        code = self.cosmos.exit_code()
+        if code is not None:
+            # Restarting it would bring back an empty database: every tenant's key would answer 401 and every
+            # job in flight would vanish. Stopping says so plainly instead of serving errors.
+            return (
+                f"the Cosmos DB stand-in (pid {self.cosmos.pid}) {describe_exit(code)}; it kept this run's "
+                "tenants, API keys and jobs in memory only, so they are gone and the platform cannot go on. "
+                f"Its log: {self.cosmos.log_file}. Start again with `make up` and create the tenants again."
+            )
+        if self._server_thread is not None and not self._server_thread.is_alive():
+            return (
+                f"the HTTP API server at {self.api_url} stopped unexpectedly (its error is logged above); "
+                "the platform cannot go on without it. Start again with `make up`."
+            )
+        return None
+
+    def _check_worker(self, index: int, state: _Supervised, now: float) -> None:
+        process = self.worker_processes[index]
+        if state.restart_at is None:
+            code = process.poll()
+            if code is None:
+                return
+            uptime = now - state.started_at
+            delay = state.backoff.after_death(uptime)
+            state.restart_at = now + delay
+            logger.error(
+                "%s (pid %d) %s after %.1fs up; a new one starts in %.1fs (the queue redelivers its shard "
+                "when the lock expires; log: %s)",
+                state.name,
+                process.pid,
+                describe_exit(code),
+                uptime,
+                delay,
+                self._log_dir / f"worker-{index}.log",
+            )
+            return
+        if now < state.restart_at:
+            return
+        try:
+            self.worker_processes[index] = self._spawn_worker(index)
+        except OSError:
+            state.restart_at = now + state.backoff.after_death(0.0)
+            logger.exception("%s could not be started; trying again in %.1fs", state.name, state.restart_at - now)
+            return
+        state.started(now)
+        logger.warning("%s started again (pid %d)", state.name, self.worker_processes[index].pid)
+
+    def _check_azurite(self, now: float) -> str | None:
+        state = self._azurite_state
+        if state is None:
+            return None
+        if state.restart_at is None:
+            code = self.azurite.exit_code()
+            if code is None:
+                return None
+            uptime = now - state.started_at
+            delay = state.backoff.after_death(uptime)
+            state.restart_at = now + delay
+            logger.error(
+                "Azurite (pid %s) %s after %.1fs up; restarting it on the same ports in %.1fs. Blobs and queues "
+                "persist in %s, but it saves its metadata every 5 s, so the writes of its last seconds may be "
+                "lost (log: %s)",
+                self.azurite.pid,
+                describe_exit(code),
+                uptime,
+                delay,
+                self.azurite.data_dir,
+                self.azurite.log_file,
+            )
+            return None
+        if now < state.restart_at:
+            return None
+        try:
+            self.azurite.restart()
+        except RuntimeError as err:
+            return f"Azurite died and could not be restarted: {err}"
+        state.started(time.monotonic())
+        logger.warning("Azurite started again (pid %s) at %s", self.azurite.pid, self.azurite.blob_endpoint)
+        return None
+
+    def _fail(self, failure: str) -> None:
+        """Stops the platform from the supervisor's thread, saying why (`aiaas up` prints it and exits 1)."""
+        if self._stopping.is_set():
+            return
+        self.failure = failure
+        logger.critical("%s", failure)
+        self.stop()
+
+    def wait(self, stop: threading.Event) -> None:
+        """Blocks until `stop` is set or the platform has stopped itself (`failure` then says why)."""
+        while self.failure is None and not stop.wait(SUPERVISE_INTERVAL_SECONDS):
+            pass
+
+    # -- stopping ------------------------------------------------------------------------------------------
     def stop(self) -> None:
+        """Stops everything it started, once, whichever thread asks first; later calls wait for that to end."""
+        with self._stop_lock:
+            begun, self._stop_begun = self._stop_begun, True
+        if begun:
+            if threading.current_thread() is not self._supervisor:
+                self._stopped.wait()
+            return
+        try:
+            self._stop()
+        finally:
+            self._stopped.set()
+        supervisor = self._supervisor
+        if supervisor is not None and supervisor is not threading.current_thread():
+            supervisor.join(timeout=10)
+
+    def _stop(self) -> None:
         self._stopping.set()
+        with self._children_lock:  # a check or restart in flight ends; the supervisor starts nothing after it
+            pass
         if self._sweeper is not None:
             self._sweeper.join(timeout=10)
             self._sweeper = None
