@@ -7,7 +7,6 @@ import hmac
 import logging
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,7 +25,6 @@ from shared.services.platform import Platform
 
 logger = logging.getLogger(__name__)
 NO_RETRY_STATUSES = frozenset({400, 403, 413})  # Event Grid dead-letters these at once instead of retrying
-SEEN_EVENTS_KEPT = 100_000
 
 
 @dataclass
@@ -76,7 +74,6 @@ class LocalEventBroker:
         self._heap: list[_Due] = []
         self._seq = 0
         self._cv = threading.Condition()
-        self._seen: OrderedDict[tuple[str, str], None] = OrderedDict()
         self.deliveries: list[Delivery] = []
         self._stop = False
         self._client = httpx.Client(timeout=TIMEOUT, follow_redirects=False)
@@ -96,19 +93,17 @@ class LocalEventBroker:
 
     # Publishing side
     def accept(self, events: list[PlatformEvent]) -> int:
-        """Fans each event out to its tenant's matching subscriptions; a repeated event id is delivered once."""
+        """Fans each event out to its tenant's matching subscriptions.
+
+        An event published twice is delivered twice, as Event Grid does (it keeps no record of the ids it has
+        seen): the one terminal event per job is the publisher's to guarantee, and consumers dedupe on the id.
+        """
         scheduled = 0
         for event in events:
             for subscription in self._platform().subscriptions.list_subscriptions(event.topic):
                 if not subscription.wants(event.event_type):
                     continue
-                key = (subscription.subscription_id, event.id)
                 with self._cv:
-                    if key in self._seen:
-                        continue
-                    self._seen[key] = None
-                    if len(self._seen) > SEEN_EVENTS_KEPT:
-                        self._seen.popitem(last=False)
                     delivery = Delivery(event, subscription)
                     self.deliveries.append(delivery)
                     self._schedule(delivery, 0.0)

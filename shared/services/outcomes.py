@@ -6,14 +6,19 @@ import logging
 
 from shared.domain.errors import PreconditionFailed
 from shared.domain.events import terminal_event
-from shared.domain.jobs import Job
+from shared.domain.jobs import Job, utcnow
 from shared.services.platform import Platform
 
 logger = logging.getLogger(__name__)
 
 
 def publish_terminal_event(platform: Platform, job: Job) -> Job:
-    """Publishes the job's one terminal event (same id on every retry) and records that it went out."""
+    """Publishes the job's one terminal event (same id on every retry) and records that it went out.
+
+    Only the writer of the job's terminal status calls this (it won that write, so no one else publishes);
+    an event whose publisher died before recording it is the sweeper's, through republish_unsent_event.
+    Event Grid delivers whatever is published, duplicates included: publishing once is ours to get right.
+    """
     if job.event_published or not job.terminal:
         return job
     platform.events.publish([terminal_event(job, platform.api_url)])
@@ -32,3 +37,18 @@ def publish_terminal_event(platform: Platform, job: Job) -> Job:
             if job.event_published:
                 return job
     raise PreconditionFailed(f"job {job.job_id} kept changing while its event was marked sent")
+
+
+def republish_unsent_event(platform: Platform, job: Job) -> Job:
+    """The sweeper's re-drive of a terminal event that was never recorded as sent.
+
+    The job is read afresh (a listing may be older than a publish that went out since) and claimed with an
+    ETag-guarded write before the event goes out, so that of two sweeps, or a sweep and a late publisher's
+    own retry, one publishes; the loser's PreconditionFailed leaves the job to the next pass.
+    """
+    job = platform.jobs.get_job(job.tenant_id, job.job_id)
+    if job.event_published or not job.terminal:
+        return job
+    job.updated_at = utcnow()
+    job = platform.jobs.replace_job(job)
+    return publish_terminal_event(platform, job)

@@ -8,7 +8,7 @@ import logging
 import re
 from collections.abc import Callable, Iterable, Iterator
 
-from shared.domain.errors import PreconditionFailed
+from shared.domain.errors import InvalidInput, PreconditionFailed
 from shared.domain.jobs import Job, ShardMessage, utcnow
 from shared.domain.tenants import container_for
 from shared.inference.readers import (
@@ -19,7 +19,6 @@ from shared.inference.readers import (
     line_too_long,
     record_too_long,
 )
-from shared.services.outcomes import publish_terminal_event
 from shared.services.platform import Platform
 
 logger = logging.getLogger(__name__)
@@ -103,7 +102,12 @@ def cut_csv_rows(chunks: Iterable[bytes], shard_bytes: int) -> list[tuple[int, i
         elif quote >= 0:  # a row over several lines, or a broken one
             # A row shorter than the field limit cannot trip it (bytes >= characters); else csv.reader decides.
             match = _ONE_ROW.match(buf, pos, min(len(buf), pos + csv.field_size_limit()))
-            end = match.end() if match else _end_of_csv_row(buf, pos, more)
+            try:
+                end = match.end() if match else _end_of_csv_row(buf, pos, more)
+            except InvalidInput:
+                # A record over the size limit: no cut after it. The shard that holds it starts within
+                # shard_bytes before it, and its reader fails the job with this same reason at once.
+                break
             lines, rows, pos = lines + buf.count(b"\n", pos, end), rows + 1, end
             if base + pos > target:
                 cuts.append((base + pos, lines, rows))
@@ -157,8 +161,8 @@ def plan_shards(chunks: Iterable[bytes], shard_bytes: int, file_type: str, conte
 def plan_job(platform: Platform, message: ShardMessage) -> Job:
     """Cuts the job's file into shards once (the plan is kept on the job) and enqueues them; idempotent."""
     job = platform.jobs.get_job(message.tenant_id, message.job_id)
-    if job.terminal:
-        return publish_terminal_event(platform, job)
+    if job.terminal:  # its terminal writer publishes (an event left unsent is the sweeper's): never twice
+        return job
     if not job.shard_plan:
         chunks = platform.blobs.iter_chunks(container_for(job.tenant_id), job.blob_path, etag=job.etag)
         plan = plan_shards(chunks, job.shard_bytes or platform.shard_bytes, job.file_type, job.content_length)

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 from shared.domain.errors import NotFound, PreconditionFailed
 from shared.domain.jobs import PLAN, Job, ShardMessage, utcnow
-from shared.services.outcomes import publish_terminal_event
+from shared.services.outcomes import republish_unsent_event
 from shared.services.platform import Platform
 from shared.services.shards import ShardOutcome, finalise_if_complete, record_shard
 
@@ -30,7 +30,7 @@ def sweep(platform: Platform, *, stalled_after: timedelta, max_sweeps: int) -> S
         ids = {"tenant_id": job.tenant_id, "job_id": job.job_id}
         try:
             if job.terminal:
-                publish_terminal_event(platform, job)
+                republish_unsent_event(platform, job)
                 report.republished += 1
             elif job.all_shards_done:  # a worker died while finalising
                 finalise_if_complete(platform, job)

@@ -95,3 +95,14 @@ def test_a_sharded_csv_with_quoted_newlines_and_bad_rows_gives_every_record_once
         (rows, line, None),
     ]
     assert "never closed" in errors[-1]["message"]
+
+
+def test_a_sharded_csv_with_a_record_over_the_limit_fails_with_that_reason(platform: Platform) -> None:
+    rows = b"".join(b"%d," % i + b",".join([b"1"] * 30) + b"\n" for i in range(200))
+    field = b'"' + b"z" * 100_000 + b'\n"'
+    data = b"id," + ",".join(features()).encode() + b"\n" + rows + b",".join([field] * 50) + b"\n" + rows
+
+    done = run_job(platform, "huge-record.csv", data)
+
+    assert done.status == JobStatus.FAILED and done.error is not None
+    assert done.error["code"] == "RecordTooLong" and done.shard_count > 1

@@ -367,10 +367,16 @@ def test_the_line_planner_still_cuts_jsonl_at_every_newline() -> None:
     ]
 
 
-def test_the_csv_planner_refuses_a_record_over_the_record_limit() -> None:
+def test_the_csv_planner_stops_cutting_at_a_record_over_the_limit_and_its_shard_fails_the_file() -> None:
+    """The planner reads no further than the limit; the shard holding the record fails at once with its reason."""
+    rows = b"".join(b"%d,x\n" % i for i in range(1000))
     field = b'"' + b"z" * 100_000 + b'\n"'
-    data = b"a,b\n" + b",".join([field] * 50) + b"\n"
+    data = b"a,b\n" + rows + b",".join([field] * 50) + b"\n" + rows
 
+    plan = plan_shards([data], 1024, ".csv", len(data))
+
+    start, end, first_index, first_line = plan[-1]
+    assert len(plan) > 3 and end == len(data) and data.index(field) - start < 1024 + 10
     with pytest.raises(InvalidInput) as raised:
-        plan_shards([data], 1024, ".csv", len(data))
+        list(read_csv([data[start:end]], header=["a", "b"], first_index=first_index, first_line=first_line))
     assert raised.value.code == "RecordTooLong"
