@@ -21,6 +21,26 @@ class BlobInfo:
     content_type: str | None = None
 
 
+@dataclass(frozen=True)
+class JobBacklog:
+    """What the dispatcher needs of one schedulable job (a projection, not the whole document)."""
+
+    tenant_id: str
+    job_id: str
+    created_at: str
+    shard_count: int
+    dispatched: int
+    done: int
+
+    @property
+    def waiting(self) -> int:
+        return max(0, self.shard_count - self.dispatched)
+
+    @property
+    def in_flight(self) -> int:
+        return max(0, self.dispatched - self.done)
+
+
 class BlobStore(Protocol):
     def ensure_container(self, container: str) -> None: ...
 
@@ -110,6 +130,10 @@ class JobStore(Protocol):
 
     def list_unfinished(self, *, updated_before: str) -> list[Job]:
         """Jobs (of any tenant) not terminal, or terminal with an unpublished event, idle since the time."""
+        ...
+
+    def list_schedulable(self) -> list[JobBacklog]:
+        """Jobs (of any tenant) not ended, planned, with shards waiting or in flight: one cross-partition query."""
         ...
 
 

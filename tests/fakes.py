@@ -24,7 +24,7 @@ from shared.domain.events import PlatformEvent, Subscription
 from shared.domain.jobs import TERMINAL_STATUSES, Job, ResultPage, ShardMessage
 from shared.domain.tenants import Tenant, container_for
 from shared.inference.registry import BlobModelRegistry
-from shared.ports import BlobInfo
+from shared.ports import BlobInfo, JobBacklog
 from shared.services.platform import Platform
 from shared.services.tenants import create_tenant
 
@@ -271,6 +271,22 @@ class InMemoryJobStore:
             Job.from_doc(doc)
             for doc in docs
             if doc["updatedAt"] < updated_before and (doc["status"] not in terminal or not doc["event"]["published"])
+        ]
+
+    def list_schedulable(self) -> list[JobBacklog]:
+        """The same projection as the Cosmos query, over the documents as stored (the `active` flag)."""
+        with self._lock:
+            docs = [copy.deepcopy(doc) for doc in self.docs.values() if doc["shards"].get("active")]
+        return [
+            JobBacklog(
+                doc["tenantId"],
+                doc["jobId"],
+                doc["createdAt"],
+                doc["shards"]["count"],
+                doc["shards"]["dispatched"],
+                doc["shards"]["doneCount"],
+            )
+            for doc in docs
         ]
 
 

@@ -20,6 +20,7 @@ from shared.domain.errors import AlreadyExists, NotFound, PreconditionFailed
 from shared.domain.events import Subscription
 from shared.domain.jobs import TERMINAL_STATUSES, Job, ResultPage
 from shared.domain.tenants import Tenant
+from shared.ports import JobBacklog
 
 logger = logging.getLogger(__name__)
 
@@ -152,6 +153,26 @@ class CosmosJobStore:
         )
         docs = self._c.query_items(query, parameters=_params(before=updated_before), enable_cross_partition_query=True)
         return [Job.from_doc(doc) for doc in docs]
+
+    def list_schedulable(self) -> list[JobBacklog]:
+        # An equality filter on a flag every write keeps current: served by the index, so ended jobs (the
+        # vast majority of documents) cost nothing; the projection keeps the answer small.
+        query = (
+            "SELECT c.tenantId, c.jobId, c.createdAt, c.shards.count AS shardCount, "
+            "c.shards.dispatched AS dispatched, c.shards.doneCount AS doneCount "
+            "FROM c WHERE c.shards.active = true"
+        )
+        return [
+            JobBacklog(
+                tenant_id=doc["tenantId"],
+                job_id=doc["jobId"],
+                created_at=doc.get("createdAt") or "",
+                shard_count=int(doc.get("shardCount") or 0),
+                dispatched=int(doc.get("dispatched") or 0),
+                done=int(doc.get("doneCount") or 0),
+            )
+            for doc in self._c.query_items(query, enable_cross_partition_query=True)
+        ]
 
 
 class CosmosResultStore:

@@ -176,6 +176,9 @@ class Job:
     # Bytes per shard for this job's model (its card's "shardBytes", else the platform's); 0: the platform's.
     shard_bytes: int = 0
     shards_done: list[int] = field(default_factory=list)
+    # The dispatch cursor: shards [0, dispatched) were handed to the queue; the rest are the job's backlog,
+    # which the dispatcher (services.dispatch) hands out as the tenant's share of the fleet allows.
+    dispatched: int = 0
     # The planner's cut of a big file: [byte_start, byte_end, first_record_index, first_line] per shard.
     shard_plan: list[list[int]] = field(default_factory=list)
     counts: Counts = field(default_factory=Counts)
@@ -197,14 +200,31 @@ class Job:
     def shard_messages(self, *, only_missing: bool = False) -> list[ShardMessage]:
         """The messages for this job's shards (from its plan, or the single whole-file shard)."""
         done = set(self.shards_done) if only_missing else set()
+        return [self.shard_message(i) for i in range(max(1, len(self.shard_plan))) if i not in done]
+
+    def shard_message(self, index: int) -> ShardMessage:
         if not self.shard_plan:
-            whole = ShardMessage(self.tenant_id, self.job_id, 0, 1, 0, self.content_length or None, 0)
-            return [] if 0 in done else [whole]
-        return [
-            ShardMessage(self.tenant_id, self.job_id, i, len(self.shard_plan), start, end, first_index, first_line)
-            for i, (start, end, first_index, first_line) in enumerate(self.shard_plan)
-            if i not in done
-        ]
+            return ShardMessage(self.tenant_id, self.job_id, 0, 1, 0, self.content_length or None, 0)
+        start, end, first_index, first_line = self.shard_plan[index]
+        return ShardMessage(
+            self.tenant_id, self.job_id, index, len(self.shard_plan), start, end, first_index, first_line
+        )
+
+    @property
+    def in_flight(self) -> list[int]:
+        """Shards handed to the queue and not recorded yet: running, waiting in the queue, or lost."""
+        done = set(self.shards_done)
+        return [i for i in range(min(self.dispatched, self.shard_count)) if i not in done]
+
+    @property
+    def waiting(self) -> int:
+        """Shards of the backlog not handed to the queue yet (0 while the job is being planned)."""
+        return max(0, self.shard_count - self.dispatched)
+
+    @property
+    def schedulable(self) -> bool:
+        """A job the dispatcher must see: not ended, planned, and with shards waiting or in flight."""
+        return not self.terminal and self.shard_count > 0 and (self.waiting > 0 or bool(self.in_flight))
 
     @property
     def all_shards_done(self) -> bool:
@@ -264,6 +284,10 @@ class Job:
                 "done": sorted(set(self.shards_done)),
                 "plan": self.shard_plan,
                 "bytes": self.shard_bytes,
+                "dispatched": self.dispatched,
+                # For the dispatcher's one query: an indexed equality filter, and the counts it projects.
+                "active": self.schedulable,
+                "doneCount": len(set(self.shards_done)),
             },
             "counts": self.counts.to_dict(),
             "firstRecordError": self.counts.first_error,
@@ -297,6 +321,8 @@ class Job:
             shard_count=int(shards.get("count", 1)),
             shard_bytes=int(shards.get("bytes") or 0),
             shards_done=list(shards.get("done", [])),
+            # Jobs written before the dispatcher had every shard enqueued up front.
+            dispatched=int(shards.get("dispatched", shards.get("count", 1))),
             shard_plan=[list(cut) for cut in shards.get("plan", [])],
             counts=Counts.from_dict(doc.get("counts"), doc.get("firstRecordError")),
             error=doc.get("error"),

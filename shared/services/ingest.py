@@ -9,7 +9,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from shared.domain.errors import InvalidInput, NotFound, UnknownModel
+from shared.domain.errors import InvalidInput, NotFound, PreconditionFailed, UnknownModel
 from shared.domain.events import terminal_event_id
 from shared.domain.jobs import (
     INBOX_PREFIX,
@@ -26,6 +26,7 @@ from shared.domain.jobs import (
 from shared.domain.models import ModelCard, ModelRef
 from shared.domain.tenants import container_for
 from shared.ports import BlobInfo
+from shared.services.dispatch import dispatch
 from shared.services.outcomes import publish_terminal_event
 from shared.services.platform import Platform
 
@@ -73,7 +74,10 @@ def admit(
     error_threshold: int | None = None,
     record_rejection: bool = True,
 ) -> Job:
-    """Creates the job once (its id is derived from tenant, path, ETag and model version) and enqueues it.
+    """Creates the job once (its id is derived from tenant, path, ETag and model version) and starts it.
+
+    A big line-oriented file is planned first (a plan message); otherwise the job's one shard joins the
+    backlog the dispatcher hands out fairly across tenants.
 
     An upload the platform cannot run becomes a rejected job with its event (`record_rejection`), or, for an
     API caller who is waiting for the answer, an InvalidInput raised.
@@ -84,7 +88,7 @@ def admit(
         if not record_rejection:
             raise
         return _reject(platform, tenant_id, blob_path, info, model_key=str(ref), error=err, model=ref)
-    problem = _check_input(platform, card, blob_path, info, parameters or {})
+    problem = _check_input(platform, card, tenant_id, blob_path, info, parameters or {})
     if problem is not None:
         if not record_rejection:
             raise problem
@@ -108,16 +112,13 @@ def admit(
     job.shard_count = 0 if shards[0].kind == PLAN else len(shards)
     if not platform.jobs.create_job(job):
         logger.info("job %s exists; replayed event ignored", job.job_id, extra=_ids(job))
-        return platform.jobs.get_job(tenant_id, job.job_id)
-    platform.queue.enqueue(shards)
-    logger.info(
-        "job %s queued: %s over %s (%d shards)",
-        job.job_id,
-        card.name,
-        blob_path,
-        len(shards),
-        extra=_ids(job),
-    )
+        job = platform.jobs.get_job(tenant_id, job.job_id)
+    else:
+        logger.info("job %s queued: %s over %s", job.job_id, card.name, blob_path, extra=_ids(job))
+        if job.shard_count == 0:
+            platform.queue.enqueue(shards)  # planning is one quick streaming pass: not rationed
+    if job.shard_count and not job.terminal:
+        dispatch(platform)  # on a replay too: it hands out what a crash after the create left waiting
     return job
 
 
@@ -133,7 +134,7 @@ def first_messages(job: Job, shard_bytes: int) -> list[ShardMessage]:
 
 
 def _check_input(
-    platform: Platform, card: ModelCard, blob_path: str, info: BlobInfo, parameters: dict[str, Any]
+    platform: Platform, card: ModelCard, tenant_id: str, blob_path: str, info: BlobInfo, parameters: dict[str, Any]
 ) -> InvalidInput | None:
     file_type = file_type_of(blob_path)
     if file_type not in card.input_types:
@@ -152,7 +153,69 @@ def _check_input(
         card.check_parameters(parameters)
     except InvalidInput as err:
         return err
+    if file_type not in SPLITTABLE_TYPES:
+        return _check_unsplittable(platform, tenant_id, blob_path, info)
     return None
+
+
+def _check_unsplittable(platform: Platform, tenant_id: str, blob_path: str, info: BlobInfo) -> InvalidInput | None:
+    """An archive or image is one shard, so it must fit what one shard may take (the shard timeout)."""
+    limit = platform.max_archive_bytes
+    if info.size > limit:
+        return InvalidInput(
+            f"the file is {info.size} bytes; a file that cannot be split (.zip, images) may be at most {limit} "
+            "bytes: split it into several uploads",
+            code="ArchiveTooLarge",
+        )
+    if file_type_of(blob_path) != ".zip":
+        from shared.inference.images import MAX_IMAGE_BYTES
+
+        if info.size > MAX_IMAGE_BYTES:  # what the reader would refuse, refused before any work
+            return InvalidInput(
+                f"the image is {info.size} bytes; an image may be at most {MAX_IMAGE_BYTES} bytes", code="FileTooLarge"
+            )
+        return None
+    try:
+        entries = _zip_entry_count(platform, tenant_id, blob_path, info)
+    except (NotFound, PreconditionFailed):
+        return None  # overwritten or deleted since the event: the shard run reports it (InputChanged)
+    if entries is not None and entries > platform.max_archive_entries:
+        return InvalidInput(
+            f"the zip has {entries} entries; at most {platform.max_archive_entries} are accepted in one upload: "
+            "split it into several zips",
+            code="ArchiveTooLarge",
+        )
+    return None
+
+
+ZIP_END = b"PK\x05\x06"
+ZIP64_LOCATOR = b"PK\x06\x07"
+ZIP64_END = b"PK\x06\x06"
+ZIP_TAIL_BYTES = 22 + 65535  # the end record and the longest comment it may carry
+
+
+def _zip_entry_count(platform: Platform, tenant_id: str, blob_path: str, info: BlobInfo) -> int | None:
+    """The entry count from the zip's end-of-central-directory record (a ranged read of the tail).
+
+    None when the file carries no such record: the reader then refuses it as a corrupt archive.
+    """
+    container = container_for(tenant_id)
+    start = max(0, info.size - ZIP_TAIL_BYTES)
+    tail = b"".join(platform.blobs.iter_chunks(container, blob_path, start=start, etag=info.etag))
+    at = tail.rfind(ZIP_END)
+    if at < 0 or len(tail) < at + 22:
+        return None
+    entries = int.from_bytes(tail[at + 10 : at + 12], "little")
+    if entries != 0xFFFF:
+        return entries
+    locator = at - 20
+    if locator < 0 or tail[locator : locator + 4] != ZIP64_LOCATOR:
+        return None
+    end64 = int.from_bytes(tail[locator + 8 : locator + 16], "little")
+    record = b"".join(platform.blobs.iter_chunks(container, blob_path, start=end64, end=end64 + 56, etag=info.etag))
+    if record[:4] != ZIP64_END or len(record) < 40:
+        return None
+    return int.from_bytes(record[32:40], "little")
 
 
 def _reject(

@@ -19,6 +19,7 @@ from shared.inference.readers import (
     line_too_long,
     record_too_long,
 )
+from shared.services.dispatch import dispatch
 from shared.services.platform import Platform
 
 logger = logging.getLogger(__name__)
@@ -159,7 +160,8 @@ def plan_shards(chunks: Iterable[bytes], shard_bytes: int, file_type: str, conte
 
 
 def plan_job(platform: Platform, message: ShardMessage) -> Job:
-    """Cuts the job's file into shards once (the plan is kept on the job) and enqueues them; idempotent."""
+    """Cuts the job's file into shards once (the plan is kept on the job); they join the tenant's backlog that
+    the dispatcher hands out fairly. Idempotent."""
     job = platform.jobs.get_job(message.tenant_id, message.job_id)
     if job.terminal:  # its terminal writer publishes (an event left unsent is the sweeper's): never twice
         return job
@@ -167,8 +169,7 @@ def plan_job(platform: Platform, message: ShardMessage) -> Job:
         chunks = platform.blobs.iter_chunks(container_for(job.tenant_id), job.blob_path, etag=job.etag)
         plan = plan_shards(chunks, job.shard_bytes or platform.shard_bytes, job.file_type, job.content_length)
         job = _record_plan(platform, job, plan)
-    messages = job.shard_messages(only_missing=True)
-    platform.queue.enqueue(messages)
+    dispatch(platform)
     logger.info(
         "job %s planned into %d shards",
         job.job_id,

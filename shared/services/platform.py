@@ -36,3 +36,14 @@ class Platform:
     # Files bigger than this are planned into byte-range shards that workers run in parallel.
     shard_bytes: int = 32 * 1024 * 1024
     default_error_threshold: int = -1
+    # Fair share (services.dispatch): shards in flight per tenant and over the whole fleet.
+    tenant_max_shards_in_flight: int = 64
+    max_shards_in_flight: int = 1024
+    # A running shard touches its job this often so that the sweeper never takes it for stalled, and for at
+    # most shard_timeout_seconds (the Functions host's functionTimeout: no shard outlives it).
+    heartbeat_seconds: float = 200.0
+    shard_timeout_seconds: float = 600.0
+    # Archives and single images are one shard each (they cannot be cut into byte ranges): bounded so that
+    # one always finishes well inside the shard timeout.
+    max_archive_bytes: int = 256 * 1024 * 1024
+    max_archive_entries: int = 50_000

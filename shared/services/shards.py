@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +22,7 @@ from shared.domain.tenants import container_for
 from shared.inference.readers import Record, header_of_csv, reader_for
 from shared.inference.remote import RemoteEndpointUnavailable
 from shared.ports import Predictor
+from shared.services.dispatch import dispatch
 from shared.services.outcomes import publish_terminal_event
 from shared.services.platform import Platform
 
@@ -72,16 +76,17 @@ def run_shard(platform: Platform, message: ShardMessage) -> Job:
             )
     if job.terminal:
         return job
-    if message.shard_index in job.shards_done:
-        return finalise_if_complete(platform, job)
+    if message.shard_index in job.shards_done:  # a redelivery: its first run may have died before dispatching
+        return _settled(platform, job)
     if job.status == JobStatus.QUEUED:
         job = _mark_running(platform, job)
     logger.info("job %s shard %d/%d running", job.job_id, message.shard_index + 1, message.shard_count, extra=ids)
     outcome = ShardOutcome()
     try:
-        card = platform.models.resolve(job.tenant_id, ModelRef(job.model_name, job.model_version))
-        predictor = bind_parameters(platform.models.load(card), job.parameters)
-        outcome.counts = _process(platform, job, message, predictor)
+        with heartbeat(platform, job.tenant_id, job.job_id):
+            card = platform.models.resolve(job.tenant_id, ModelRef(job.model_name, job.model_version))
+            predictor = bind_parameters(platform.models.load(card), job.parameters)
+            outcome.counts = _process(platform, job, message, predictor)
     except PreconditionFailed:
         outcome.error = INPUT_CHANGED
     except InvalidInput as err:
@@ -96,11 +101,14 @@ def fail_shard(platform: Platform, message: ShardMessage, reason: str) -> Job:
 
 
 def record_shard(platform: Platform, tenant_id: str, job_id: str, shard_index: int, outcome: ShardOutcome) -> Job:
-    """Adds the shard's counts to the job exactly once (ETag-guarded); the write that completes it finalises."""
+    """Adds the shard's counts to the job exactly once (ETag-guarded); the write that completes it finalises.
+
+    The slot the shard held is free then: the dispatcher hands it out (to whichever tenant's turn it is).
+    """
     for _ in range(MAX_CONFLICT_RETRIES):
         job = platform.jobs.get_job(tenant_id, job_id)
         if job.terminal or shard_index in job.shards_done:
-            return finalise_if_complete(platform, job)
+            return _settled(platform, job)
         job.shards_done.append(shard_index)
         job.counts.add(outcome.counts)
         if outcome.error and job.error is None:
@@ -110,8 +118,47 @@ def record_shard(platform: Platform, tenant_id: str, job_id: str, shard_index: i
             job = platform.jobs.replace_job(job)
         except PreconditionFailed:
             continue
-        return finalise_if_complete(platform, job)
+        return _settled(platform, job)
     raise PreconditionFailed(f"job {job_id} kept changing while shard {shard_index} was recorded")
+
+
+def _settled(platform: Platform, job: Job) -> Job:
+    """After a shard is recorded: finalise the job if that was its last, then hand out the freed slot."""
+    job = finalise_if_complete(platform, job)
+    dispatch(platform)
+    return job
+
+
+@contextmanager
+def heartbeat(platform: Platform, tenant_id: str, job_id: str) -> Iterator[None]:
+    """Touches the job every `heartbeat_seconds` while a shard runs, so that the sweeper (which re-drives jobs
+    idle for the stall time) never takes a long shard for a lost one; it stops at the shard timeout, when the
+    Functions host would have ended the run anyway."""
+    stop = threading.Event()
+    deadline = time.monotonic() + platform.shard_timeout_seconds
+
+    def beat() -> None:
+        while not stop.wait(platform.heartbeat_seconds) and time.monotonic() < deadline:
+            try:
+                job = platform.jobs.get_job(tenant_id, job_id)
+                if job.terminal:
+                    return
+                job.updated_at = utcnow()
+                platform.jobs.replace_job(job)
+            except PreconditionFailed:
+                continue  # another writer touched the job just now: it looks alive already
+            except Exception:
+                # The run goes on; without heartbeats the sweeper may re-drive this shard (idempotent).
+                logger.warning("heartbeat of job %s stopped", job_id, exc_info=True, extra={"job_id": job_id})
+                return
+
+    thread = threading.Thread(target=beat, name="shard-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 def _mark_running(platform: Platform, job: Job) -> Job:

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 from shared.domain.errors import NotFound, PreconditionFailed
 from shared.domain.jobs import PLAN, Job, ShardMessage, utcnow
+from shared.services.dispatch import dispatch
 from shared.services.outcomes import republish_unsent_event
 from shared.services.platform import Platform
 from shared.services.shards import ShardOutcome, finalise_if_complete, record_shard
@@ -20,6 +21,7 @@ class SweepReport:
     republished: int = 0
     requeued: int = 0
     failed: int = 0
+    dispatched: int = 0
 
 
 def sweep(platform: Platform, *, stalled_after: timedelta, max_sweeps: int) -> SweepReport:
@@ -35,6 +37,8 @@ def sweep(platform: Platform, *, stalled_after: timedelta, max_sweeps: int) -> S
             elif job.all_shards_done:  # a worker died while finalising
                 finalise_if_complete(platform, job)
                 report.republished += 1
+            elif job.shard_count and not job.in_flight:
+                continue  # only waiting for its tenant's turn: the dispatcher's, not stalled
             elif job.sweeps >= max_sweeps:
                 _give_up(platform, job, stalled_after)
                 report.failed += 1
@@ -42,6 +46,8 @@ def sweep(platform: Platform, *, stalled_after: timedelta, max_sweeps: int) -> S
                 report.requeued += 1
         except (PreconditionFailed, NotFound):
             logger.info("job %s moved while swept; left for the next pass", job.job_id, extra=ids)
+    # Slots a failed or conflicting dispatch left unused (or that the re-drives above did not need).
+    report.dispatched = dispatch(platform).granted
     if report.republished or report.requeued or report.failed:
         logger.warning("sweep: %s", report)
     return report
@@ -53,8 +59,8 @@ def _requeue(platform: Platform, job: Job) -> bool:
     job = platform.jobs.replace_job(job)  # claims this sweep: a concurrent sweeper loses the ETag race
     if job.shard_count == 0:
         messages = [ShardMessage(job.tenant_id, job.job_id, 0, 0, kind=PLAN)]
-    else:
-        messages = job.shard_messages(only_missing=True)
+    else:  # only what was handed to the queue: the backlog is the dispatcher's
+        messages = [job.shard_message(index) for index in job.in_flight]
     platform.queue.enqueue(messages)
     logger.warning(
         "job %s stalled; re-enqueued %d shard(s) (sweep %d)",
@@ -73,7 +79,9 @@ def _give_up(platform: Platform, job: Job, stalled_after: timedelta) -> None:
         f"{job.sweeps} re-deliveries; upload the file again to retry",
     }
     if job.shard_count == 0:  # never planned: one shard, so that recording it ends the job
-        job.shard_count, job.updated_at = 1, utcnow()
-        job = platform.jobs.replace_job(job)
+        job.shard_count = 1
+    # Nothing of the job is handed out any more: its remaining shards are recorded as failed below.
+    job.dispatched, job.updated_at = job.shard_count, utcnow()
+    job = platform.jobs.replace_job(job)
     for message in job.shard_messages(only_missing=True):
         record_shard(platform, job.tenant_id, job.job_id, message.shard_index, ShardOutcome(error=reason))

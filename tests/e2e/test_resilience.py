@@ -110,6 +110,7 @@ def test_the_sweeper_re_drives_a_job_whose_message_was_lost(create_tenant: Calla
         file_type=".jsonl",
         content_length=len(content),
         updated_at="2020-01-01T00:00:00.000Z",
+        dispatched=1,  # handed to the queue (its shard is in flight), and the message never arrived
     )
     with WebhookReceiver() as hook:
         api.post("/v1/subscriptions", json={"endpointUrl": hook.url}).raise_for_status()

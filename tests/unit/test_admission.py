@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import io
+import zipfile
+from typing import Any
+
 import pytest
 
 from shared.domain.errors import InvalidInput
@@ -9,7 +13,7 @@ from shared.domain.jobs import JobStatus
 from shared.domain.tenants import Tenant
 from shared.services.ingest import admit_blob_created, create_upload, submit_job
 from shared.services.platform import Platform
-from tests.fakes import MODEL_NAME, Fakes, add_tenant, make_platform, sample_bytes, upload
+from tests.fakes import MODEL_NAME, MODELS_DIR, Fakes, add_tenant, make_platform, sample_bytes, upload
 
 ROWS = b'{"id": "r1", "mean radius": 1}\n'
 
@@ -228,3 +232,60 @@ def test_create_upload_refuses_with_invalid_input(
 
     assert raised.value.code == code
     assert fakes.blobs.upload_urls == []
+
+
+def _zip_of(entries: int) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
+        for i in range(entries):
+            archive.writestr(f"d/{i}.png", b"")
+    return buffer.getvalue()
+
+
+def _with_digits(**policy: Any) -> Platform:
+    platform = make_platform(**policy)
+    package = MODELS_DIR / "digits-classifier" / "1"
+    if not (package / "card.json").is_file():
+        pytest.skip("digits-classifier is not built: run `make models`")
+    platform.models.publish_package(package)  # type: ignore[attr-defined]
+    add_tenant(platform, "acme")
+    return platform
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "policy", "code", "says"),
+    [
+        pytest.param(
+            "big.zip", _zip_of(3), {"max_archive_bytes": 100}, "ArchiveTooLarge", "cannot be split", id="bytes"
+        ),
+        pytest.param("many.zip", _zip_of(6), {"max_archive_entries": 5}, "ArchiveTooLarge", "6 entries", id="entries"),
+        pytest.param("zip64.zip", _zip_of(70_000), {}, "ArchiveTooLarge", "70000 entries", id="zip64-entries"),
+        pytest.param(
+            "huge.png", b"\x89PNG\r\n\x1a\n" + bytes(21 * 1024 * 1024), {}, "FileTooLarge", "image", id="image"
+        ),
+    ],
+)
+def test_an_archive_or_image_too_big_for_one_shard_is_rejected_before_any_work(
+    name: str, data: bytes, policy: dict[str, int], code: str, says: str
+) -> None:
+    """A .zip or an image is one shard: over the bounds it could not finish inside the shard timeout."""
+    platform = _with_digits(**policy)
+    path = f"inbox/digits-classifier/{name}"
+
+    job = admit_blob_created(platform, "acme", path, upload(platform, "acme", path, data))
+
+    assert job is not None and job.status == JobStatus.REJECTED
+    assert job.error is not None and job.error["code"] == code and says in job.error["message"]
+    [event] = platform.events.events  # type: ignore[attr-defined]
+    assert event.event_type == "AIaaS.Job.Rejected" and event.data["error"]["code"] == code
+    assert platform.queue.messages == []  # type: ignore[attr-defined]
+
+
+def test_an_archive_within_the_bounds_is_admitted_and_dispatched() -> None:
+    platform = _with_digits(max_archive_entries=5)
+    path = "inbox/digits-classifier/ok.zip"
+
+    job = admit_blob_created(platform, "acme", path, upload(platform, "acme", path, _zip_of(5)))
+
+    assert job is not None and job.status == JobStatus.QUEUED
+    assert [m.job_id for m in platform.queue.messages] == [job.job_id]  # type: ignore[attr-defined]

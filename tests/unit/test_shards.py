@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from shared.domain.errors import InvalidInput, PreconditionFailed
-from shared.domain.jobs import Job, JobStatus, ShardMessage
+from shared.domain.jobs import PLAN, Job, JobStatus, ShardMessage
 from shared.domain.models import ModelCard, ModelRef
 from shared.domain.tenants import container_for
 from shared.ports import Predictor
@@ -48,11 +48,16 @@ def admit(platform: Platform, data: bytes, name: str = "rows.jsonl") -> Job:
 
 
 def run_queue(platform: Platform) -> list[ShardMessage]:
-    """Runs every enqueued shard message, as the worker would; returns the messages it ran."""
-    messages = platform.queue.drain()  # type: ignore[attr-defined]
-    for message in messages:
-        run_shard(platform, message)
-    return messages
+    """Runs every enqueued shard message, as the workers would, until the queue stays empty (a recorded shard
+    lets the dispatcher send the next ones); returns the messages it ran."""
+    ran: list[ShardMessage] = []
+    while messages := platform.queue.drain():  # type: ignore[attr-defined]
+        for message in messages:
+            run_shard(platform, message)
+        ran.extend(messages)
+        if any(message.kind == PLAN for message in messages):
+            break  # the callers look at the plan before its shards run
+    return ran
 
 
 def blob_lines(platform: Platform, path: str) -> list[dict[str, Any]]:
