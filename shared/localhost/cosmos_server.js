@@ -12,12 +12,40 @@
 // answering 404 NotFound. node_modules is not edited; the handler module is patched before the routes
 // table is built.
 //
+// It enforces, before the package's handler sees a request, the Azure Cosmos DB limits the platform relies
+// on (the package enforces none of them), answering with the status codes and error bodies Cosmos DB sends:
+// see LIMITS below. And it can answer with faults on demand, the way Cosmos DB throttles (429 with
+// x-ms-retry-after-ms) or fails over (503), so that tests see what a busy account does:
+//   POST   /_aiaas/faults {"status": 429, "count": N, "retryAfterMs": M, "path": "regex", "method": "GET"}
+//          -> the next N requests whose path matches (default: any document operation) answer `status`
+//   GET    /_aiaas/faults -> the fault still armed ({"remaining": n, ...}) or {"remaining": 0}
+//   DELETE /_aiaas/faults -> disarms it
+//
 // Usage: node cosmos_server.js [--host 127.0.0.1] [--port 8081] [--repo-root DIR]
 //   env fallbacks: COSMOS_HOST, COSMOS_PORT, AIAAS_REPO_ROOT
 // Prints "listening on https://HOST:PORT" once ready. The data is held in memory only.
 "use strict";
 
 const path = require("path");
+const { randomUUID } = require("crypto");
+
+// Azure Cosmos DB service quotas (https://learn.microsoft.com/azure/cosmos-db/concepts-limits), the ones the
+// platform relies on; the README's limits table lists them too.
+const LIMITS = {
+  // "Maximum request size (for example, stored procedure, CRUD): 2 MB" (per-request limits).
+  requestBytes: 2 * 1024 * 1024,
+  // "Maximum size of an item: 2 MB (UTF-8 length of JSON representation)" (per-item limits).
+  itemBytes: 2 * 1024 * 1024,
+  // "Maximum length of ID value: 1023 bytes" (per-item limits).
+  idBytes: 1023,
+  // "Maximum length of partition key value: 2048 bytes" (101 bytes without large partition keys; every
+  // container here is created with PartitionKey version 2, the large kind).
+  partitionKeyBytes: 2048,
+};
+// The service refuses '/' and '\\' in an id; the SDKs refuse '?' and '#' too (they break the item's URL), so
+// no client of ours can write one: the stand-in refuses all four.
+const FORBIDDEN_ID_CHARS = /[/\\?#]/;
+const FAULTS_PATH = "/_aiaas/faults";
 
 function parseArgs(argv) {
   const args = {
@@ -71,8 +99,40 @@ function loadCosmosServer(repoRoot) {
     );
     process.exit(3);
   }
-  patchReadDocument(path.dirname(resolved));
-  return require(resolved);
+  const libDir = path.dirname(resolved);
+  patchReadDocument(libDir);
+  patchJsonBody(libDir);
+  return {
+    ...require(resolved),
+    route: require(path.join(libDir, "routes.js")).default,
+    documentWrites: new Set(
+      ["create-document", "upsert-document", "replace-document"].map(
+        (name) => require(path.join(libDir, "handler", `${name}.js`)).default,
+      ),
+    ),
+    batch: require(path.join(libDir, "handler", "batch-documents.js")).default,
+  };
+}
+
+// The handlers read their body through lib/json.js; the limit checks read it first, so the body they parsed
+// is handed on instead of reading the (already consumed) request stream again.
+function patchJsonBody(libDir) {
+  const json = require(path.join(libDir, "json.js"));
+  const original = json.default;
+  if (typeof original !== "function" || original.aiaasPatched) {
+    return;
+  }
+  const patched = async (req) => {
+    if (Object.prototype.hasOwnProperty.call(req, "aiaasJson")) {
+      return req.aiaasJson;
+    }
+    if (req.aiaasBody !== undefined) {
+      return JSON.parse(req.aiaasBody.toString());
+    }
+    return original(req);
+  };
+  patched.aiaasPatched = true;
+  json.default = patched;
 }
 
 // Must run before index.js/routes.js are loaded: routes.js copies the handler reference at load time.
@@ -101,11 +161,236 @@ function patchReadDocument(libDir) {
   readDocument.default = patched;
 }
 
+// An error answer the way Cosmos DB words it: {"code", "message": "Message: {\"Errors\":[...]}\r\nActivityId: ..."}.
+function sendCosmosError(req, res, status, code, message, headers = {}) {
+  const activityId = randomUUID();
+  const body = JSON.stringify({
+    code,
+    message: `Message: ${JSON.stringify({ Errors: [message] })}\r\nActivityId: ${activityId}, Request URI: ${req.url}`,
+  });
+  res.statusCode = status;
+  res.setHeader("content-type", "application/json");
+  res.setHeader("connection", "keep-alive");
+  res.setHeader("x-ms-activity-id", activityId);
+  res.setHeader("x-ms-request-charge", "0");
+  for (const [name, value] of Object.entries(headers)) {
+    res.setHeader(name, value);
+  }
+  res.end(body);
+}
+
+function sendJson(res, status, value) {
+  res.statusCode = status;
+  res.setHeader("content-type", "application/json");
+  res.setHeader("connection", "keep-alive");
+  res.end(JSON.stringify(value));
+}
+
+// Why an id is refused, or null. Cosmos DB's words for every kind of bad id.
+function badId(id) {
+  const refusal = `The input name '${id}' is invalid. Ensure to provide a unique non-empty string less than '1024' characters.`;
+  if (typeof id !== "string" || id.length === 0) {
+    return refusal;
+  }
+  if (FORBIDDEN_ID_CHARS.test(id) || Buffer.byteLength(id, "utf8") > LIMITS.idBytes) {
+    return refusal;
+  }
+  return null;
+}
+
+// The partition key header is a JSON array of the key's values (one per level of a hierarchical key).
+function partitionKeyTooLarge(req) {
+  const header = req.headers["x-ms-documentdb-partitionkey"];
+  if (!header) {
+    return false;
+  }
+  let values;
+  try {
+    values = JSON.parse(Array.isArray(header) ? header[0] : header);
+  } catch (err) {
+    return false; // the package's own parser answers a malformed header
+  }
+  return (Array.isArray(values) ? values : [values]).some(
+    (value) => typeof value === "string" && Buffer.byteLength(value, "utf8") > LIMITS.partitionKeyBytes,
+  );
+}
+
+// Checks one item a request writes; sends the refusal and returns true when it breaks a limit.
+function refuseItem(req, res, item) {
+  if (item === null || typeof item !== "object" || Array.isArray(item)) {
+    return false; // not ours to judge: the package answers
+  }
+  const idProblem = badId(item.id);
+  if (idProblem) {
+    sendCosmosError(req, res, 400, "BadRequest", idProblem);
+    return true;
+  }
+  if (Buffer.byteLength(JSON.stringify(item), "utf8") > LIMITS.itemBytes) {
+    sendCosmosError(req, res, 413, "RequestEntityTooLarge", "Request size is too large");
+    return true;
+  }
+  return false;
+}
+
+// Faults on demand: one armed rule at a time, consumed request by request.
+const faults = { armed: null };
+
+function faultBody(status) {
+  if (status === 429) {
+    // Cosmos DB's throttling answer: code "429", substatus 3200 (the request-unit budget is spent).
+    return {
+      code: "429",
+      message:
+        "Request rate is large. More Request Units may be needed, so no changes were made. Please retry this " +
+        "request later. Learn more: http://aka.ms/cosmosdb-error-429",
+      headers: { "x-ms-substatus": "3200" },
+    };
+  }
+  if (status === 503) {
+    return {
+      code: "ServiceUnavailable",
+      message: "Service is currently unavailable. More info: https://aka.ms/cosmosdb-tsg-service-unavailable",
+      headers: {},
+    };
+  }
+  return { code: String(status), message: `injected fault ${status}`, headers: {} };
+}
+
+function handleFaultsAdmin(req, res, body) {
+  if (req.method === "DELETE") {
+    faults.armed = null;
+    sendJson(res, 200, { remaining: 0 });
+    return;
+  }
+  if (req.method === "GET") {
+    const armed = faults.armed;
+    sendJson(res, 200, armed ? { ...armed, path: armed.path.source } : { remaining: 0 });
+    return;
+  }
+  if (req.method !== "POST") {
+    sendJson(res, 405, { message: "use POST, GET or DELETE" });
+    return;
+  }
+  let spec;
+  try {
+    spec = JSON.parse(body.toString() || "{}");
+  } catch (err) {
+    sendJson(res, 400, { message: `not JSON: ${err.message}` });
+    return;
+  }
+  const status = Number(spec.status);
+  const count = Number(spec.count === undefined ? 1 : spec.count);
+  if (!Number.isInteger(status) || status < 400 || status > 599 || !Number.isInteger(count) || count < 0) {
+    sendJson(res, 400, { message: "status must be 400-599 and count a whole number" });
+    return;
+  }
+  let pattern;
+  try {
+    pattern = new RegExp(spec.path || "/docs(/|$)");
+  } catch (err) {
+    sendJson(res, 400, { message: `path is not a regular expression: ${err.message}` });
+    return;
+  }
+  faults.armed = {
+    status,
+    remaining: count,
+    retryAfterMs: spec.retryAfterMs === undefined ? null : Number(spec.retryAfterMs),
+    path: pattern,
+    method: spec.method ? String(spec.method).toUpperCase() : null,
+    hits: 0,
+  };
+  sendJson(res, 201, { ...faults.armed, path: pattern.source });
+}
+
+// True (and the answer sent) when an armed fault takes this request.
+function injectFault(req, res) {
+  const armed = faults.armed;
+  if (!armed || armed.remaining <= 0) {
+    return false;
+  }
+  const pathname = (req.url || "").split("?")[0].replace(/\/+$/, ""); // the SDK ends some paths with '/'
+  if (!armed.path.test(pathname) || (armed.method && armed.method !== req.method)) {
+    return false;
+  }
+  armed.remaining -= 1;
+  armed.hits += 1;
+  const { code, message, headers } = faultBody(armed.status);
+  const extra = { ...headers };
+  if (armed.retryAfterMs !== null) {
+    extra["x-ms-retry-after-ms"] = String(armed.retryAfterMs);
+  }
+  sendCosmosError(req, res, armed.status, code, message, extra);
+  return true;
+}
+
+// Runs before the package's handler: reads the whole body once, answers faults and limit breaches the way
+// Cosmos DB does, and hands everything else on with the body it read (see patchJsonBody).
+function guard(stand, handle) {
+  return (req, res) => {
+    const chunks = [];
+    let received = 0;
+    req.on("data", (chunk) => {
+      received += chunk.length;
+      if (received <= LIMITS.requestBytes + 1) {
+        chunks.push(chunk); // past the limit the body is drained, not kept
+      }
+    });
+    req.on("error", (err) => {
+      console.error(`request stream error: ${err.message}`);
+    });
+    req.on("end", () => {
+      const body = Buffer.concat(chunks);
+      const pathname = (req.url || "").split("?")[0];
+      if (pathname === FAULTS_PATH) {
+        handleFaultsAdmin(req, res, body);
+        return;
+      }
+      if (injectFault(req, res)) {
+        return;
+      }
+      if (received > LIMITS.requestBytes) {
+        sendCosmosError(req, res, 413, "RequestEntityTooLarge", "Request size is too large");
+        return;
+      }
+      if (partitionKeyTooLarge(req)) {
+        sendCosmosError(req, res, 400, "BadRequest", "Partition key value is too large");
+        return;
+      }
+      req.aiaasBody = body;
+      const matched = stand.route(req);
+      const handler = matched && matched[1];
+      if (handler && (stand.documentWrites.has(handler) || handler === stand.batch) && body.length > 0) {
+        let parsed;
+        try {
+          parsed = JSON.parse(body.toString());
+        } catch (err) {
+          sendCosmosError(req, res, 400, "BadRequest", "The request payload is invalid. Ensure to provide a valid request payload.");
+          return;
+        }
+        req.aiaasJson = parsed;
+        const items = handler === stand.batch && Array.isArray(parsed)
+          ? parsed.map((operation) => operation && operation.resourceBody).filter((item) => item !== undefined)
+          : [parsed];
+        for (const item of items) {
+          if (refuseItem(req, res, item)) {
+            return;
+          }
+        }
+      }
+      handle(req, res);
+    });
+  };
+}
+
 function main() {
   const args = parseArgs(process.argv.slice(2));
-  const { createHttpsServer } = loadCosmosServer(args.repoRoot);
+  const stand = loadCosmosServer(args.repoRoot);
 
-  const server = createHttpsServer({ keepAlive: true });
+  const server = stand.createHttpsServer({ keepAlive: true });
+  // The package's request listener runs behind the guard (limits and faults), never directly.
+  const [handle] = server.listeners("request");
+  server.removeAllListeners("request");
+  server.on("request", guard(stand, handle));
   // Idle keep-alive sockets stay open for 10 minutes; headersTimeout must exceed keepAliveTimeout.
   server.keepAliveTimeout = 600 * 1000;
   server.headersTimeout = 601 * 1000;
