@@ -2,8 +2,37 @@
 
 from __future__ import annotations
 
-from shared.api.app import create_app
+import threading
+from typing import Any
+
+from starlette.types import Receive, Scope, Send
+
 from shared.bootstrap import get_platform
 from shared.config import get_settings
 
-asgi_app = create_app(get_platform, allow_loopback_webhooks=get_settings().is_development)
+
+class LazyAsgiApp:
+    """Builds the FastAPI app on its first call (a request or the lifespan startup), not at import.
+
+    Importing function_app must read no setting: a missing or wrong one would otherwise hide every function
+    of the app, where now only the API's requests fail, each with the settings' error in the log.
+    """
+
+    def __init__(self) -> None:
+        self._app: Any = None
+        self._lock = threading.Lock()
+
+    def _build(self) -> Any:
+        with self._lock:
+            if self._app is None:
+                from shared.api.app import create_app
+
+                self._app = create_app(get_platform, allow_loopback_webhooks=get_settings().is_development)
+        return self._app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        app = self._app if self._app is not None else self._build()
+        await app(scope, receive, send)
+
+
+asgi_app = LazyAsgiApp()

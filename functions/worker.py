@@ -18,11 +18,12 @@ _gc_tuned = False
 
 
 @bp.function_name("run_shard")
+# No sessions: a session is locked to one receiver, which would run each tenant's shards one at a time across the
+# whole fleet; fairness between tenants is the dispatcher's (services.dispatch), not the queue's.
 @bp.service_bus_queue_trigger(
     arg_name="msg",
     queue_name="%AIAAS_JOB_QUEUE_NAME%",
     connection="ServiceBusConnection",
-    is_sessions_enabled=True,
 )
 def run_shard_message(msg: func.ServiceBusMessage) -> None:
     global _gc_tuned

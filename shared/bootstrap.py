@@ -71,6 +71,12 @@ def build_platform(settings: Settings) -> Platform:
         upload_ttl=timedelta(minutes=settings.upload_sas_minutes),
         shard_bytes=settings.shard_bytes,
         default_error_threshold=settings.default_error_threshold,
+        tenant_max_shards_in_flight=settings.tenant_max_shards_in_flight,
+        max_shards_in_flight=settings.max_shards_in_flight,
+        heartbeat_seconds=settings.heartbeat_seconds,
+        shard_timeout_seconds=settings.shard_timeout_seconds,
+        max_archive_bytes=settings.max_archive_bytes,
+        max_archive_entries=settings.max_archive_entries,
     )
 
 

@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -22,9 +23,20 @@ def _platform() -> Platform:
     return get_platform()
 
 
+def _local_stack(workers: int | None = None) -> None:
+    """The local stack is development by definition (Azurite, the Cosmos stand-in, the local broker)."""
+    from shared import bootstrap
+
+    os.environ["AIAAS_ENVIRONMENT"] = "development"
+    if workers is not None:  # also what the tenant limit derives from
+        os.environ["AIAAS_WORKERS"] = str(workers)
+    bootstrap.reset()
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     from shared.localhost.host import LocalHost
 
+    _local_stack(args.workers)
     settings = get_settings()
     host = LocalHost(settings, workers=args.workers, log_level=args.log_level)
     stop = threading.Event()
@@ -103,7 +115,7 @@ def cmd_models_show(args: argparse.Namespace) -> int:
 def cmd_models_publish(args: argparse.Namespace) -> int:
     from shared.localhost.host import publish_models
 
-    published = publish_models(_platform().models, Path(args.dir))
+    published = publish_models(_platform().models, Path(args.dir or get_settings().models_dir))
     print("published: " + (", ".join(published) if published else "nothing new"))
     return 0
 
@@ -151,6 +163,7 @@ def cmd_models_promote(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from shared.localhost.demo import run_demo
 
+    _local_stack(args.workers)
     return run_demo(workers=args.workers)
 
 
@@ -181,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--tenant")
     show.set_defaults(func=cmd_models_show)
     publish = models.add_parser("publish", help="upload built packages to the registry")
-    publish.add_argument("--dir", default=str(get_settings().models_dir))
+    publish.add_argument("--dir", default=None, help="the built packages (default AIAAS_MODELS_DIR)")
     publish.set_defaults(func=cmd_models_publish)
     register = models.add_parser("register", help="publish one package dir (card.json + artifact)")
     register.add_argument("--package", required=True, help="the package dir (card.json, artifact, files)")
@@ -207,6 +220,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
+    # The CLI is the operator's tool on a machine running the local stack: development unless told otherwise
+    # (against Azure, export AIAAS_ENVIRONMENT=production with the stamp's settings). The platform itself
+    # defaults to production.
+    os.environ.setdefault("AIAAS_ENVIRONMENT", "development")
     return int(args.func(args))
 
 

@@ -34,7 +34,8 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="AIAAS_", extra="ignore")
 
-    environment: Literal["development", "production"] = "development"
+    # Production unless told otherwise: the local host, the CLI's `up`/`demo` and the tests choose development.
+    environment: Literal["development", "production"] = "production"
 
     # Storage: a connection string locally (Azurite), an account name with managed identity in Azure.
     storage_connection_string: str | None = None
@@ -50,7 +51,13 @@ class Settings(BaseSettings):
     job_queue_name: str = "shards"
     servicebus_namespace: str | None = None
     max_delivery_count: int = Field(default=5, ge=1, le=100)
-    queue_visibility_seconds: int = Field(default=300, ge=5)
+    # The message lock (the Storage Queue's visibility timeout locally, the queue's lockDuration in Azure):
+    # renewed while a shard runs, so it only decides how soon a crashed worker's shard is delivered again.
+    # Service Bus takes at most 5 minutes (Service Bus quotas), so the local queue refuses more too.
+    queue_visibility_seconds: int = Field(default=60, ge=5, le=300)
+    # No shard runs longer: host.json functionTimeout (the lock is auto-renewed that long); locally the
+    # worker stops renewing then and exits, and the shard's heartbeat stops.
+    shard_timeout_seconds: int = Field(default=600, ge=10)
 
     # Events: the Event Grid domain in Azure, the local broker's endpoint locally (same protocol).
     eventgrid_endpoint: str | None = None
@@ -66,10 +73,20 @@ class Settings(BaseSettings):
     # ONNX Runtime intra-op threads per loaded model; 0: ONNX Runtime's default (one per core).
     onnx_threads: int = Field(default=0, ge=0, le=256)
     default_error_threshold: int = Field(default=-1, ge=-1)
-    stall_seconds: int = Field(default=600, ge=1)
+    # A job idle this long (no shard recorded, no grant, no heartbeat: a running shard beats every third of
+    # it) has lost a shard, and the sweeper delivers its unfinished shards again.
+    stall_seconds: int = Field(default=600, ge=3)
     max_sweeps: int = Field(default=3, ge=1, le=100)
     sweep_interval_seconds: float = Field(default=30.0, gt=0)
     max_upload_bytes: int = Field(default=2 * 1024**3, ge=1)
+    # Fair share (services.dispatch): shards in flight (queued or running) per tenant and in all. 0 for the
+    # tenant: the number of local workers in development (a tenant alone keeps every worker busy, and another
+    # tenant's shard waits behind at most one shard per worker), a quarter of the global limit in production.
+    tenant_max_shards_in_flight: int = Field(default=0, ge=0)
+    max_shards_in_flight: int = Field(default=256, ge=1)
+    # A .zip or an image is one shard (no byte ranges): bounded so that it finishes inside the shard timeout.
+    max_archive_bytes: int = Field(default=256 * 1024 * 1024, ge=1)
+    max_archive_entries: int = Field(default=50_000, ge=1)
     webhook_max_attempts: int = Field(default=8, ge=1, le=30)
     webhook_first_retry_seconds: float = Field(default=1.0, gt=0)
 
@@ -87,6 +104,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _fill_local_defaults(self) -> Settings:
+        self._fill_scheduling_defaults()
         if self.environment == "development":
             if not self.storage_connection_string and not self.storage_account_name:
                 self.storage_connection_string = azurite_connection_string(
@@ -103,6 +121,27 @@ class Settings(BaseSettings):
             return self
         self._refuse_unsafe_production_values()
         return self
+
+    def _fill_scheduling_defaults(self) -> None:
+        """The derived tenant limit, and the timing rules that keep locks, timeouts and the sweeper in step."""
+        if not self.tenant_max_shards_in_flight:
+            derived = self.workers if self.environment == "development" else self.max_shards_in_flight // 4
+            self.tenant_max_shards_in_flight = max(1, derived)
+        problems = []
+        if self.tenant_max_shards_in_flight > self.max_shards_in_flight:
+            problems.append("AIAAS_TENANT_MAX_SHARDS_IN_FLIGHT must not exceed AIAAS_MAX_SHARDS_IN_FLIGHT")
+        if self.stall_seconds <= self.queue_visibility_seconds:
+            # Else the sweeper re-drives a crashed worker's shard before its own lock even ran out.
+            problems.append("AIAAS_STALL_SECONDS must exceed AIAAS_QUEUE_VISIBILITY_SECONDS (the message lock)")
+        if self.shard_timeout_seconds < self.queue_visibility_seconds:
+            problems.append("AIAAS_SHARD_TIMEOUT_SECONDS must be at least AIAAS_QUEUE_VISIBILITY_SECONDS")
+        if problems:
+            raise ValueError("inconsistent settings: " + "; ".join(problems))
+
+    @property
+    def heartbeat_seconds(self) -> float:
+        """How often a running shard touches its job: three beats per stall time, so one lost beat is harmless."""
+        return self.stall_seconds / 3
 
     def _refuse_unsafe_production_values(self) -> None:
         problems = []

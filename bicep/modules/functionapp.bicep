@@ -34,7 +34,13 @@ param instanceMemoryMB int = 2048
 @maxValue(1000)
 param maximumInstanceCount int = 100
 
+@description('Shards in flight (queued or running) for one tenant: its share of the fleet (AIAAS_TENANT_MAX_SHARDS_IN_FLIGHT).')
+@minValue(1)
+param tenantMaxShardsInFlight int = 25
+
 var storageSuffix = environment().suffixes.storage
+// host.json runs one shard per instance at a time (serviceBus.maxConcurrentCalls 1): the fleet's capacity.
+var maxShardsInFlight = maximumInstanceCount
 var blobServiceUri = 'https://${storageAccountName}.blob.${storageSuffix}'
 var queueServiceUri = 'https://${storageAccountName}.queue.${storageSuffix}'
 
@@ -151,7 +157,15 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     AIAAS_SHARD_BYTES: '33554432'
     AIAAS_MAX_UPLOAD_BYTES: '2147483648'
     AIAAS_MAX_DELIVERY_COUNT: '5'
+    // Timings that agree with host.json and the queue (servicebus.bicep): lock 60 s, functionTimeout 10 min.
+    AIAAS_QUEUE_VISIBILITY_SECONDS: '60'
+    AIAAS_SHARD_TIMEOUT_SECONDS: '600'
     AIAAS_STALL_SECONDS: '600'
+    // Fair share: a tenant gets at most its share of the fleet; the fleet is never handed more than it runs.
+    AIAAS_TENANT_MAX_SHARDS_IN_FLIGHT: string(min(tenantMaxShardsInFlight, maxShardsInFlight))
+    AIAAS_MAX_SHARDS_IN_FLIGHT: string(maxShardsInFlight)
+    AIAAS_MAX_ARCHIVE_BYTES: '268435456'
+    AIAAS_MAX_ARCHIVE_ENTRIES: '50000'
     AIAAS_MAX_SWEEPS: '3'
     AIAAS_DEFAULT_ERROR_THRESHOLD: '-1'
     AIAAS_UPLOAD_SAS_MINUTES: '15'

@@ -1,4 +1,10 @@
-// Service Bus namespace (Standard, local SAS auth disabled) with the session-enabled `shards` queue.
+// Service Bus namespace (Standard, local SAS auth disabled) with the `shards` queue: no sessions (a session is
+// locked to one receiver, so a session per tenant would run a tenant's shards one at a time across the fleet;
+// the app's dispatcher shares the fleet between tenants instead).
+// The timings agree with host.json and the app settings (tests/unit/test_timing_agreement.py checks them):
+// lockDuration = AIAAS_QUEUE_VISIBILITY_SECONDS (at most 5 minutes); the Functions host renews the lock for
+// the whole functionTimeout; duplicate detection (messageId = shard id) is shorter than AIAAS_STALL_SECONDS, so
+// the sweeper's re-drive of a lost shard is not dropped as a duplicate.
 param name string
 param location string
 param tags object = {}
@@ -21,11 +27,11 @@ resource namespace 'Microsoft.ServiceBus/namespaces@2022-10-01-preview' = {
   resource queue 'queues' = {
     name: queueName
     properties: {
-      requiresSession: true
+      requiresSession: false
       requiresDuplicateDetection: true
-      duplicateDetectionHistoryTimeWindow: 'PT10M'
+      duplicateDetectionHistoryTimeWindow: 'PT5M'
       maxDeliveryCount: 5
-      lockDuration: 'PT5M'
+      lockDuration: 'PT1M'
       deadLetteringOnMessageExpiration: true
     }
   }

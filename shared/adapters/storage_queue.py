@@ -1,7 +1,8 @@
 """JobQueue on an Azure Storage Queue (Azurite locally), with Service Bus's semantics played by queue features.
 
 Visibility timeout is the peek-lock, the dequeue count is the delivery count, and a `<queue>-poison` queue is
-the dead-letter queue.
+the dead-letter queue. No sessions, exactly as the Service Bus queue: fairness between tenants comes from the
+dispatcher (shared.services.dispatch), which decides what is sent, so both queues behave the same.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from azure.storage.queue import QueueClient
 from shared.domain.jobs import ShardMessage
 
 logger = logging.getLogger(__name__)
+# A Storage Queue message is at most 64 KiB (Queue service REST API); ours are a few hundred bytes.
+MAX_MESSAGE_BYTES = 64 * 1024
 
 
 @dataclass
@@ -49,9 +52,13 @@ class StorageQueueJobQueue:
 
     def enqueue(self, messages: Sequence[ShardMessage]) -> None:
         self.ensure_queues()
-        for message in messages:
-            body = {"messageId": message.message_id, "sessionId": message.tenant_id, **message.to_dict()}
-            self._queue.send_message(orjson.dumps(body).decode())
+        bodies = [orjson.dumps({"messageId": message.message_id, **message.to_dict()}) for message in messages]
+        for message, body in zip(messages, bodies, strict=True):
+            if len(body) > MAX_MESSAGE_BYTES:
+                raise ValueError(f"shard message {message.message_id} is over {MAX_MESSAGE_BYTES} bytes")
+        # One request per message (the service has no batch send); the dispatcher sends a few at a time.
+        for body in bodies:
+            self._queue.send_message(body.decode())
 
     def receive(self, max_messages: int = 1) -> list[ReceivedShard]:
         self.ensure_queues()

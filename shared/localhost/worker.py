@@ -6,6 +6,7 @@ import logging
 import os
 import signal
 import threading
+import time
 
 from shared.adapters.storage_queue import ReceivedShard, StorageQueueJobQueue
 from shared.bootstrap import build_job_queue, get_platform, tune_gc_for_batch_work
@@ -13,7 +14,11 @@ from shared.config import get_settings
 from shared.localhost.functions_host import registered_function, servicebus_message
 
 logger = logging.getLogger(__name__)
+# One line when a run starts and one when it ends, whatever the log level, as the Functions host logs
+# "Executing"/"Executed" for every invocation: a shard's run can be found (and timed) in the worker's log.
+invocations = logging.getLogger(f"{__name__}.invocations")
 RETRY_BACKOFF_SECONDS = (1, 2, 5, 10, 30)
+TIMEOUT_EXIT_STATUS = 75  # EX_TEMPFAIL: the shard is delivered again elsewhere
 
 
 def handle(queue: StorageQueueJobQueue, received: ReceivedShard, max_deliveries: int) -> None:
@@ -28,16 +33,20 @@ def handle(queue: StorageQueueJobQueue, received: ReceivedShard, max_deliveries:
     done = threading.Event()
     renewer = threading.Thread(target=_keep_locked, args=(queue, received, done), daemon=True)
     renewer.start()
+    invocations.info(
+        "Executing run_shard (messageId=%s, deliveryCount=%d)", message.message_id, received.delivery_count
+    )
     try:
         fn(
             servicebus_message(
                 received.body,
                 message_id=message.message_id,
                 delivery_count=received.delivery_count,
-                session_id=message.tenant_id,
+                session_id=None,  # the Service Bus queue has no sessions either
             )
         )
     except Exception:
+        invocations.info("Executed run_shard (messageId=%s, Failed)", message.message_id)
         logger.exception(
             "shard %s failed (delivery %d of %d)", message.message_id, received.delivery_count, max_deliveries
         )
@@ -46,15 +55,31 @@ def handle(queue: StorageQueueJobQueue, received: ReceivedShard, max_deliveries:
         renewer.join()
         queue.abandon(received, retry_after_seconds=pause)
         return
+    invocations.info("Executed run_shard (messageId=%s, Succeeded)", message.message_id)
     done.set()
     renewer.join()
     queue.complete(received)
 
 
 def _keep_locked(queue: StorageQueueJobQueue, received: ReceivedShard, done: threading.Event) -> None:
-    """Renews the message's lock at a third of its length until the shard is settled."""
-    interval = max(1.0, get_settings().queue_visibility_seconds / 3)
+    """Renews the message's lock at a third of its length until the shard is settled, up to the shard timeout.
+
+    As the Functions host does (functionTimeout, with maxAutoLockRenewalDuration at least as long): a run past
+    the timeout is ended by recycling the worker process, and its message is delivered again once its lock
+    runs out. The local host restarts a worker that exits.
+    """
+    settings = get_settings()
+    interval = max(1.0, settings.queue_visibility_seconds / 3)
+    deadline = time.monotonic() + settings.shard_timeout_seconds
     while not done.wait(interval):
+        if time.monotonic() >= deadline:
+            logger.error(
+                "shard %s ran past the shard timeout of %ss; this worker exits, as the Functions host would end it",
+                received.message_id,
+                settings.shard_timeout_seconds,
+            )
+            logging.shutdown()
+            os._exit(TIMEOUT_EXIT_STATUS)
         try:
             queue.renew(received)
         except Exception:
@@ -86,6 +111,7 @@ def main() -> None:
         level=os.environ.get("AIAAS_LOG_LEVEL", "WARNING"),
         format="%(asctime)s worker[%(process)d] %(levelname)s %(name)s: %(message)s",
     )
+    invocations.setLevel(logging.INFO)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

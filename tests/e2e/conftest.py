@@ -26,6 +26,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalHost]:
     saved = dict(os.environ)
     os.environ["AIAAS_WEBHOOK_FIRST_RETRY_SECONDS"] = "0.2"
     settings = Settings(
+        environment="development",
         api_port=free_port(),
         azurite_blob_port=free_port(),
         azurite_queue_port=free_port(),

@@ -1,4 +1,5 @@
-"""Settings: local defaults with no environment; production refuses development values."""
+"""Settings: production unless development is chosen; local defaults in development; production refuses
+development values; the scheduling and timing settings agree with each other."""
 
 from __future__ import annotations
 
@@ -37,7 +38,14 @@ def production(monkeypatch: pytest.MonkeyPatch, **overrides: str | None) -> None
             monkeypatch.setenv(name, value)
 
 
-def test_no_environment_gives_the_local_defaults() -> None:
+def test_no_environment_is_production_and_refuses_to_run_on_local_defaults() -> None:
+    with pytest.raises(ValueError, match="unsafe production settings"):
+        Settings()
+
+
+def test_development_gives_the_local_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIAAS_ENVIRONMENT", "development")
+
     settings = Settings()
 
     assert settings.environment == "development" and settings.is_development
@@ -59,6 +67,7 @@ def test_no_environment_gives_the_local_defaults() -> None:
 
 
 def test_local_ports_follow_their_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIAAS_ENVIRONMENT", "development")
     monkeypatch.setenv("AIAAS_API_PORT", "8000")
     monkeypatch.setenv("AIAAS_AZURITE_BLOB_PORT", "20000")
     monkeypatch.setenv("AIAAS_COSMOS_PORT", "9081")
@@ -127,12 +136,44 @@ def test_the_example_settings_as_a_functions_host_sets_them_equal_the_defaults(
         if name.startswith("AIAAS_"):
             monkeypatch.setenv(name, value)
 
+    assert values["AIAAS_ENVIRONMENT"] == "development"  # the example is the local one
     from_example = Settings()
     for name in [n for n in os.environ if n.startswith("AIAAS_")]:
         monkeypatch.delenv(name)
-    defaults = Settings()
+    defaults = Settings(environment="development")
 
     def normalised(settings: Settings) -> dict[str, object]:
         return {name: None if value == "" else value for name, value in settings.model_dump().items()}
 
     assert normalised(from_example) == normalised(defaults)
+
+
+def test_the_tenant_limit_follows_the_local_workers_in_development_and_the_fleet_in_production(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AIAAS_ENVIRONMENT", "development")
+    assert Settings().tenant_max_shards_in_flight == 2  # the two default local workers
+    assert Settings(workers=5).tenant_max_shards_in_flight == 5
+    assert Settings(tenant_max_shards_in_flight=3).tenant_max_shards_in_flight == 3
+
+    production(monkeypatch)
+    settings = Settings(max_shards_in_flight=100)
+    assert (settings.tenant_max_shards_in_flight, settings.max_shards_in_flight) == (25, 100)
+
+
+@pytest.mark.parametrize(
+    ("values", "complaint"),
+    [
+        pytest.param({"tenant_max_shards_in_flight": 9, "max_shards_in_flight": 8}, "TENANT_MAX", id="tenant-over-all"),
+        pytest.param({"stall_seconds": 60, "queue_visibility_seconds": 60}, "STALL_SECONDS", id="stall-within-lock"),
+        pytest.param({"shard_timeout_seconds": 30, "queue_visibility_seconds": 60}, "SHARD_TIMEOUT", id="timeout"),
+        pytest.param({"queue_visibility_seconds": 301}, "less than or equal to 300", id="lock-over-5-minutes"),
+    ],
+)
+def test_timings_and_limits_that_disagree_are_refused(
+    monkeypatch: pytest.MonkeyPatch, values: dict[str, int], complaint: str
+) -> None:
+    monkeypatch.setenv("AIAAS_ENVIRONMENT", "development")
+
+    with pytest.raises(ValueError, match=complaint):
+        Settings(**values)  # type: ignore[arg-type]
