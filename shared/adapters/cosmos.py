@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
+import heapq
 import logging
+import math
 from collections.abc import Iterator
 from typing import Any
 
+import orjson
 from azure.core import MatchConditions
 from azure.cosmos import ContainerProxy, CosmosClient, DatabaseProxy, PartitionKey
 from azure.cosmos.exceptions import (
     CosmosAccessConditionFailedError,
+    CosmosHttpResponseError,
     CosmosResourceExistsError,
     CosmosResourceNotFoundError,
 )
 
-from shared.domain.errors import AlreadyExists, NotFound, PreconditionFailed
+from shared.domain.errors import AlreadyExists, NotFound, PreconditionFailed, ServiceUnavailable
 from shared.domain.events import Subscription
 from shared.domain.jobs import TERMINAL_STATUSES, Job, ResultPage
 from shared.domain.tenants import Tenant
@@ -27,8 +32,17 @@ logger = logging.getLogger(__name__)
 RESULTS_INDEXING = {
     "indexingMode": "consistent",
     "includedPaths": [{"path": "/*"}],
-    "excludedPaths": [{"path": "/items/*"}, {"path": "/errors/*"}, {"path": '/"_etag"/?'}],
+    "excludedPaths": [{"path": "/items/*"}, {"path": "/errors/*"}, {"path": "/data/?"}, {"path": '/"_etag"/?'}],
 }
+
+# Azure Cosmos DB service quotas (learn.microsoft.com/azure/cosmos-db/concepts-limits): an item, and a request
+# body, at most 2 MB. A result page document holds at most PAGE_BUDGET bytes of entries (their compact JSON),
+# which leaves room for its envelope, the system properties and the SDK's own float formatting (orjson and
+# json differ by a byte or so per float); an entry bigger than that on its own goes into part documents of
+# PART_BYTES each (base64: 4/3 of that), and the page keeps a reference to them.
+PAGE_BUDGET = 1_500_000
+PART_BYTES = 1024 * 1024
+THROTTLED, UNAVAILABLE = 429, 503
 
 
 def ensure_schema(client: CosmosClient, database: str) -> DatabaseProxy:
@@ -48,9 +62,69 @@ def _params(**values: Any) -> list[dict[str, Any]]:
     return [{"name": f"@{key}", "value": value} for key, value in values.items()]
 
 
+@contextlib.contextmanager
+def _busy_as_unavailable() -> Iterator[None]:
+    """A 429 or 503 that outlived the SDK's own retries becomes ServiceUnavailable with the service's retry-after."""
+    try:
+        yield
+    except CosmosHttpResponseError as err:
+        if err.status_code not in (THROTTLED, UNAVAILABLE):
+            raise
+        headers = err.headers or {}
+        try:
+            retry_after_ms = float(headers.get("x-ms-retry-after-ms") or 0)
+        except ValueError:
+            retry_after_ms = 0.0
+        seconds = max(1, math.ceil(retry_after_ms / 1000))
+        busy = "is throttling requests" if err.status_code == THROTTLED else "is unavailable"
+        logger.warning("Cosmos DB %s (%s) after the SDK's retries; retry after %d s", busy, err.status_code, seconds)
+        raise ServiceUnavailable(
+            f"the platform's database {busy}; try again in {seconds} s", retry_after_seconds=seconds
+        ) from err
+
+
+class _Container:
+    """A container whose every call turns Cosmos DB's 'busy' answers (429, 503) into ServiceUnavailable.
+
+    The SDK retries them first (see cosmos_client); what reaches here is what it gave up on. Every other
+    error passes through as the SDK raised it.
+    """
+
+    def __init__(self, proxy: ContainerProxy) -> None:
+        self._proxy = proxy
+
+    def create_item(self, body: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        with _busy_as_unavailable():
+            return self._proxy.create_item(body, **kwargs)
+
+    def read_item(self, item: str, partition_key: Any, **kwargs: Any) -> dict[str, Any]:
+        with _busy_as_unavailable():
+            return self._proxy.read_item(item, partition_key=partition_key, **kwargs)
+
+    def replace_item(self, item: str, body: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        with _busy_as_unavailable():
+            return self._proxy.replace_item(item, body, **kwargs)
+
+    def upsert_item(self, body: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        with _busy_as_unavailable():
+            return self._proxy.upsert_item(body, **kwargs)
+
+    def delete_item(self, item: str, partition_key: Any, **kwargs: Any) -> None:
+        with _busy_as_unavailable():
+            self._proxy.delete_item(item, partition_key=partition_key, **kwargs)
+
+    def query_items(self, query: str, **kwargs: Any) -> Iterator[dict[str, Any]]:
+        with _busy_as_unavailable():  # pages are fetched while iterating: their errors surface here too
+            yield from self._proxy.query_items(query, **kwargs)
+
+
+def _container(db: DatabaseProxy, name: str) -> _Container:
+    return _Container(db.get_container_client(name))
+
+
 class CosmosTenantStore:
     def __init__(self, db: DatabaseProxy) -> None:
-        self._c: ContainerProxy = db.get_container_client("tenants")
+        self._c = _container(db, "tenants")
 
     def create_tenant(self, tenant: Tenant) -> None:
         try:
@@ -83,8 +157,8 @@ class CosmosTenantStore:
 
 class CosmosJobStore:
     def __init__(self, db: DatabaseProxy) -> None:
-        self._c: ContainerProxy = db.get_container_client("jobs")
-        self._uploads: ContainerProxy = db.get_container_client("uploads")
+        self._c = _container(db, "jobs")
+        self._uploads = _container(db, "uploads")
 
     def put_upload_intent(self, tenant_id: str, blob_path: str, intent: dict[str, Any]) -> None:
         doc_id = hashlib.sha256(blob_path.encode()).hexdigest()[:32]
@@ -176,13 +250,22 @@ class CosmosJobStore:
 
 
 class CosmosResultStore:
+    """A job's result pages, each in documents of at most PAGE_BUDGET bytes of entries (see _page_documents)."""
+
     def __init__(self, db: DatabaseProxy) -> None:
-        self._c: ContainerProxy = db.get_container_client("results")
+        self._c = _container(db, "results")
 
     def put_page(self, page: ResultPage) -> None:
-        self._c.upsert_item(page.to_doc())
+        for doc in _page_documents(page):  # parts before the document that refers to them
+            self._c.upsert_item(doc, no_response=True)  # Azure need not send 1.5 MB back
 
     def iter_pages(self, tenant_id: str, job_id: str, *, from_record: int = 0) -> Iterator[ResultPage]:
+        """Every record from `from_record` on, once, whole, in record order.
+
+        A redelivered batch whose outputs came out a few bytes different may be cut at other records than
+        the first time, leaving an earlier document that overlaps the new ones: a record already read from
+        one document is skipped in the next (both hold a result of the same record).
+        """
         query = (
             "SELECT * FROM c WHERE c.tenantId = @tenantId AND c.jobId = @jobId "
             "AND c.lastRecordIndex >= @from ORDER BY c.firstRecordIndex"
@@ -191,15 +274,124 @@ class CosmosResultStore:
             query,
             parameters=_params(tenantId=tenant_id, jobId=job_id, **{"from": from_record}),
             partition_key=[tenant_id, job_id],
-            max_item_count=20,
+            # A document can be 1.5 MB: a few per round trip (Cosmos DB returns at most 4 MB anyway).
+            max_item_count=8,
         )
+        seen_through = from_record - 1
         for doc in docs:
+            last = int(doc["lastRecordIndex"])
+            if last <= seen_through:
+                continue
+            for kind in ("items", "errors"):
+                doc[kind] = [
+                    self._whole(tenant_id, job_id, entry)
+                    for entry in doc.get(kind, [])
+                    if entry["recordIndex"] > seen_through
+                ]
+            seen_through = last
             yield ResultPage.from_doc(doc)
+
+    def _whole(self, tenant_id: str, job_id: str, entry: dict[str, Any]) -> dict[str, Any]:
+        """The entry itself, or the one its reference stands for, read back from its part documents."""
+        count = entry.get(PARTS_KEY)
+        if count is None:
+            return entry
+        index, digest = int(entry["recordIndex"]), str(entry["digest"])
+        chunks = []
+        for k in range(int(count)):
+            try:
+                part = self._c.read_item(_part_id(job_id, index, digest, k), partition_key=[tenant_id, job_id])
+            except CosmosResourceNotFoundError:
+                raise RuntimeError(f"part {k} of record {index} of job {job_id} is missing") from None
+            chunks.append(base64.b64decode(part["data"]))
+        raw = b"".join(chunks)
+        if hashlib.sha256(raw).hexdigest()[:16] != digest:
+            raise RuntimeError(f"the parts of record {index} of job {job_id} do not add up to what was stored")
+        whole: dict[str, Any] = orjson.loads(raw)
+        return whole
+
+
+# A reference in place of an entry too big for a page document: {"recordIndex", PARTS_KEY: n, "digest", "bytes"}.
+PARTS_KEY = "storedInParts"
+
+
+def _part_id(job_id: str, record_index: int, digest: str, part: int) -> str:
+    # The digest is part of the id: a redelivery that stores different bytes writes other parts, so a reader
+    # never joins the parts of two versions; the same bytes overwrite the same parts.
+    return f"{job_id}:{record_index:012d}:{digest}:{part}"
+
+
+def _page_documents(page: ResultPage) -> list[dict[str, Any]]:
+    """The documents that store one page, in the order to write them; deterministic for the same entries.
+
+    A page whose entries fit PAGE_BUDGET is one document, as it always was (the common case: 1,000 tabular rows
+    are ~200 KB, and their sizes come from the bytes the writer already encoded). A bigger one is cut, in record
+    order, into documents each covering a range of records; an entry over PAGE_BUDGET on its own goes into
+    part documents and stands alone in its page document as a reference, so that a reader fetches its parts
+    only when it gets to it.
+    """
+    # Lines: an entry's compact JSON and one byte more, which stands for its comma in the document.
+    item_lines = page.encoded_items if page.encoded_items is not None else _lines(page.items)
+    error_lines = page.encoded_errors if page.encoded_errors is not None else _lines(page.errors)
+    if sum(map(len, item_lines)) + sum(map(len, error_lines)) <= PAGE_BUDGET:
+        return [page.to_doc()]
+    entries = heapq.merge(
+        ((item["recordIndex"], False, item, line) for item, line in zip(page.items, item_lines, strict=True)),
+        ((error["recordIndex"], True, error, line) for error, line in zip(page.errors, error_lines, strict=True)),
+        key=lambda entry: entry[0],
+    )
+    docs: list[dict[str, Any]] = []
+    items: list[dict[str, Any]] = []
+    errors: list[dict[str, Any]] = []
+    first, size = page.first_record_index, 0
+
+    def close(last: int) -> None:
+        nonlocal first, items, errors, size
+        piece = ResultPage(page.tenant_id, page.job_id, page.shard_index, first, last, items, errors)
+        docs.append(piece.to_doc())
+        first, items, errors, size = last + 1, [], [], 0
+
+    for index, is_error, entry, line in entries:
+        alone = len(line) > PAGE_BUDGET
+        if (items or errors) and (alone or size + len(line) > PAGE_BUDGET):
+            close(index - 1)
+        if alone:
+            reference, parts = _parts(page, index, line[:-1])
+            docs.extend(parts)
+            (errors if is_error else items).append(reference)
+            close(index)
+            continue
+        (errors if is_error else items).append(entry)
+        size += len(line)
+    if items or errors:
+        close(page.last_record_index)
+    return docs
+
+
+def _lines(entries: list[dict[str, Any]]) -> list[bytes]:
+    return [orjson.dumps(entry) + b"\n" for entry in entries]
+
+
+def _parts(page: ResultPage, record_index: int, raw: bytes) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    digest = hashlib.sha256(raw).hexdigest()[:16]
+    parts = [
+        {
+            "id": _part_id(page.job_id, record_index, digest, k),
+            "tenantId": page.tenant_id,
+            "jobId": page.job_id,
+            "partOf": record_index,
+            "part": k,
+            "data": base64.b64encode(raw[offset : offset + PART_BYTES]).decode("ascii"),
+        }
+        for k, offset in enumerate(range(0, len(raw), PART_BYTES))
+    ]
+    reference = {"recordIndex": record_index, PARTS_KEY: len(parts), "digest": digest, "bytes": len(raw)}
+    return reference, parts
 
 
 class CosmosSubscriptionStore:
     def __init__(self, db: DatabaseProxy) -> None:
-        self._c: ContainerProxy = db.get_container_client("subscriptions")
+        self._c = _container(db, "subscriptions")
 
     def put_subscription(self, subscription: Subscription) -> None:
         self._c.upsert_item(subscription.to_doc())

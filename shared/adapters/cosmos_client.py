@@ -43,22 +43,48 @@ def _silence_loopback_tls_warning() -> None:
 # (pytest does) keep it for clients created earlier.
 _silence_loopback_tls_warning()
 
+# Throttled requests (429) are retried by the SDK itself (its ResourceThrottleRetryPolicy), each one after the
+# x-ms-retry-after-ms the service sent, until this many retries or this much waiting in all. These are the SDK's
+# defaults, passed explicitly because without them the loopback branch's quick connection retries (retry_total,
+# retry_backoff_max) would cut throttle retries too. A 503 is the SDK's to retry as well, but only with endpoint
+# discovery on (once more, in the next region or the same one, after 500 ms); once either gives up, the adapter
+# raises ServiceUnavailable with the service's retry-after.
+THROTTLE_RETRIES = 9
+THROTTLE_MAX_WAIT_SECONDS = 30
 
-def make_cosmos_client(endpoint: str, key: str | None, *, credential: object | None = None) -> CosmosClient:
+
+def make_cosmos_client(
+    endpoint: str,
+    key: str | None,
+    *,
+    credential: object | None = None,
+    throttle_retries: int = THROTTLE_RETRIES,
+    throttle_max_wait_seconds: int = THROTTLE_MAX_WAIT_SECONDS,
+) -> CosmosClient:
     """Return a CosmosClient for ``endpoint``.
 
     * Loopback endpoint (the local stand-in): TLS verification off (its certificate is self-signed and
       expired), endpoint discovery off (the client talks to exactly the URL given, whatever the
-      stand-in advertises as its regional endpoint), few quick retries, and urllib3's
+      stand-in advertises as its regional endpoint), few quick connection retries, and urllib3's
       InsecureRequestWarning silenced for loopback hosts only.
     * Any other endpoint: SDK defaults (TLS verified, endpoint discovery on).
+
+    Both: throttled requests retried as the service asks (``throttle_retries`` at most, >= 1), and item
+    writes sent as compact UTF-8, so that a body is as long as the item's UTF-8 JSON (the length Cosmos DB's
+    2 MB limit counts and the result store measures), not up to six times that with non-ASCII text escaped.
 
     ``key`` is the account key; when it is None, ``credential`` (e.g. DefaultAzureCredential) is used.
     """
     auth: Any = key if key is not None else credential
     if auth is None:
         raise ValueError("make_cosmos_client needs either a key or a credential")
-    kwargs: dict[str, Any] = {}
+    if throttle_retries < 1 or throttle_max_wait_seconds < 1:
+        raise ValueError("throttle_retries and throttle_max_wait_seconds must be at least 1")
+    kwargs: dict[str, Any] = {
+        "retry_throttle_total": throttle_retries,
+        "retry_throttle_backoff_max": throttle_max_wait_seconds,
+        "enable_compact_utf8_item_writes": True,
+    }
     if is_loopback_endpoint(endpoint):
         _silence_loopback_tls_warning()
         kwargs.update(

@@ -363,7 +363,10 @@ class Job:
 
 @dataclass
 class ResultPage:
-    """One batch of results of a job: one Cosmos document (its `items` are left out of indexing)."""
+    """One batch of results of a job, records [first_record_index, last_record_index]: its items and errors.
+
+    A store keeps it in as many documents as its item size limit asks for (Cosmos DB: 2 MB each).
+    """
 
     tenant_id: str
     job_id: str
@@ -372,6 +375,10 @@ class ResultPage:
     last_record_index: int
     items: list[dict[str, Any]]
     errors: list[dict[str, Any]]
+    # Each entry's line of the output files (compact JSON and a newline), when the writer encoded them already: a
+    # store sizes its documents by these instead of encoding every entry again. Never part of the stored document.
+    encoded_items: list[bytes] | None = field(default=None, repr=False, compare=False)
+    encoded_errors: list[bytes] | None = field(default=None, repr=False, compare=False)
 
     @property
     def doc_id(self) -> str:

@@ -12,6 +12,10 @@ import orjson
 from shared.domain.errors import InvalidInput
 from shared.services.platform import Platform
 
+# A results answer holds `limit` items, or fewer when they come to more than this (always one at least): a job
+# whose outputs are megabytes each pages by bytes too, where `limit` alone would build an answer of gigabytes.
+RESULTS_RESPONSE_BYTES = 8 * 1024 * 1024
+
 
 # A token travels in a URL, and a real one stays far below this (a jobs cursor holds the ids at one instant).
 MAX_TOKEN_CHARS = 8192
@@ -79,15 +83,18 @@ def list_results(
     start = _results_start(continuation, job_id)
     job = platform.jobs.get_job(tenant_id, job_id)  # NotFound for another tenant's job too
     items: list[dict[str, Any]] = []
+    size = 0
     next_token = None
     for page in platform.results.iter_pages(tenant_id, job_id, from_record=start):
         for item in page.items:
             if item["recordIndex"] < start:
                 continue
-            if len(items) == limit:
+            item_size = len(orjson.dumps(item))
+            if len(items) == limit or (items and size + item_size > RESULTS_RESPONSE_BYTES):
                 next_token = encode_token({"r": item["recordIndex"], "j": job_id})
                 break
             items.append(item)
+            size += item_size
         if next_token:
             break
     return {"jobId": job.job_id, "status": job.status.value, "items": items, "continuationToken": next_token}

@@ -234,16 +234,23 @@ def _process(platform: Platform, job: Job, message: ShardMessage, predictor: Pre
 
 
 def _store_page(platform: Platform, job: Job, page: ResultPage) -> None:
-    """The page for the results API, and its lines as blocks of the output files (committed at the end)."""
+    """The page for the results API, and its lines as blocks of the output files (committed at the end).
+
+    Every entry is encoded once: the same lines make the output blocks and, handed on with the page, are what
+    the result store sizes its documents by (a store item is at most 2 MB; a page of embeddings is several).
+    """
     container, base = container_for(job.tenant_id), f"outbox/{job.job_id}"
     block_id = f"{page.first_record_index:012d}"  # ids sort in record order; a redelivery restages the same ids
+    # `+ b"\n"` also copies orjson's over-allocated buffer into a tight one: keeping a page of orjson's own
+    # results alive costs ten times the encoding (measured: 2 ms vs 0.2 ms for 1,000 rows).
+    page.encoded_items = [orjson.dumps(item) + b"\n" for item in page.items]
+    page.encoded_errors = [orjson.dumps(error) + b"\n" for error in page.errors]
     if page.items:
-        lines = b"".join(orjson.dumps(item) + b"\n" for item in page.items)
-        platform.blobs.stage_block(container, f"{base}/results.jsonl", block_id, lines)
+        platform.blobs.stage_block(container, f"{base}/results.jsonl", block_id, b"".join(page.encoded_items))
     if page.errors:
-        lines = b"".join(orjson.dumps(error) + b"\n" for error in page.errors)
-        platform.blobs.stage_block(container, f"{base}/errors.jsonl", block_id, lines)
+        platform.blobs.stage_block(container, f"{base}/errors.jsonl", block_id, b"".join(page.encoded_errors))
     platform.results.put_page(page)
+    page.encoded_items = page.encoded_errors = None  # the page may live on in the caller; its lines need not
 
 
 def _pages(
