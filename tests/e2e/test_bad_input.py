@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import time
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from shared.bootstrap import get_platform
+from shared.localhost.host import LocalHost
 from shared.localhost.webhook_receiver import WebhookReceiver
 
 pytestmark = pytest.mark.e2e
@@ -93,3 +96,90 @@ def test_a_shard_that_keeps_failing_ends_its_job_after_bounded_deliveries(
     assert event["eventType"] == "AIaaS.Job.Failed"
     assert event["data"]["error"]["code"] == "ShardFailed"
     assert "sha256" in event["data"]["error"]["message"]
+
+
+def _all_results(api: httpx.Client, job_id: str) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    token = None
+    while True:
+        params: dict[str, Any] = {"limit": 500, **({"continuationToken": token} if token else {})}
+        body = api.get(f"/v1/jobs/{job_id}/results", params=params).raise_for_status().json()
+        items += body["items"]
+        token = body["continuationToken"]
+        if not token:
+            return items
+
+
+def test_a_csv_with_quoted_newlines_split_into_shards_gives_every_record_once_with_its_index(
+    stack: LocalHost, create_tenant: Callable[[str], httpx.Client]
+) -> None:
+    """RFC 4180: a quoted id spans lines. The file is several 256 KiB shards, so some cuts would fall inside a
+    quoted field if the planner cut at any newline; bad rows are errors at the line where they start."""
+    api = create_tenant("quotedcsv")
+    rows = [json.loads(line) for line in (SAMPLES / "breast-cancer.jsonl").read_text().splitlines()]
+    features = [name for name in rows[0] if name not in ("id", "expected")]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer.writerow(["id", *features])
+    count, line, expected, bad = 4500, 2, {}, {}
+    for index in range(count):
+        record_id = f'record {index}\nsays "hi", then\r\nends' if index % 3 else f"record {index}"
+        values = [rows[index % len(rows)][name] for name in features]
+        if index % 700 == 699:
+            values[7] = 1e39  # beyond float32: a record error naming the feature, never a silent inf
+            bad[index] = (line, features[7])
+        elif index % 997 == 996:
+            values = values[:5]  # too few fields
+            bad[index] = (line, None)
+        else:
+            expected[index] = record_id
+        writer.writerow([record_id, *values])
+        line += 1 + record_id.count("\n")
+    bad[count] = (line, None)
+    data = buffer.getvalue().encode() + b'"never closed,1,2\r\n'
+    assert len(data) > 3 * stack.settings.shard_bytes
+
+    with WebhookReceiver() as hook:
+        api.post("/v1/subscriptions", json={"endpointUrl": hook.url}).raise_for_status()
+        _drop("quotedcsv", "inbox/breast-cancer-classifier/big/quoted.csv", data)
+        [event] = hook.wait_for(1, timeout=180)
+        time.sleep(1)
+        assert len(hook.events) == 1, "one delivery of the one terminal event"
+
+    job_id = event["data"]["jobId"]
+    assert event["eventType"] == "AIaaS.Job.PartiallySucceeded"
+    assert event["data"]["counts"] == {"records": count + 1, "succeeded": len(expected), "failed": len(bad)}
+    assert api.get(f"/v1/jobs/{job_id}").json()["shards"]["count"] > 3
+    results = _all_results(api, job_id)
+    assert [(r["recordIndex"], r["id"]) for r in results] == list(expected.items())
+    errors = [
+        json.loads(entry)
+        for entry in get_platform().blobs.read_bytes("tenant-quotedcsv", f"outbox/{job_id}/errors.jsonl").splitlines()
+    ]
+    assert [(e["recordIndex"], e["line"], e["field"]) for e in errors] == [(i, *where) for i, where in bad.items()]
+    assert "float32" in errors[0]["message"] and "never closed" in errors[-1]["message"]
+
+
+def test_malformed_ids_tokens_and_oversized_requests_are_4xx_on_the_real_stores(
+    stack: LocalHost, create_tenant: Callable[[str], httpx.Client]
+) -> None:
+    """Through the Cosmos stand-in, which (like Cosmos) refuses overlong ids and requests: never a 5xx."""
+    api = create_tenant("badids")
+    for path in (
+        "/v1/jobs/" + "a" * 16_000,
+        "/v1/jobs/" + "a" * 16_000 + "/results",
+        "/v1/subscriptions/" + "b" * 2000,
+    ):
+        answer = api.get(path)
+        assert answer.status_code == 404 and answer.json()["error"]["code"] == "NotFound", answer.text[:200]
+    assert api.delete("/v1/subscriptions/" + "c" * 5000).status_code == 404
+    answer = api.get("/v1/models/" + "m" * 16_000)
+    assert answer.status_code == 404 and answer.json()["error"]["code"] == "UnknownModel"
+    for token in ("garbage", "e30", "eyJjIjoiZ2FyYmFnZSJ9"):  # ..., {}, {"c": "garbage"}
+        answer = api.get("/v1/jobs", params={"continuationToken": token})
+        assert answer.status_code == 400 and answer.json()["error"]["code"] == "InvalidContinuationToken"
+    assert api.get("/v1/jobs", headers={"X-Padding": "p" * 12_000}).status_code == 200  # big, and no one's business
+    assert api.get("/v1/jobs", headers={"Authorization": "Bearer " + "k" * 12_000}).status_code == 401
+    assert api.get("/v1/models", params={"task": "t" * 12_000}).status_code == 400
+    with httpx.Client(base_url=stack.api_url, timeout=30) as raw:  # past the server's own header limit
+        assert 400 <= raw.get("/v1/jobs", headers={"X-Padding": "p" * 70_000}).status_code < 500
