@@ -5,11 +5,14 @@ from __future__ import annotations
 import csv
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from shared.domain.errors import InvalidInput, InvalidRecord
+
+if TYPE_CHECKING:
+    from _csv import Reader
 
 MAX_LINE_BYTES = 4 * 1024 * 1024
 UTF8_BOM = b"\xef\xbb\xbf"
@@ -154,7 +157,7 @@ def _decoded(buffer: bytearray, start: int, end: int, budget: list[int] | None) 
         raise InvalidInput(f"the CSV file is not valid UTF-8: {err}", code="BadEncoding") from err
 
 
-def csv_rows(lines: Iterable[str]) -> Iterator[list[str]]:
+def csv_rows(lines: Iterable[str]) -> Reader:
     """csv.reader as every part of the platform reads CSV: RFC 4180 quoting, strictly (a quote that closes a field
     must be followed by a comma or the line end; the lenient default would glue `"a"b` into `ab` unnoticed)."""
     return csv.reader(lines, strict=True)
