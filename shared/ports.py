@@ -139,11 +139,11 @@ class JobStore(Protocol):
 
 class ResultStore(Protocol):
     def put_page(self, page: ResultPage) -> None:
-        """Upsert: a redelivered shard overwrites its own pages."""
+        """Upsert: a redelivered shard overwrites its own pages. A page of any size: the store cuts it to its limits."""
         ...
 
     def iter_pages(self, tenant_id: str, job_id: str, *, from_record: int = 0) -> Iterator[ResultPage]:
-        """Pages in record order, starting with the page that holds `from_record`."""
+        """Pages in record order, starting with the page that holds `from_record`; every record once, whole."""
         ...
 
 
