@@ -225,7 +225,7 @@ def test_killed_workers_lose_and_duplicate_nothing(
         assert event["data"]["counts"] == {"records": rows, "succeeded": rows, "failed": 0}
     assert statuses == {"AIaaS.Job.Succeeded": len(plan)}
     assert (lost, duplicated) == (0, 0)
-    per_tenant = defaultdict(int)
+    per_tenant: defaultdict[str, int] = defaultdict(int)
     for tenant, _ in uploaded.values():
         per_tenant[tenant] += 1
     assert {name: len({e["id"] for e in h.events}) for name, h in hooks.items()} == dict(per_tenant)
