@@ -113,8 +113,10 @@ def cut_csv_rows(chunks: Iterable[bytes], shard_bytes: int) -> list[tuple[int, i
             if base + pos > target:
                 cuts.append((base + pos, lines, rows))
                 target = base + pos + shard_bytes
-        elif not more():
-            break  # what is left has no newline: the last row, with no cut after it
+        elif len(buf) - pos > MAX_LINE_BYTES or not more():
+            # No newline follows: the last row, or a line the reader refuses (LineTooLong) whose shard fails
+            # the job at once. No cut after it, and no more of the file held.
+            break
     total = base + len(buf)
     return [cut for cut in cuts if cut[0] < total or cut[0] == 0]
 

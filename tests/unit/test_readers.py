@@ -380,3 +380,23 @@ def test_the_csv_planner_stops_cutting_at_a_record_over_the_limit_and_its_shard_
     with pytest.raises(InvalidInput) as raised:
         list(read_csv([data[start:end]], header=["a", "b"], first_index=first_index, first_line=first_line))
     assert raised.value.code == "RecordTooLong"
+
+
+def test_the_csv_planner_stops_reading_at_a_line_over_the_limit_instead_of_holding_it() -> None:
+    rows = b"".join(b"%d,x\n" % i for i in range(1000))
+    data = b"a,b\n" + rows + b"y" * (3 * MAX_LINE_BYTES) + b"\n" + rows
+    chunk = 64 * 1024
+    read: list[int] = []
+
+    def chunks() -> Iterator[bytes]:
+        for i in range(0, len(data), chunk):
+            read.append(i)
+            yield data[i : i + chunk]
+
+    plan = plan_shards(chunks(), 1024, ".csv", len(data))
+
+    assert len(read) * chunk < 2 * MAX_LINE_BYTES, "the planner held no more than about one line's limit"
+    start, end, first_index, first_line = plan[-1]
+    with pytest.raises(InvalidInput) as raised:
+        list(read_csv([data[start:end]], header=["a", "b"], first_index=first_index, first_line=first_line))
+    assert raised.value.code == "LineTooLong"
