@@ -191,6 +191,9 @@ class Job:
     # Record failures tolerated before the job counts as failed (Azure ML's error_threshold); -1: any number.
     error_threshold: int = -1
     sweeps: int = 0
+    # Re-drives since the job last made progress (a shard recorded): the sweeper gives up on this count, so a
+    # long job that was re-driven now and then for a slow queue is never failed for its total.
+    idle_sweeps: int = 0
     doc_etag: str | None = None
 
     @property
@@ -297,6 +300,7 @@ class Job:
             "parameters": self.parameters,
             "errorThreshold": self.error_threshold,
             "sweeps": self.sweeps,
+            "idleSweeps": self.idle_sweeps,
         }
 
     @classmethod
@@ -332,6 +336,7 @@ class Job:
             parameters=dict(doc.get("parameters") or {}),
             error_threshold=int(doc.get("errorThreshold", -1)),
             sweeps=int(doc.get("sweeps", 0)),
+            idle_sweeps=int(doc.get("idleSweeps", doc.get("sweeps", 0))),
             doc_etag=doc.get("_etag"),
         )
 

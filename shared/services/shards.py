@@ -110,6 +110,7 @@ def record_shard(platform: Platform, tenant_id: str, job_id: str, shard_index: i
         if job.terminal or shard_index in job.shards_done:
             return _settled(platform, job)
         job.shards_done.append(shard_index)
+        job.idle_sweeps = 0  # progress: a re-drive before this one was not fruitless
         job.counts.add(outcome.counts)
         if outcome.error and job.error is None:
             job.error = outcome.error

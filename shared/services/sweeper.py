@@ -39,7 +39,7 @@ def sweep(platform: Platform, *, stalled_after: timedelta, max_sweeps: int) -> S
                 report.republished += 1
             elif job.shard_count and not job.in_flight:
                 continue  # only waiting for its tenant's turn: the dispatcher's, not stalled
-            elif job.sweeps >= max_sweeps:
+            elif job.idle_sweeps >= max_sweeps:
                 _give_up(platform, job, stalled_after)
                 report.failed += 1
             elif _requeue(platform, job):
@@ -55,6 +55,7 @@ def sweep(platform: Platform, *, stalled_after: timedelta, max_sweeps: int) -> S
 
 def _requeue(platform: Platform, job: Job) -> bool:
     job.sweeps += 1
+    job.idle_sweeps += 1
     job.updated_at = utcnow()
     job = platform.jobs.replace_job(job)  # claims this sweep: a concurrent sweeper loses the ETag race
     if job.shard_count == 0:

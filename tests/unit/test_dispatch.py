@@ -255,3 +255,24 @@ def test_a_running_shard_keeps_its_job_alive_for_the_sweeper() -> None:
 
     assert report.requeued == 0 and platform.queue.messages == []  # type: ignore[attr-defined]
     assert platform.jobs.get_job("acme", job.job_id).sweeps == 0
+
+
+def test_a_job_that_makes_progress_between_re_drives_is_never_given_up() -> None:
+    """A long job whose queued shards now and then look stalled (a busy queue) is re-driven, not failed."""
+    platform = make_platform()
+    add_tenant(platform, "acme")
+    job = Job("acme", "long-job", MODEL_NAME, "1", "p", "e", shard_count=4, dispatched=4)
+    job.shard_plan = [[i, i + 1, i, i + 1] for i in range(4)]
+    assert platform.jobs.create_job(job)
+
+    for index in range(3):  # two fruitless re-drives (max_sweeps), then a shard ends: the count starts over
+        for _ in range(2):
+            report = sweep(platform, stalled_after=EVERY_JOB_IDLE, max_sweeps=2)
+            assert (report.requeued, report.failed) == (1, 0)
+        record_shard(platform, "acme", "long-job", index, ShardOutcome())
+
+    stored = platform.jobs.get_job("acme", "long-job")
+    assert not stored.terminal and (stored.sweeps, stored.idle_sweeps) == (6, 0)
+    sweep(platform, stalled_after=EVERY_JOB_IDLE, max_sweeps=2)
+    sweep(platform, stalled_after=EVERY_JOB_IDLE, max_sweeps=2)
+    assert sweep(platform, stalled_after=EVERY_JOB_IDLE, max_sweeps=2).failed == 1  # now it really stalled
