@@ -234,3 +234,21 @@ def test_a_redelivered_page_cut_at_other_records_still_gives_each_record_once(db
             item["recordIndex"] for page in store.iter_pages("acme", job, from_record=start) for item in page.items
         ]
         assert again_read == list(range(start, 10))
+
+
+def test_a_page_under_the_budget_as_json_but_over_2_mb_as_a_stored_string_is_cut(db: DatabaseProxy) -> None:
+    """Entries are stored as one string of JSON lines, where every quote costs two bytes more than in the file."""
+    store, job = CosmosResultStore(db), uuid.uuid4().hex
+    items = [{"recordIndex": i, "id": f'"q{i}"', "output": {"text": '"' * 700}} for i in range(1000)]
+    assert sum(len(json.dumps(item, separators=(",", ":"))) for item in items) < PAGE_BUDGET  # fits as JSON
+    store.put_page(ResultPage("acme", job, 0, 0, 999, items, []))
+    docs = _stored_docs(db, "acme", job)
+    assert len(docs) >= 2 and all(len(json.dumps(doc, separators=(",", ":"))) < MB2 for doc in docs)
+    assert [item for page in store.iter_pages("acme", job) for item in page.items] == items
+
+
+def test_entries_with_unicode_line_separators_come_back_unchanged(db: DatabaseProxy) -> None:
+    store, job = CosmosResultStore(db), uuid.uuid4().hex
+    items = [{"recordIndex": 0, "id": "a\u2028b", "output": {"text": "x\u2029y\x1cz\u0085w\r\nv"}}]
+    store.put_page(ResultPage("acme", job, 0, 0, 0, items, []))
+    assert [item for page in store.iter_pages("acme", job) for item in page.items] == items
