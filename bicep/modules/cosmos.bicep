@@ -59,6 +59,21 @@ var defaultIndexingPolicy = {
   ]
 }
 
+// The same as JOBS_INDEXING in shared/adapters/cosmos.py.
+var jobsIndexingPolicy = {
+  indexingMode: 'consistent'
+  automatic: true
+  includedPaths: [
+    { path: '/*' }
+  ]
+  excludedPaths: [
+    { path: '/shards/plan/*' }
+    { path: '/shards/done/*' }
+    { path: '/parameters/*' }
+    { path: '/"_etag"/?' }
+  ]
+}
+
 // Containers partitioned by tenant only.
 var tenantScopedContainers = [
   'tenants'
@@ -78,7 +93,8 @@ resource tenantContainers 'Microsoft.DocumentDB/databaseAccounts/sqlDatabases/co
           paths: ['/tenantId']
           kind: 'Hash'
         }
-        indexingPolicy: defaultIndexingPolicy
+        // Jobs: the shard plan and the done list (thousands of numbers, rewritten per shard) are never queried.
+        indexingPolicy: containerName == 'jobs' ? jobsIndexingPolicy : defaultIndexingPolicy
       }
     }
   }
@@ -102,8 +118,13 @@ resource resultsContainer 'Microsoft.DocumentDB/databaseAccounts/sqlDatabases/co
         includedPaths: [
           { path: '/*' }
         ]
+        // The same as RESULTS_INDEXING in shared/adapters/cosmos.py: entries (JSON lines) and parts are never queried.
         excludedPaths: [
           { path: '/items/*' }
+          { path: '/errors/*' }
+          { path: '/itemLines/?' }
+          { path: '/errorLines/?' }
+          { path: '/data/?' }
           { path: '/"_etag"/?' }
         ]
       }

@@ -42,6 +42,19 @@ RESULTS_INDEXING = {
     ],
 }
 
+# A job is replaced on every recorded shard: its plan and the list of done shards (thousands of numbers for a big
+# file) are never queried, and indexing them would make each of those writes cost RUs per number.
+JOBS_INDEXING = {
+    "indexingMode": "consistent",
+    "includedPaths": [{"path": "/*"}],
+    "excludedPaths": [
+        {"path": "/shards/plan/*"},
+        {"path": "/shards/done/*"},
+        {"path": "/parameters/*"},
+        {"path": '/"_etag"/?'},
+    ],
+}
+
 # Azure Cosmos DB service quotas (learn.microsoft.com/azure/cosmos-db/concepts-limits): an item, and a request
 # body, at most 2 MB. A result page document holds at most PAGE_BUDGET bytes of entries (their compact JSON lines
 # in one string, counted as stored: escapes included), which leaves room for its envelope and the system
@@ -56,8 +69,11 @@ THROTTLED, UNAVAILABLE = 429, 503
 def ensure_schema(client: CosmosClient, database: str) -> DatabaseProxy:
     """Creates the database and containers if missing (idempotent; the deployment creates them in Azure)."""
     db = client.create_database_if_not_exists(database)
-    for name in ("tenants", "jobs", "subscriptions", "uploads"):
+    for name in ("tenants", "subscriptions", "uploads"):
         db.create_container_if_not_exists(name, partition_key=PartitionKey(path="/tenantId"))
+    db.create_container_if_not_exists(
+        "jobs", partition_key=PartitionKey(path="/tenantId"), indexing_policy=JOBS_INDEXING
+    )
     db.create_container_if_not_exists(
         "results",
         partition_key=PartitionKey(path=["/tenantId", "/jobId"], kind="MultiHash"),

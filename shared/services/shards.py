@@ -69,11 +69,9 @@ def run_shard(platform: Platform, message: ShardMessage) -> Job:
         try:
             return plan_job(platform, message)
         except PreconditionFailed:
-            return record_shard(platform, job.tenant_id, job.job_id, 0, ShardOutcome(error=INPUT_CHANGED))
+            return _fail_unplanned(platform, job, INPUT_CHANGED)
         except InvalidInput as err:
-            return record_shard(
-                platform, job.tenant_id, job.job_id, 0, ShardOutcome(error={"code": err.code, "message": err.message})
-            )
+            return _fail_unplanned(platform, job, {"code": err.code, "message": err.message})
     if job.terminal:
         return job
     if message.shard_index in job.shards_done:  # a redelivery: its first run may have died before dispatching
@@ -98,6 +96,23 @@ def fail_shard(platform: Platform, message: ShardMessage, reason: str) -> Job:
     """A shard that kept failing (dead-lettered): its job fails with the reason instead of hanging."""
     outcome = ShardOutcome(error={"code": "ShardFailed", "message": reason})
     return record_shard(platform, message.tenant_id, message.job_id, message.shard_index, outcome)
+
+
+def _fail_unplanned(platform: Platform, job: Job, error: dict[str, str]) -> Job:
+    """A plan that cannot be made fails its job: the plan message stands as the job's one shard, recorded failed.
+
+    A job being planned has no shards yet (shard_count 0), so recording shard 0 alone would never complete it.
+    """
+    for _ in range(MAX_CONFLICT_RETRIES):
+        if job.terminal or job.shard_count > 0:
+            break
+        job.shard_count, job.updated_at = 1, utcnow()
+        try:
+            job = platform.jobs.replace_job(job)
+            break
+        except PreconditionFailed:
+            job = platform.jobs.get_job(job.tenant_id, job.job_id)
+    return record_shard(platform, job.tenant_id, job.job_id, 0, ShardOutcome(error=error))
 
 
 def record_shard(platform: Platform, tenant_id: str, job_id: str, shard_index: int, outcome: ShardOutcome) -> Job:

@@ -573,3 +573,22 @@ def test_a_card_with_a_bad_number_is_refused_at_registration(
 ) -> None:
     with pytest.raises(InvalidInput, match=field):
         _publish_copy(platform, tmp_path, "bad-numbers", **{field: value})
+
+
+def test_a_file_overwritten_before_it_was_planned_fails_its_job_with_the_reason(
+    platform: Platform, fakes: Fakes, tmp_path: Any
+) -> None:
+    """The plan cannot be made (the blob's ETag moved on): the job ends, it does not wait for shards it never had."""
+    _publish_copy(platform, tmp_path, "small-shards", shardBytes=4096)
+    data = jsonl([dict(row, id=f"row-{i}") for i, row in enumerate(sample_rows() * 3)])
+    path = "inbox/small-shards/rows.jsonl"
+    job = admit_blob_created(platform, "acme", path, upload(platform, "acme", path, data))
+    assert job is not None and job.shard_count == 0  # waiting for its plan
+    upload(platform, "acme", path, data + data)  # the tenant uploads again before the plan runs
+
+    run_queue(platform)
+
+    done = platform.jobs.get_job("acme", job.job_id)
+    assert done.status == JobStatus.FAILED
+    assert done.error is not None and done.error["code"] == "InputChanged"
+    assert [event.data["jobId"] for event in fakes.events.events] == [job.job_id]
