@@ -181,6 +181,9 @@ class Job:
     dispatched: int = 0
     # The planner's cut of a big file: [byte_start, byte_end, first_record_index, first_line] per shard.
     shard_plan: list[list[int]] = field(default_factory=list)
+    # True while the planner is still reading the file: the shards it found so far (shard_count of them) are
+    # already the backlog, so they run while it reads on; the job can only end once the plan is whole.
+    planning: bool = False
     counts: Counts = field(default_factory=Counts)
     error: dict[str, str] | None = None
     outputs: dict[str, str] = field(default_factory=dict)
@@ -232,7 +235,7 @@ class Job:
     @property
     def all_shards_done(self) -> bool:
         """Every planned shard recorded (a job still being planned has shard_count 0)."""
-        return self.shard_count > 0 and len(set(self.shards_done)) >= self.shard_count
+        return self.shard_count > 0 and not self.planning and len(set(self.shards_done)) >= self.shard_count
 
     def decide_outcome(self) -> JobStatus:
         """The terminal status from the counts: every record failed (or none at all) is a failed job."""
@@ -288,6 +291,7 @@ class Job:
                 "plan": self.shard_plan,
                 "bytes": self.shard_bytes,
                 "dispatched": self.dispatched,
+                "planning": self.planning,
                 # For the dispatcher's one query: an indexed equality filter, and the counts it projects.
                 "active": self.schedulable,
                 "doneCount": len(set(self.shards_done)),
@@ -328,6 +332,7 @@ class Job:
             # Jobs written before the dispatcher had every shard enqueued up front.
             dispatched=int(shards.get("dispatched", shards.get("count", 1))),
             shard_plan=[list(cut) for cut in shards.get("plan", [])],
+            planning=bool(shards.get("planning", False)),
             counts=Counts.from_dict(doc.get("counts"), doc.get("firstRecordError")),
             error=doc.get("error"),
             outputs=dict(doc.get("outputs") or {}),

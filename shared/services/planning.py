@@ -6,6 +6,7 @@ import contextlib
 import csv
 import logging
 import re
+import time
 from collections.abc import Callable, Iterable, Iterator
 
 from shared.domain.errors import InvalidInput, PreconditionFailed
@@ -23,6 +24,10 @@ from shared.services.dispatch import dispatch
 from shared.services.platform import Platform
 
 logger = logging.getLogger(__name__)
+# How often a planner records the shards it found so far (each record lets the dispatcher hand them out).
+PLAN_RECORD_SECONDS = 0.5
+# Shard runs record themselves on the job while it is planned: a write conflict is expected, not a fault.
+MAX_PLAN_CONFLICTS = 50
 COMPACT_BYTES = 1024 * 1024
 # Rows as csv.reader (strict) reads them, found by regular expression where that is sure to agree with it:
 # fields unquoted (no quote, no CR) or quoted, with a closing quote followed by a comma or the row's end, so that
@@ -36,9 +41,10 @@ _ONE_ROW = re.compile(_FIELD + rb"(?:," + _FIELD + rb")*\r?\n")
 MATCH_WINDOW = 1024 * 1024
 
 
-def cut_at_lines(chunks: Iterable[bytes], shard_bytes: int) -> list[tuple[int, int]]:
-    """(byte offset, lines before it) of each shard start: every ~shard_bytes, just after a newline."""
-    cuts = [(0, 0)]
+def iter_cuts_at_lines(chunks: Iterable[bytes], shard_bytes: int) -> Iterator[tuple[int, int]]:
+    """(byte offset, lines before it) of each shard start, as soon as it is found: every ~shard_bytes, just after
+    a newline. The last one may be the file's very end (a final newline), which starts no shard."""
+    yield 0, 0
     target, offset, lines = shard_bytes, 0, 0
     for chunk in chunks:
         search_from = 0
@@ -47,11 +53,24 @@ def cut_at_lines(chunks: Iterable[bytes], shard_bytes: int) -> list[tuple[int, i
             if newline < 0:
                 break
             cut = offset + newline + 1
-            cuts.append((cut, lines + chunk.count(b"\n", 0, newline + 1)))
+            yield cut, lines + chunk.count(b"\n", 0, newline + 1)
             target, search_from = cut + shard_bytes, newline + 1
         lines += chunk.count(b"\n")
         offset += len(chunk)
-    return [(cut, before) for cut, before in cuts if cut < offset or cut == 0]
+
+
+def cut_at_lines(chunks: Iterable[bytes], shard_bytes: int) -> list[tuple[int, int]]:
+    """(byte offset, lines before it) of each shard start: every ~shard_bytes, just after a newline."""
+    total = 0
+
+    def counted() -> Iterator[bytes]:
+        nonlocal total
+        for chunk in chunks:
+            total += len(chunk)
+            yield chunk
+
+    cuts = list(iter_cuts_at_lines(counted(), shard_bytes))
+    return [(cut, before) for cut, before in cuts if cut < total or cut == 0]
 
 
 def cut_csv_rows(chunks: Iterable[bytes], shard_bytes: int) -> list[tuple[int, int, int]]:
@@ -153,24 +172,55 @@ def _end_of_csv_row(buf: bytearray, start: int, more: Callable[[], bool]) -> int
 
 def plan_shards(chunks: Iterable[bytes], shard_bytes: int, file_type: str, content_length: int) -> list[list[int]]:
     """The shard plan of a big file: [byte_start, byte_end, first_record_index, first_line] per shard."""
+    return list(iter_plan(chunks, shard_bytes, file_type, content_length))
+
+
+def iter_plan(chunks: Iterable[bytes], shard_bytes: int, file_type: str, content_length: int) -> Iterator[list[int]]:
+    """The plan's shards in order, each as soon as its end is found (CSV: all at the end of the pass, since a
+    row's end depends on its quotes)."""
     if file_type == ".csv":  # the header row is row 0 and no record
         starts = [(cut, max(0, rows - 1), lines + 1) for cut, lines, rows in cut_csv_rows(chunks, shard_bytes)]
-    else:
-        starts = [(cut, before, before + 1) for cut, before in cut_at_lines(chunks, shard_bytes)]
-    ends = [cut for cut, _, _ in starts[1:]] + [content_length]
-    return [[start, end, index, line] for (start, index, line), end in zip(starts, ends, strict=True)]
+        ends = [cut for cut, _, _ in starts[1:]] + [content_length]
+        for (start, index, line), end in zip(starts, ends, strict=True):
+            yield [start, end, index, line]
+        return
+    previous: tuple[int, int] | None = None
+    for cut, before in iter_cuts_at_lines(chunks, shard_bytes):
+        if cut >= content_length and previous is not None:
+            continue  # the file's final newline: no shard starts there
+        if previous is not None:
+            yield [previous[0], cut, previous[1], previous[1] + 1]
+        previous = (cut, before)
+    if previous is not None:
+        yield [previous[0], content_length, previous[1], previous[1] + 1]
 
 
 def plan_job(platform: Platform, message: ShardMessage) -> Job:
     """Cuts the job's file into shards once (the plan is kept on the job); they join the tenant's backlog that
-    the dispatcher hands out fairly. Idempotent."""
+    the dispatcher hands out fairly. Idempotent.
+
+    The plan is recorded as it is found (the first shard at once, then every PLAN_RECORD_SECONDS), so shards run
+    while the planner still reads the rest of the file: for a 1 GB file the pass takes seconds that would
+    otherwise leave every other worker idle. A redelivered plan message reads the file again from the start and
+    records only what is new (the cuts are the same: the content is pinned by its ETag).
+    """
     job = platform.jobs.get_job(message.tenant_id, message.job_id)
     if job.terminal:  # its terminal writer publishes (an event left unsent is the sweeper's): never twice
         return job
-    if not job.shard_plan:
+    if job.planning or not job.shard_plan:
         chunks = platform.blobs.iter_chunks(container_for(job.tenant_id), job.blob_path, etag=job.etag)
-        plan = plan_shards(chunks, job.shard_bytes or platform.shard_bytes, job.file_type, job.content_length)
-        job = _record_plan(platform, job, plan)
+        shards = iter_plan(chunks, job.shard_bytes or platform.shard_bytes, job.file_type, job.content_length)
+        plan: list[list[int]] = []
+        recorded_at: float | None = None
+        for shard in shards:
+            plan.append(shard)
+            if recorded_at is None or time.monotonic() - recorded_at >= PLAN_RECORD_SECONDS:
+                job = _record_plan(platform, job, plan, complete=False)
+                if job.terminal or not job.planning:
+                    return job  # ended meanwhile (given up), or another delivery finished the plan
+                dispatch(platform)
+                recorded_at = time.monotonic()
+        job = _record_plan(platform, job, plan, complete=True)
     dispatch(platform)
     logger.info(
         "job %s planned into %d shards",
@@ -181,11 +231,16 @@ def plan_job(platform: Platform, message: ShardMessage) -> Job:
     return job
 
 
-def _record_plan(platform: Platform, job: Job, plan: list[list[int]]) -> Job:
-    for _ in range(20):
-        if job.shard_plan:  # another delivery planned it first: keep theirs
-            return job
-        job.shard_plan, job.shard_count, job.updated_at = plan, len(plan), utcnow()
+def _record_plan(platform: Platform, job: Job, plan: list[list[int]], *, complete: bool) -> Job:
+    """Records the plan found so far (a longer plan already recorded by another delivery stays: it is the same)."""
+    for _ in range(MAX_PLAN_CONFLICTS):
+        if job.terminal or (job.shard_plan and not job.planning):
+            return job  # ended, or another delivery planned it whole first: keep theirs
+        if len(plan) > len(job.shard_plan):
+            job.shard_plan = [list(shard) for shard in plan]
+        job.shard_count = len(job.shard_plan)
+        job.planning = not (complete and len(job.shard_plan) >= len(plan))
+        job.updated_at = utcnow()
         try:
             return platform.jobs.replace_job(job)
         except PreconditionFailed:

@@ -99,19 +99,28 @@ def fail_shard(platform: Platform, message: ShardMessage, reason: str) -> Job:
 
 
 def _fail_unplanned(platform: Platform, job: Job, error: dict[str, str]) -> Job:
-    """A plan that cannot be made fails its job: the plan message stands as the job's one shard, recorded failed.
+    """A plan that cannot be made (or finished) fails its job with the reason.
 
-    A job being planned has no shards yet (shard_count 0), so recording shard 0 alone would never complete it.
+    A job whose planner found no shard yet has none to complete: the plan message stands as its one shard,
+    recorded failed. One whose first shards are already out ends with the error once they are recorded.
     """
     for _ in range(MAX_CONFLICT_RETRIES):
-        if job.terminal or job.shard_count > 0:
+        if job.terminal or not (job.planning or job.shard_count == 0):
             break
-        job.shard_count, job.updated_at = 1, utcnow()
+        unplanned = job.shard_count == 0
+        job.planning, job.updated_at = False, utcnow()
+        if unplanned:
+            job.shard_count = job.dispatched = 1
+        elif job.error is None:
+            job.error = error
         try:
             job = platform.jobs.replace_job(job)
-            break
         except PreconditionFailed:
             job = platform.jobs.get_job(job.tenant_id, job.job_id)
+            continue
+        if not unplanned:
+            return _settled(platform, job)
+        break
     return record_shard(platform, job.tenant_id, job.job_id, 0, ShardOutcome(error=error))
 
 

@@ -37,7 +37,7 @@ def sweep(platform: Platform, *, stalled_after: timedelta, max_sweeps: int) -> S
             elif job.all_shards_done:  # a worker died while finalising
                 finalise_if_complete(platform, job)
                 report.republished += 1
-            elif job.shard_count and not job.in_flight:
+            elif job.shard_count and not job.in_flight and not job.planning:
                 continue  # only waiting for its tenant's turn: the dispatcher's, not stalled
             elif job.idle_sweeps >= max_sweeps:
                 _give_up(platform, job, stalled_after)
@@ -58,10 +58,10 @@ def _requeue(platform: Platform, job: Job) -> bool:
     job.idle_sweeps += 1
     job.updated_at = utcnow()
     job = platform.jobs.replace_job(job)  # claims this sweep: a concurrent sweeper loses the ETag race
-    if job.shard_count == 0:
-        messages = [ShardMessage(job.tenant_id, job.job_id, 0, 0, kind=PLAN)]
-    else:  # only what was handed to the queue: the backlog is the dispatcher's
-        messages = [job.shard_message(index) for index in job.in_flight]
+    # Only what was handed to the queue: the backlog is the dispatcher's; a plan left unfinished is read on.
+    messages = [job.shard_message(index) for index in job.in_flight] if job.shard_count else []
+    if job.shard_count == 0 or job.planning:
+        messages.append(ShardMessage(job.tenant_id, job.job_id, 0, 0, kind=PLAN))
     platform.queue.enqueue(messages)
     logger.warning(
         "job %s stalled; re-enqueued %d shard(s) (sweep %d)",
@@ -81,6 +81,7 @@ def _give_up(platform: Platform, job: Job, stalled_after: timedelta) -> None:
     }
     if job.shard_count == 0:  # never planned: one shard, so that recording it ends the job
         job.shard_count = 1
+    job.planning = False  # what is not planned by now never will be: the job ends with what it has
     # Nothing of the job is handed out any more: its remaining shards are recorded as failed below.
     job.dispatched, job.updated_at = job.shard_count, utcnow()
     job = platform.jobs.replace_job(job)

@@ -592,3 +592,77 @@ def test_a_file_overwritten_before_it_was_planned_fails_its_job_with_the_reason(
     assert done.status == JobStatus.FAILED
     assert done.error is not None and done.error["code"] == "InputChanged"
     assert [event.data["jobId"] for event in fakes.events.events] == [job.job_id]
+
+
+def test_a_big_files_first_shards_run_while_the_planner_still_reads_it(
+    platform: Platform, fakes: Fakes, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The plan is recorded as it is found: workers take its first shards while the rest of the file is read."""
+    from shared.services import planning
+
+    monkeypatch.setattr(planning, "PLAN_RECORD_SECONDS", 0.0)
+    _publish_copy(platform, tmp_path, "small-shards", shardBytes=4096)
+    rows = [dict(row, id=f"row-{i}") for i, row in enumerate(sample_rows() * 3)]
+    path = "inbox/small-shards/rows.jsonl"
+    job = admit_blob_created(platform, "acme", path, upload(platform, "acme", path, jsonl(rows)))
+    assert job is not None
+    read = platform.blobs.iter_chunks
+    done_while_planning: list[int] = []
+
+    def planner_read_with_workers_running(container: str, blob: str, **kw: Any) -> Any:
+        for n, chunk in enumerate(read(container, blob, **kw)):
+            yield chunk
+            if kw.get("start", 0) == 0 and kw.get("end") is None and n == 3:  # the planner, a few chunks in
+                for message in platform.queue.drain():  # type: ignore[attr-defined]
+                    run_shard(platform, message)  # another worker, meanwhile
+                seen = platform.jobs.get_job("acme", job.job_id)
+                assert seen.planning and not seen.terminal
+                done_while_planning.extend(seen.shards_done)
+
+    monkeypatch.setattr(platform.blobs, "iter_chunks", planner_read_with_workers_running)
+    run_queue(platform)  # the plan message
+    run_queue(platform)
+
+    done = platform.jobs.get_job("acme", job.job_id)
+    assert done_while_planning, "shards ran before the plan was whole"
+    assert done.status == JobStatus.SUCCEEDED and not done.planning, done.error
+    assert done.counts.to_dict() == {"records": len(rows), "succeeded": len(rows), "failed": 0}
+    assert [item["id"] for item in all_items(platform, job)] == [row["id"] for row in rows]
+    assert len(fakes.events.events) == 1
+
+
+def test_a_planner_that_died_half_way_is_resumed_by_the_redelivered_plan_message(
+    platform: Platform, fakes: Fakes, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shared.services import planning
+
+    monkeypatch.setattr(planning, "PLAN_RECORD_SECONDS", 0.0)
+    _publish_copy(platform, tmp_path, "small-shards", shardBytes=4096)
+    rows = [dict(row, id=f"row-{i}") for i, row in enumerate(sample_rows() * 3)]
+    path = "inbox/small-shards/rows.jsonl"
+    job = admit_blob_created(platform, "acme", path, upload(platform, "acme", path, jsonl(rows)))
+    assert job is not None
+    [plan_message] = platform.queue.drain()  # type: ignore[attr-defined]
+    read = platform.blobs.iter_chunks
+
+    def dies_half_way(container: str, blob: str, **kw: Any) -> Any:
+        for n, chunk in enumerate(read(container, blob, **kw)):
+            if n == 3:
+                raise ConnectionResetError("the worker's connection went with it")
+            yield chunk
+
+    monkeypatch.setattr(platform.blobs, "iter_chunks", dies_half_way)
+    with pytest.raises(ConnectionResetError):
+        run_shard(platform, plan_message)
+    half = platform.jobs.get_job("acme", job.job_id)
+    assert half.planning and half.shard_count > 0 and not half.all_shards_done
+    monkeypatch.setattr(platform.blobs, "iter_chunks", read)
+    platform.queue.enqueue([plan_message])  # the queue redelivers it
+    run_queue(platform)
+    run_queue(platform)
+
+    done = platform.jobs.get_job("acme", job.job_id)
+    assert done.status == JobStatus.SUCCEEDED, done.error
+    assert done.shard_plan[: half.shard_count] == half.shard_plan
+    assert [item["id"] for item in all_items(platform, job)] == [row["id"] for row in rows]
+    assert len(fakes.events.events) == 1
