@@ -8,6 +8,8 @@ STAMP_PY := $(VENV)/.installed
 STAMP_NPM := node_modules/.installed
 STAMP_MODELS := build/models/.built
 STAMP_BUILD := $(VENV)/.build-installed
+VENV_CI := .venv-ci
+STAMP_CI := $(VENV_CI)/.installed
 
 .PHONY: help deps models demo test test-unit test-integration test-e2e up lint typecheck bench clean
 
@@ -51,7 +53,7 @@ demo: deps models
 up: deps models
 	$(BIN)/aiaas up
 
-test: deps models lint typecheck
+test: deps models lint typecheck $(STAMP_CI)
 	$(BIN)/pytest -q -p no:cacheprovider
 
 test-unit: deps models
@@ -85,3 +87,10 @@ $(STAMP_BENCH): requirements-bench.txt
 
 bench: deps models $(if $(filter-out 0,$(BENCH_SKIP_RAY)),,$(STAMP_BENCH))
 	$(BIN)/python bench/run.py
+
+# The workflow checks (check-jsonschema, zizmor; tests/unit/test_delivery.py) live in their own venv: their
+# dependencies (ruamel.yaml, jsonschema, requests) must not move the main venv's pins.
+$(STAMP_CI): requirements-ci.txt
+	test -x $(VENV_CI)/bin/python || $(PY) -m venv $(VENV_CI)
+	$(VENV_CI)/bin/pip --disable-pip-version-check -q install -r requirements-ci.txt
+	touch $@
