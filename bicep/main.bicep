@@ -39,6 +39,9 @@ param deployBlobEventSubscription bool = false
 @description('Optional resource group name override.')
 param resourceGroupName string = ''
 
+@description('Email address that receives the operator alerts (modules/alerts.bicep). Empty: alerts show in the portal only.')
+param alertEmail string = ''
+
 var abbrs = loadJsonContent('./abbreviations.json')
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
 var tags = {
@@ -95,6 +98,19 @@ module monitoring 'modules/monitoring.bicep' = {
     applicationInsightsName: '${abbrs.insightsComponents}${resourceToken}'
     location: location
     tags: tags
+  }
+}
+
+// Log alerts an operator must hear about (dead letters, job failure rate per model, drift, quotas, function errors).
+module alerts 'modules/alerts.bicep' = {
+  name: 'alerts'
+  scope: rg
+  params: {
+    logAnalyticsName: monitoring.outputs.logAnalyticsName
+    location: location
+    tags: tags
+    namePrefix: environmentName
+    alertEmail: alertEmail
   }
 }
 
