@@ -9,7 +9,6 @@ import time
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -17,6 +16,7 @@ import pytest
 from shared.bootstrap import get_platform
 from shared.localhost.host import LocalHost
 from shared.localhost.webhook_receiver import WebhookReceiver
+from tests.e2e._api import all_results
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
@@ -98,18 +98,6 @@ def test_a_shard_that_keeps_failing_ends_its_job_after_bounded_deliveries(
     assert "sha256" in event["data"]["error"]["message"]
 
 
-def _all_results(api: httpx.Client, job_id: str) -> list[dict[str, Any]]:
-    items: list[dict[str, Any]] = []
-    token = None
-    while True:
-        params: dict[str, Any] = {"limit": 500, **({"continuationToken": token} if token else {})}
-        body = api.get(f"/v1/jobs/{job_id}/results", params=params).raise_for_status().json()
-        items += body["items"]
-        token = body["continuationToken"]
-        if not token:
-            return items
-
-
 def test_a_csv_with_quoted_newlines_split_into_shards_gives_every_record_once_with_its_index(
     stack: LocalHost, create_tenant: Callable[[str], httpx.Client]
 ) -> None:
@@ -150,7 +138,7 @@ def test_a_csv_with_quoted_newlines_split_into_shards_gives_every_record_once_wi
     assert event["eventType"] == "AIaaS.Job.PartiallySucceeded"
     assert event["data"]["counts"] == {"records": count + 1, "succeeded": len(expected), "failed": len(bad)}
     assert api.get(f"/v1/jobs/{job_id}").json()["shards"]["count"] > 3
-    results = _all_results(api, job_id)
+    results = all_results(api, job_id, limit=500)
     assert [(r["recordIndex"], r["id"]) for r in results] == list(expected.items())
     errors = [
         json.loads(entry)

@@ -10,12 +10,12 @@ from typing import Any
 
 import httpx
 import pytest
-from azure.storage.blob import BlobClient
 
 from shared.bootstrap import get_platform
 from shared.localhost.functions_host import blob_created_event, registered_function
 from shared.localhost.host import LocalHost
 from shared.localhost.webhook_receiver import WebhookReceiver
+from tests.e2e._api import all_results, upload
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
@@ -28,13 +28,6 @@ def _subscribe(api: httpx.Client, hook: WebhookReceiver, schema: str = "EventGri
     answer = api.post("/v1/subscriptions", json={"endpointUrl": hook.url, "schema": schema})
     assert answer.status_code == 201, answer.text
     return answer.json()  # type: ignore[no-any-return]
-
-
-def _upload(api: httpx.Client, filename: str, content: bytes, model: str = MODEL) -> str:
-    answer = api.post("/v1/uploads", json={"model": model, "filename": filename})
-    assert answer.status_code == 201, answer.text
-    BlobClient.from_blob_url(answer.json()["uploadUrl"]).upload_blob(content)
-    return answer.json()["blobPath"]  # type: ignore[no-any-return]
 
 
 def _deliveries(hook: WebhookReceiver, count: int, timeout: float = 60) -> list[dict[str, Any]]:
@@ -50,23 +43,11 @@ def _deliveries(hook: WebhookReceiver, count: int, timeout: float = 60) -> list[
     return delivered
 
 
-def _all_results(api: httpx.Client, job_id: str, limit: int = 1000) -> list[dict[str, Any]]:
-    items: list[dict[str, Any]] = []
-    token = None
-    while True:
-        params: dict[str, Any] = {"limit": limit, **({"continuationToken": token} if token else {})}
-        body = api.get(f"/v1/jobs/{job_id}/results", params=params).raise_for_status().json()
-        items += body["items"]
-        token = body["continuationToken"]
-        if not token:
-            return items
-
-
 def test_tenant_gets_one_event_and_every_result(stack: LocalHost, create_tenant: Callable[[str], httpx.Client]) -> None:
     acme = create_tenant("acme")
     with WebhookReceiver() as hook:
         _subscribe(acme, hook)
-        blob_path = _upload(acme, "rows.jsonl", SAMPLE.read_bytes())
+        blob_path = upload(acme, MODEL, "rows.jsonl", SAMPLE.read_bytes())
         [event] = _deliveries(hook, 1)  # exactly one terminal event per job
 
     rows = [json.loads(line) for line in SAMPLE.read_text().splitlines()]
@@ -83,7 +64,7 @@ def test_tenant_gets_one_event_and_every_result(stack: LocalHost, create_tenant:
 
     job = acme.get(f"/v1/jobs/{data['jobId']}").raise_for_status().json()
     assert job["status"] == "succeeded" and job["counts"] == data["counts"]
-    results = _all_results(acme, data["jobId"], limit=50)
+    results = all_results(acme, data["jobId"], limit=50)
     assert [r["recordIndex"] for r in results] == list(range(len(rows)))
     assert [r["id"] for r in results] == [row["id"] for row in rows]
     accuracy = sum(r["output"]["label"] == row["expected"] for r, row in zip(results, rows, strict=True)) / len(rows)
@@ -109,7 +90,7 @@ def test_cloudevents_subscriber_and_partial_failure(create_tenant: Callable[[str
     broken = [*lines[:5], b'{"id": "bad-value", "mean radius": "twelve"}', b"[1, 2, 3]", *lines[5:]]
     with WebhookReceiver() as hook:
         _subscribe(initech, hook, schema="CloudEventSchemaV1_0")
-        _upload(initech, "some-broken.jsonl", b"\n".join(broken) + b"\n")
+        upload(initech, MODEL, "some-broken.jsonl", b"\n".join(broken) + b"\n")
         [event] = _deliveries(hook, 1)
     assert event["specversion"] == "1.0" and event["type"] == "AIaaS.Job.PartiallySucceeded"
     data = event["data"]
@@ -123,7 +104,7 @@ def test_cloudevents_subscriber_and_partial_failure(create_tenant: Callable[[str
     ]
     assert [(e["line"], e["id"]) for e in errors] == [(6, "bad-value"), (7, None)]
     assert "mean radius" in errors[0]["message"]
-    assert len(_all_results(initech, data["jobId"])) == 10
+    assert len(all_results(initech, data["jobId"])) == 10
 
 
 def test_replayed_and_rejected_uploads(stack: LocalHost, create_tenant: Callable[[str], httpx.Client]) -> None:
@@ -131,7 +112,7 @@ def test_replayed_and_rejected_uploads(stack: LocalHost, create_tenant: Callable
     platform = get_platform()
     with WebhookReceiver() as hook:
         _subscribe(umbrella, hook)
-        blob_path = _upload(umbrella, "replayed.jsonl", b"\n".join(SAMPLE.read_bytes().splitlines()[:3]))
+        blob_path = upload(umbrella, MODEL, "replayed.jsonl", b"\n".join(SAMPLE.read_bytes().splitlines()[:3]))
         hook.wait_for(1, timeout=60)
         # Event Grid delivers at least once: the same BlobCreated three more times makes no new job or event.
         info = platform.blobs.get_info("tenant-umbrella", blob_path)

@@ -14,6 +14,7 @@ from azure.storage.blob import BlobClient
 
 from shared.bootstrap import get_platform
 from shared.localhost.host import LocalHost
+from tests.e2e._api import all_results
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
@@ -41,18 +42,6 @@ def _upload_and_wait(api: httpx.Client, filename: str, content: bytes, timeout: 
     raise AssertionError(f"no finished job for {answer['blobPath']} within {timeout} s")
 
 
-def _results(api: httpx.Client, job_id: str) -> list[dict[str, Any]]:
-    items: list[dict[str, Any]] = []
-    token = None
-    while True:
-        params: dict[str, Any] = {"limit": 2, **({"continuationToken": token} if token else {})}
-        body = api.get(f"/v1/jobs/{job_id}/results", params=params).raise_for_status().json()
-        items += body["items"]
-        token = body["continuationToken"]
-        if not token:
-            return items
-
-
 def test_records_bigger_than_a_cosmos_item_are_stored_and_come_back_whole(
     create_tenant: Callable[[str], httpx.Client],
 ) -> None:
@@ -66,7 +55,7 @@ def test_records_bigger_than_a_cosmos_item_are_stored_and_come_back_whole(
 
     assert job["status"] == "partially_succeeded", job
     assert job["counts"] == {"records": 5, "succeeded": 4, "failed": 1}
-    results = _results(api, job["jobId"])
+    results = all_results(api, job["jobId"], limit=2)
     assert [r["recordIndex"] for r in results] == [0, 1, 2, 4]
     assert [r["id"] for r in results] == [ids[0], ids[1], ids[2], ids[4]]  # every byte of every id
     assert all(r["output"]["label"] in {row["expected"] for row in ROWS} for r in results)

@@ -16,13 +16,13 @@ from typing import Any
 
 import httpx
 import pytest
-from azure.storage.blob import BlobClient
 
 from shared.bootstrap import get_platform
 from shared.domain.jobs import Job, JobStatus
 from shared.domain.models import ModelRef
 from shared.localhost.host import HEALTHY_UPTIME_SECONDS, LocalHost
 from shared.localhost.webhook_receiver import WebhookReceiver
+from tests.e2e._api import all_results, upload
 
 # A job id of the platform's form (32 hex digits): the API refuses any other before it reaches a store.
 LOST_JOB_ID = "10575000000000000000000000000000"
@@ -44,24 +44,6 @@ def _jsonl(prefix: str, count: int, broken: dict[int, bytes] | None = None) -> b
         row["id"] = f"{prefix}-{i}"
         lines.append(json.dumps(row).encode())
     return b"\n".join(lines) + b"\n"
-
-
-def _upload(api: httpx.Client, filename: str, content: bytes) -> str:
-    answer = api.post("/v1/uploads", json={"model": MODEL, "filename": filename}).raise_for_status().json()
-    BlobClient.from_blob_url(answer["uploadUrl"]).upload_blob(content)
-    return str(answer["blobPath"])
-
-
-def _results(api: httpx.Client, job_id: str) -> list[dict[str, Any]]:
-    items: list[dict[str, Any]] = []
-    token = None
-    while True:
-        params: dict[str, Any] = {"limit": 5000, **({"continuationToken": token} if token else {})}
-        body = api.get(f"/v1/jobs/{job_id}/results", params=params).raise_for_status().json()
-        items += body["items"]
-        token = body["continuationToken"]
-        if not token:
-            return items
 
 
 def _sigkill(process: subprocess.Popen[bytes]) -> bool:
@@ -100,8 +82,8 @@ def test_a_big_file_runs_as_several_shards_in_record_order(create_tenant: Callab
     csv_rows += [f"c-{i}," + ",".join(str(ROWS[i % len(ROWS)][f]) for f in FEATURES) for i in range(2000)]
     with WebhookReceiver() as hook:
         api.post("/v1/subscriptions", json={"endpointUrl": hook.url}).raise_for_status()
-        _upload(api, "big.jsonl", _jsonl("big", rows, broken))
-        _upload(api, "big.csv", ("\n".join(csv_rows) + "\n").encode())
+        upload(api, MODEL, "big.jsonl", _jsonl("big", rows, broken))
+        upload(api, MODEL, "big.csv", ("\n".join(csv_rows) + "\n").encode())
         events = hook.wait_for(2, timeout=120)
     by_name = {e["data"]["input"]["blobPath"].rsplit("/", 1)[-1]: e["data"] for e in events}
 
@@ -109,7 +91,7 @@ def test_a_big_file_runs_as_several_shards_in_record_order(create_tenant: Callab
     assert big["counts"] == {"records": rows, "succeeded": rows - 1, "failed": 1}
     job = get_platform().jobs.get_job("bigfile", big["jobId"])
     assert job.shard_count >= 8, "the file was split into shards"
-    results = _results(api, big["jobId"])
+    results = all_results(api, big["jobId"], limit=5000)
     assert [r["recordIndex"] for r in results] == [i for i in range(rows) if i != 2600]
     assert [r["id"] for r in results] == [f"big-{i}" for i in range(rows) if i != 2600]
     errors = get_platform().blobs.read_bytes("tenant-bigfile", f"outbox/{big['jobId']}/errors.jsonl")
@@ -124,7 +106,7 @@ def test_a_big_file_runs_as_several_shards_in_record_order(create_tenant: Callab
     csv = by_name["big.csv"]
     assert csv["counts"] == {"records": 2000, "succeeded": 2000, "failed": 0}
     assert get_platform().jobs.get_job("bigfile", csv["jobId"]).shard_count >= 2
-    assert [r["id"] for r in _results(api, csv["jobId"])] == [f"c-{i}" for i in range(2000)]
+    assert [r["id"] for r in all_results(api, csv["jobId"], limit=5000)] == [f"c-{i}" for i in range(2000)]
 
 
 def test_the_sweeper_re_drives_a_job_whose_message_was_lost(create_tenant: Callable[[str], httpx.Client]) -> None:
@@ -152,7 +134,7 @@ def test_the_sweeper_re_drives_a_job_whose_message_was_lost(create_tenant: Calla
         [event] = hook.wait_for(1, timeout=60)
     assert event["data"]["jobId"] == LOST_JOB_ID and event["eventType"] == "AIaaS.Job.Succeeded"
     assert platform.jobs.get_job("lostmsg", LOST_JOB_ID).sweeps == 1
-    assert len(_results(api, LOST_JOB_ID)) == 40
+    assert len(all_results(api, LOST_JOB_ID, limit=5000)) == 40
 
 
 def test_killed_workers_lose_and_duplicate_nothing(
@@ -174,7 +156,7 @@ def test_killed_workers_lose_and_duplicate_nothing(
     def upload_in_waves() -> None:
         for start in range(0, len(plan), 15):
             for tenant, filename, rows in plan[start : start + 15]:
-                path = _upload(tenants[tenant], filename, _jsonl(f"{tenant}-{filename}", rows))
+                path = upload(tenants[tenant], MODEL, filename, _jsonl(f"{tenant}-{filename}", rows))
                 uploaded[path] = (tenant, rows)
             time.sleep(1.0)
 
@@ -226,7 +208,7 @@ def test_killed_workers_lose_and_duplicate_nothing(
     for path, event in job_of_path.items():
         tenant, rows = uploaded[path]
         statuses[event["eventType"]] += 1
-        indices = Counter(r["recordIndex"] for r in _results(tenants[tenant], event["data"]["jobId"]))
+        indices = Counter(r["recordIndex"] for r in all_results(tenants[tenant], event["data"]["jobId"], limit=5000))
         lost += sum(1 for i in range(rows) if i not in indices)
         duplicated += sum(n - 1 for n in indices.values())
         assert event["data"]["counts"] == {"records": rows, "succeeded": rows, "failed": 0}
@@ -245,7 +227,7 @@ def test_a_job_finishes_after_every_worker_was_killed_twice_in_a_row(
     rows = 6000  # about 5 MB: twenty shards, so the job is still running when its workers die
     with WebhookReceiver() as hook:
         api.post("/v1/subscriptions", json={"endpointUrl": hook.url}).raise_for_status()
-        _upload(api, "many.jsonl", _jsonl("many", rows))
+        upload(api, MODEL, "many.jsonl", _jsonl("many", rows))
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             jobs = api.get("/v1/jobs").raise_for_status().json()["items"]
@@ -262,7 +244,7 @@ def test_a_job_finishes_after_every_worker_was_killed_twice_in_a_row(
         [event] = hook.wait_for(1, timeout=300)
     assert event["eventType"] == "AIaaS.Job.Succeeded"
     assert event["data"]["counts"] == {"records": rows, "succeeded": rows, "failed": 0}
-    indices = [r["recordIndex"] for r in _results(api, event["data"]["jobId"])]
+    indices = [r["recordIndex"] for r in all_results(api, event["data"]["jobId"], limit=5000)]
     assert indices == list(range(rows)), "no record lost or duplicated"
 
 
@@ -277,7 +259,7 @@ def test_a_killed_azurite_comes_back_on_its_ports_with_its_blobs(
     api = create_tenant("azkill")
     with WebhookReceiver() as hook:
         api.post("/v1/subscriptions", json={"endpointUrl": hook.url}).raise_for_status()
-        _upload(api, "before.jsonl", _jsonl("before", 300))
+        upload(api, MODEL, "before.jsonl", _jsonl("before", 300))
         [before] = hook.wait_for(1, timeout=120)
         time.sleep(AZURITE_AUTOSAVE_SECONDS + 1)  # past Azurite's save of everything written so far
         old_pid = stack.azurite.pid
@@ -290,8 +272,10 @@ def test_a_killed_azurite_comes_back_on_its_ports_with_its_blobs(
 
         outbox = get_platform().blobs.read_bytes("tenant-azkill", f"outbox/{before['data']['jobId']}/results.jsonl")
         assert len(outbox.splitlines()) == 300, "the blobs written before the crash are still there"
-        _upload(api, "after.jsonl", _jsonl("after", 300))
+        upload(api, MODEL, "after.jsonl", _jsonl("after", 300))
         events = hook.wait_for(2, timeout=180)
     assert [e["data"]["input"]["blobPath"].rsplit("/", 1)[-1] for e in events] == ["before.jsonl", "after.jsonl"]
     assert [e["eventType"] for e in events] == ["AIaaS.Job.Succeeded"] * 2
-    assert [r["id"] for r in _results(api, events[1]["data"]["jobId"])] == [f"after-{i}" for i in range(300)]
+    assert [r["id"] for r in all_results(api, events[1]["data"]["jobId"], limit=5000)] == [
+        f"after-{i}" for i in range(300)
+    ]

@@ -11,9 +11,9 @@ from typing import Any
 
 import httpx
 import pytest
-from azure.storage.blob import BlobClient
 
 from shared.localhost.host import LocalHost
+from tests.e2e._api import upload
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
@@ -24,16 +24,6 @@ LABELS = {"labels": ["sports", "finance"]}
 INVOCATION = re.compile(
     r"^(?P<at>\S+ \S+) worker\[(?P<pid>\d+)\] .*(?P<what>Executing|Executed) run_shard \(messageId=(?P<id>[^,)]+)"
 )
-
-
-def _upload(api: httpx.Client, model: str, filename: str, content: bytes, parameters: Any = None) -> str:
-    request: dict[str, Any] = {"model": model, "filename": filename}
-    if parameters:
-        request["parameters"] = parameters
-    answer = api.post("/v1/uploads", json=request)
-    assert answer.status_code == 201, answer.text
-    BlobClient.from_blob_url(answer.json()["uploadUrl"]).upload_blob(content)
-    return str(answer.json()["blobPath"])
 
 
 def _job_of(api: httpx.Client, blob_path: str, timeout: float = 60) -> dict[str, Any]:
@@ -80,11 +70,11 @@ def test_a_jobs_shards_run_on_both_workers_at_once_and_a_small_tenant_finishes_i
     assert stack.settings.tenant_max_shards_in_flight == len(stack.worker_processes) == 2
     big, small = create_tenant("fair-big"), create_tenant("fair-small")
     texts = "\n".join(TEXTS[i % len(TEXTS)] for i in range(22_000)).encode() + b"\n"  # 7 shards of 128 KiB
-    big_job = _job_of(big, _upload(big, ZERO_SHOT, "many.txt", texts, LABELS))
+    big_job = _job_of(big, upload(big, ZERO_SHOT, "many.txt", texts, LABELS))
     # Planned and running: two of its shards are handed out (one per worker), the others wait their turn.
     _wait(big, big_job["jobId"], lambda j: j["shards"]["count"] >= 6 and j["status"] == "running", timeout=120)
 
-    small_path = _upload(small, "breast-cancer-classifier", "few.jsonl", b"\n".join(ROWS[:5]) + b"\n")
+    small_path = upload(small, "breast-cancer-classifier", "few.jsonl", b"\n".join(ROWS[:5]) + b"\n")
     small_job = _job_of(small, small_path)
 
     big_done = _wait(big, big_job["jobId"], lambda j: j["completedAt"] is not None, timeout=300)

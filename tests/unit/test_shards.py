@@ -575,16 +575,23 @@ def test_a_card_with_a_bad_number_is_refused_at_registration(
         _publish_copy(platform, tmp_path, "bad-numbers", **{field: value})
 
 
+def _admit_a_file_to_plan(platform: Platform, tmp_path: Any) -> tuple[Job, list[dict[str, Any]]]:
+    """A ~340 KB file for a model of 4 KiB shards: admitted, with its plan message queued."""
+    _publish_copy(platform, tmp_path, "small-shards", shardBytes=4096)
+    rows = [dict(row, id=f"row-{i}") for i, row in enumerate(sample_rows() * 3)]
+    path = "inbox/small-shards/rows.jsonl"
+    job = admit_blob_created(platform, "acme", path, upload(platform, "acme", path, jsonl(rows)))
+    assert job is not None
+    return job, rows
+
+
 def test_a_file_overwritten_before_it_was_planned_fails_its_job_with_the_reason(
     platform: Platform, fakes: Fakes, tmp_path: Any
 ) -> None:
     """The plan cannot be made (the blob's ETag moved on): the job ends, it does not wait for shards it never had."""
-    _publish_copy(platform, tmp_path, "small-shards", shardBytes=4096)
-    data = jsonl([dict(row, id=f"row-{i}") for i, row in enumerate(sample_rows() * 3)])
-    path = "inbox/small-shards/rows.jsonl"
-    job = admit_blob_created(platform, "acme", path, upload(platform, "acme", path, data))
-    assert job is not None and job.shard_count == 0  # waiting for its plan
-    upload(platform, "acme", path, data + data)  # the tenant uploads again before the plan runs
+    job, rows = _admit_a_file_to_plan(platform, tmp_path)
+    assert job.shard_count == 0  # waiting for its plan
+    upload(platform, "acme", job.blob_path, jsonl(rows * 2))  # the tenant uploads again before the plan runs
 
     run_queue(platform)
 
@@ -601,11 +608,7 @@ def test_a_big_files_first_shards_run_while_the_planner_still_reads_it(
     from shared.services import planning
 
     monkeypatch.setattr(planning, "PLAN_RECORD_SECONDS", 0.0)
-    _publish_copy(platform, tmp_path, "small-shards", shardBytes=4096)
-    rows = [dict(row, id=f"row-{i}") for i, row in enumerate(sample_rows() * 3)]
-    path = "inbox/small-shards/rows.jsonl"
-    job = admit_blob_created(platform, "acme", path, upload(platform, "acme", path, jsonl(rows)))
-    assert job is not None
+    job, rows = _admit_a_file_to_plan(platform, tmp_path)
     read = platform.blobs.iter_chunks
     done_while_planning: list[int] = []
 
@@ -637,11 +640,7 @@ def test_a_planner_that_died_half_way_is_resumed_by_the_redelivered_plan_message
     from shared.services import planning
 
     monkeypatch.setattr(planning, "PLAN_RECORD_SECONDS", 0.0)
-    _publish_copy(platform, tmp_path, "small-shards", shardBytes=4096)
-    rows = [dict(row, id=f"row-{i}") for i, row in enumerate(sample_rows() * 3)]
-    path = "inbox/small-shards/rows.jsonl"
-    job = admit_blob_created(platform, "acme", path, upload(platform, "acme", path, jsonl(rows)))
-    assert job is not None
+    job, rows = _admit_a_file_to_plan(platform, tmp_path)
     [plan_message] = platform.queue.drain()  # type: ignore[attr-defined]
     read = platform.blobs.iter_chunks
 

@@ -1,0 +1,32 @@
+"""What the e2e tests do as a tenant does: upload a file through its SAS URL, read every result across pages."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+from azure.storage.blob import BlobClient
+
+
+def upload(api: httpx.Client, model: str, filename: str, content: bytes, parameters: Any = None) -> str:
+    """Asks for an upload URL, sends the file through it (as a tenant would) and returns the blob's path."""
+    request: dict[str, Any] = {"model": model, "filename": filename}
+    if parameters:
+        request["parameters"] = parameters
+    answer = api.post("/v1/uploads", json=request)
+    assert answer.status_code == 201, answer.text
+    BlobClient.from_blob_url(answer.json()["uploadUrl"]).upload_blob(content)
+    return str(answer.json()["blobPath"])
+
+
+def all_results(api: httpx.Client, job_id: str, limit: int = 1000) -> list[dict[str, Any]]:
+    """Every result of a job, following continuation tokens page by page."""
+    items: list[dict[str, Any]] = []
+    token = None
+    while True:
+        params: dict[str, Any] = {"limit": limit, **({"continuationToken": token} if token else {})}
+        body = api.get(f"/v1/jobs/{job_id}/results", params=params).raise_for_status().json()
+        items += body["items"]
+        token = body["continuationToken"]
+        if not token:
+            return items
