@@ -4,6 +4,8 @@
 // queries match the messages the code writes), HTTP calls as AppRequests, exceptions as AppExceptions.
 // Service Bus and Event Grid counters come from AzureMetrics, which their diagnostic settings (AllMetrics) send to
 // the same workspace.
+// Neither scheduled query rules nor action groups have diagnostic log categories: nothing here takes a
+// diagnostic setting. Each rule's own firing history is in the Azure Monitor alerts store.
 param logAnalyticsName string
 param location string
 param tags object = {}
