@@ -10,6 +10,8 @@ STAMP_MODELS := build/models/.built
 STAMP_BUILD := $(VENV)/.build-installed
 VENV_CI := .venv-ci
 STAMP_CI := $(VENV_CI)/.installed
+VENV_IAC := .venv-iac
+STAMP_IAC := $(VENV_IAC)/.installed
 
 .PHONY: help deps models demo test test-unit test-integration test-e2e up lint typecheck bench clean
 
@@ -53,7 +55,7 @@ demo: deps models
 up: deps models
 	$(BIN)/aiaas up
 
-test: deps models lint typecheck $(STAMP_CI)
+test: deps models lint typecheck $(STAMP_CI) $(STAMP_IAC)
 	$(BIN)/pytest -q -p no:cacheprovider
 
 test-unit: deps models
@@ -93,4 +95,11 @@ bench: deps models $(if $(filter-out 0,$(BENCH_SKIP_RAY)),,$(STAMP_BENCH))
 $(STAMP_CI): requirements-ci.txt
 	test -x $(VENV_CI)/bin/python || $(PY) -m venv $(VENV_CI)
 	$(VENV_CI)/bin/pip --disable-pip-version-check -q install -r requirements-ci.txt
+	touch $@
+
+# The offline Bicep checks (tree-sitter Bicep grammar, checkov) live in their own venv too: checkov pulls packages
+# the main venv must not get. tests/unit/test_bicep_*.py run them as subprocesses.
+$(STAMP_IAC): requirements-iac.txt
+	test -x $(VENV_IAC)/bin/python || $(PY) -m venv $(VENV_IAC)
+	$(VENV_IAC)/bin/pip --disable-pip-version-check -q install -r requirements-iac.txt
 	touch $@

@@ -87,6 +87,7 @@ module storage 'modules/storage.bicep' = {
       deadLetterContainerName
       deploymentContainerName
     ]
+    logAnalyticsWorkspaceId: monitoring.outputs.logAnalyticsWorkspaceId
   }
 }
 
@@ -122,6 +123,7 @@ module serviceBus 'modules/servicebus.bicep' = {
     location: location
     tags: tags
     queueName: jobQueueName
+    logAnalyticsWorkspaceId: monitoring.outputs.logAnalyticsWorkspaceId
   }
 }
 
@@ -135,6 +137,7 @@ module cosmos 'modules/cosmos.bicep' = {
     databaseName: cosmosDatabaseName
     serverless: cosmosServerless
     autoscaleMaxThroughput: cosmosAutoscaleMaxThroughput
+    logAnalyticsWorkspaceId: monitoring.outputs.logAnalyticsWorkspaceId
   }
 }
 
@@ -145,6 +148,7 @@ module eventGridDomain 'modules/eventgrid-domain.bicep' = {
     name: '${abbrs.eventGridDomains}${resourceToken}'
     location: location
     tags: tags
+    logAnalyticsWorkspaceId: monitoring.outputs.logAnalyticsWorkspaceId
   }
 }
 
@@ -156,6 +160,7 @@ module systemTopic 'modules/eventgrid-systemtopic.bicep' = {
     location: location
     tags: tags
     storageAccountName: storage.outputs.name
+    logAnalyticsWorkspaceId: monitoring.outputs.logAnalyticsWorkspaceId
   }
 }
 
@@ -179,6 +184,7 @@ module functionApp 'modules/functionapp.bicep' = {
     serviceBusQueueName: serviceBus.outputs.queueName
     eventGridDomainEndpoint: eventGridDomain.outputs.endpoint
     eventGridDomainId: eventGridDomain.outputs.resourceId
+    logAnalyticsWorkspaceId: monitoring.outputs.logAnalyticsWorkspaceId
   }
 }
 
@@ -189,11 +195,14 @@ module rbac 'modules/rbac.bicep' = {
   params: {
     storageAccountName: storage.outputs.name
     serviceBusNamespaceName: serviceBus.outputs.name
+    serviceBusQueueName: serviceBus.outputs.queueName
     eventGridDomainName: eventGridDomain.outputs.name
     cosmosAccountName: cosmos.outputs.name
+    cosmosDatabaseName: cosmos.outputs.databaseName
     applicationInsightsName: monitoring.outputs.applicationInsightsName
     functionPrincipalId: identity.outputs.principalId
     systemTopicPrincipalId: systemTopic.outputs.principalId
+    deadLetterContainerName: deadLetterContainerName
     userPrincipalId: principalId
     userPrincipalType: principalType
   }

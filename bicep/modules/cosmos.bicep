@@ -11,7 +11,12 @@ param serverless bool = true
 @minValue(1000)
 param autoscaleMaxThroughput int = 1000
 
+@description('Log Analytics workspace that receives the diagnostic settings.')
+param logAnalyticsWorkspaceId string
+
 resource account 'Microsoft.DocumentDB/databaseAccounts@2024-05-15' = {
+  // checkov:skip=CKV_AZURE_101:the stamp has no virtual network (Flex Consumption without VNet integration); access is Entra ID only (disableLocalAuth)
+  // checkov:skip=CKV_AZURE_99:no IP or VNet filter for the same reason; every request needs an Entra ID token of a role assignment in rbac.bicep
   name: name
   location: location
   tags: tags
@@ -129,6 +134,28 @@ resource resultsContainer 'Microsoft.DocumentDB/databaseAccounts/sqlDatabases/co
         ]
       }
     }
+  }
+}
+
+// Data-plane requests, control-plane operations and RBAC decisions go to the stamp's workspace.
+resource cosmosDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'to-log-analytics'
+  scope: account
+  properties: {
+    workspaceId: logAnalyticsWorkspaceId
+    logAnalyticsDestinationType: 'Dedicated'
+    logs: [
+      {
+        categoryGroup: 'allLogs'
+        enabled: true
+      }
+    ]
+    metrics: [
+      {
+        category: 'Requests'
+        enabled: true
+      }
+    ]
   }
 }
 

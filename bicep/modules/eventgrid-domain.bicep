@@ -6,17 +6,43 @@ param name string
 param location string
 param tags object = {}
 
-resource domain 'Microsoft.EventGrid/domains@2022-06-15' = {
+@description('Log Analytics workspace that receives the diagnostic settings.')
+param logAnalyticsWorkspaceId string
+
+resource domain 'Microsoft.EventGrid/domains@2025-02-15' = {
   name: name
   location: location
   tags: tags
   properties: {
     inputSchema: 'EventGridSchema'
     disableLocalAuth: true
+    // TLS 1.2 minimum for publishers (minimumTlsVersionAllowed: API 2025-02-15 and later).
+    minimumTlsVersionAllowed: '1.2'
     publicNetworkAccess: 'Enabled'
     // Domain topics appear with a tenant's first subscription and go away with its last one.
     autoCreateTopicWithFirstSubscription: true
     autoDeleteTopicWithLastSubscription: true
+  }
+}
+
+// Delivery and publish failures (and their metrics) go to the stamp's workspace.
+resource domainDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'to-log-analytics'
+  scope: domain
+  properties: {
+    workspaceId: logAnalyticsWorkspaceId
+    logs: [
+      {
+        categoryGroup: 'allLogs'
+        enabled: true
+      }
+    ]
+    metrics: [
+      {
+        category: 'AllMetrics'
+        enabled: true
+      }
+    ]
   }
 }
 

@@ -38,6 +38,9 @@ param maximumInstanceCount int = 100
 @minValue(1)
 param tenantMaxShardsInFlight int = 25
 
+@description('Log Analytics workspace that receives the diagnostic settings.')
+param logAnalyticsWorkspaceId string
+
 var storageSuffix = environment().suffixes.storage
 // host.json runs one shard per instance at a time (serviceBus.maxConcurrentCalls 1): the fleet's capacity.
 var maxShardsInFlight = maximumInstanceCount
@@ -45,6 +48,7 @@ var blobServiceUri = 'https://${storageAccountName}.blob.${storageSuffix}'
 var queueServiceUri = 'https://${storageAccountName}.queue.${storageSuffix}'
 
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
+  // checkov:skip=CKV_AZURE_225:zone-redundant Flex Consumption is not offered in every region; the failure unit is the regional stamp
   name: planName
   location: location
   tags: tags
@@ -59,6 +63,10 @@ resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
 }
 
 resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
+  // checkov:skip=CKV_AZURE_222:the HTTP API is public by design; callers authenticate with API keys or Entra ID tokens (shared/api/auth)
+  // checkov:skip=CKV_AZURE_17:tenants authenticate with bearer tokens, not client certificates
+  // checkov:skip=CKV_AZURE_212:Flex Consumption scales from zero per demand; Event Grid and Service Bus retry while instances start
+  // checkov:skip=CKV_AZURE_213:Flex Consumption has no App Service health check; the pipeline's smoke test calls the public contract
   name: name
   location: location
   tags: union(tags, { 'azd-service-name': 'api' })
@@ -119,6 +127,13 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
 // Flex Consumption sets the worker runtime from functionAppConfig.runtime: FUNCTIONS_WORKER_RUNTIME and
 // FUNCTIONS_EXTENSION_VERSION must not be set here.
 resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
+  // checkov:skip=CKV_AZURE_66:this is the appsettings resource, not siteConfig; function logs go to Application Insights and the diagnostic setting
+  // checkov:skip=CKV_AZURE_63:same: HTTP and execution logs are the FunctionAppLogs category of functionAppDiagnostics
+  // checkov:skip=CKV_AZURE_65:same: detailed errors would show stack traces to callers; errors are logged, not shown
+  // checkov:skip=CKV_AZURE_222:same: the public HTTP API is the product (see the functionApp resource)
+  // checkov:skip=CKV_AZURE_80:a Python app; no .NET Framework runs
+  // checkov:skip=CKV_AZURE_13:the API authenticates every caller itself (API keys and Entra ID tokens); App Service Authentication would refuse API keys
+  // checkov:skip=CKV_AZURE_88:Flex Consumption deploys from a blob container (functionAppConfig.deployment); it has no Azure Files content share
   parent: functionApp
   name: 'appsettings'
   properties: {
@@ -169,6 +184,41 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     AIAAS_MAX_SWEEPS: '3'
     AIAAS_DEFAULT_ERROR_THRESHOLD: '-1'
     AIAAS_UPLOAD_SAS_MINUTES: '15'
+  }
+}
+
+// Function execution logs and the site's and plan's metrics go to the stamp's workspace.
+resource functionAppDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'to-log-analytics'
+  scope: functionApp
+  properties: {
+    workspaceId: logAnalyticsWorkspaceId
+    logs: [
+      {
+        categoryGroup: 'allLogs'
+        enabled: true
+      }
+    ]
+    metrics: [
+      {
+        category: 'AllMetrics'
+        enabled: true
+      }
+    ]
+  }
+}
+
+resource planDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'to-log-analytics'
+  scope: plan
+  properties: {
+    workspaceId: logAnalyticsWorkspaceId
+    metrics: [
+      {
+        category: 'AllMetrics'
+        enabled: true
+      }
+    ]
   }
 }
 

@@ -30,7 +30,23 @@ resource applicationInsights 'Microsoft.Insights/components@2020-02-02' = {
   }
 }
 
+// The workspace's own audit log (who queried what) stays in the workspace.
+resource logAnalyticsDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'to-log-analytics'
+  scope: logAnalytics
+  properties: {
+    workspaceId: logAnalytics.id
+    logs: [
+      {
+        categoryGroup: 'audit'
+        enabled: true
+      }
+    ]
+  }
+}
+
 output logAnalyticsName string = logAnalytics.name
+output logAnalyticsWorkspaceId string = logAnalytics.id
 output applicationInsightsName string = applicationInsights.name
 output applicationInsightsResourceId string = applicationInsights.id
 // The connection string carries only the (non-secret) instrumentation key and ingestion endpoint;

@@ -10,6 +10,9 @@ param location string
 param tags object = {}
 param queueName string = 'shards'
 
+@description('Log Analytics workspace that receives the diagnostic settings.')
+param logAnalyticsWorkspaceId string
+
 resource namespace 'Microsoft.ServiceBus/namespaces@2022-10-01-preview' = {
   name: name
   location: location
@@ -34,6 +37,26 @@ resource namespace 'Microsoft.ServiceBus/namespaces@2022-10-01-preview' = {
       lockDuration: 'PT1M'
       deadLetteringOnMessageExpiration: true
     }
+  }
+}
+
+resource serviceBusDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'to-log-analytics'
+  scope: namespace
+  properties: {
+    workspaceId: logAnalyticsWorkspaceId
+    logs: [
+      {
+        categoryGroup: 'allLogs'
+        enabled: true
+      }
+    ]
+    metrics: [
+      {
+        category: 'AllMetrics'
+        enabled: true
+      }
+    ]
   }
 }
 
