@@ -73,7 +73,7 @@ def test_every_bicep_file_parses() -> None:
 
 
 def test_a_syntax_error_is_reported(tmp_path: Path) -> None:
-    copy = broken_copy(tmp_path, "modules/servicebus.bicep", "    disableLocalAuth: true\n", "    disableLocalAuth: true,,\n")
+    copy = broken_copy(tmp_path, "modules/servicebus.bicep", "disableLocalAuth: true\n", "disableLocalAuth: true,,\n")
     errors = {p["path"]: p["errors"] for p in parse_dir(copy) if p["errors"]}
     assert list(errors) == ["modules/servicebus.bicep"]
     assert errors["modules/servicebus.bicep"][0]["line"] > 1
