@@ -136,6 +136,9 @@ def _declarations(root: Any, src: bytes) -> tuple[dict[str, Any], list[dict[str,
         body = named[-1]
         loop = body.type == "for_statement"
         conditional = body.type == "if_statement"
+        loop_over = ""
+        if loop:
+            loop_over = _text([c for c in body.named_children if c.type != "comment"][-2], src)
         if loop or conditional:
             body = [c for c in body.named_children if c.type == "object"][-1]
         record = {
@@ -144,6 +147,7 @@ def _declarations(root: Any, src: bytes) -> tuple[dict[str, Any], list[dict[str,
             "api": api or (parent or {}).get("api", ""),
             "existing": any(c.type == "existing" for c in node.children),
             "loop": loop,
+            "loop_over": loop_over,
             "conditional": conditional,
             "line": node.start_point[0] + 1,
             "body": _value(body, src),
