@@ -246,7 +246,8 @@ output AIAAS_STORAGE_ACCOUNT_NAME string = storage.outputs.name
 output AZURE_STORAGE_BLOB_ENDPOINT string = storage.outputs.primaryBlobEndpoint
 output AZURE_STORAGE_QUEUE_ENDPOINT string = storage.outputs.primaryQueueEndpoint
 output AIAAS_MODELS_CONTAINER string = modelsContainerName
-output AIAAS_DEADLETTER_CONTAINER string = deadLetterContainerName
+// Not an app setting (Event Grid dead-letters there, the app does not read it): no AIAAS_ name.
+output AZURE_STORAGE_DEADLETTER_CONTAINER string = deadLetterContainerName
 
 output AIAAS_COSMOS_ENDPOINT string = cosmos.outputs.endpoint
 output AIAAS_COSMOS_DATABASE string = cosmos.outputs.databaseName

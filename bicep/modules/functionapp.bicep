@@ -172,6 +172,8 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     AIAAS_SHARD_BYTES: '33554432'
     AIAAS_MAX_UPLOAD_BYTES: '2147483648'
     AIAAS_MAX_DELIVERY_COUNT: '5'
+    // ONNX Runtime intra-op threads per model; 0: one per core of the instance.
+    AIAAS_ONNX_THREADS: '0'
     // Timings that agree with host.json and the queue (servicebus.bicep): lock 60 s, functionTimeout 10 min.
     AIAAS_QUEUE_VISIBILITY_SECONDS: '60'
     AIAAS_SHARD_TIMEOUT_SECONDS: '600'
