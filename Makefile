@@ -58,7 +58,7 @@ up: deps models
 test: deps models lint typecheck $(STAMP_CI) $(STAMP_IAC)
 	$(BIN)/pytest -q -p no:cacheprovider
 
-test-unit: deps models
+test-unit: deps models $(STAMP_IAC)
 	$(BIN)/pytest -q tests/unit
 
 test-integration: deps models
