@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.unit.test_bicep_parse import broken_copy, parse_dir
+from tests.unit.test_bicep_parse import BICEP_DIR, broken_copy, parse_dir
 
 # Text that means a key or a connection string with a secret is read or written (ARM list* functions, key fields).
 KEY_PATTERNS = [
@@ -237,6 +237,9 @@ def _cosmos_role_findings(
 def test_the_stamp_follows_the_policy() -> None:
     parsed = parse_dir()
     assert findings(parsed) == []
+    # Parameter files carry no key either.
+    for path in BICEP_DIR.rglob("*.json"):
+        assert not [p for p in KEY_PATTERNS if re.search(p, path.read_text())], path
     # The rules did look at what they guard (a rule over no resource passes by default).
     types = {r["type"] for p in parsed for r in p["resources"] if not r["existing"]}
     assert {"Microsoft.Storage/storageAccounts", "Microsoft.Authorization/roleAssignments"} <= types
