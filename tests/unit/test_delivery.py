@@ -18,10 +18,13 @@ WORKFLOWS = ROOT / ".github" / "workflows"
 PIPELINE = ROOT / "azure-pipelines.yml"
 CI_BIN = ROOT / ".venv-ci" / "bin"
 
-pytestmark = pytest.mark.skipif(
-    not (CI_BIN / "zizmor").exists() or not (CI_BIN / "check-jsonschema").exists(),
-    reason="the workflow checks live in .venv-ci: run `make .venv-ci/.installed` (make test does)",
-)
+
+@pytest.fixture(autouse=True, scope="module")
+def _tools() -> None:
+    """The workflow checks live in .venv-ci; a missing tool fails (never skips) the checks."""
+    missing = [tool for tool in ("zizmor", "check-jsonschema") if not (CI_BIN / tool).exists()]
+    if missing:
+        pytest.fail(f"{', '.join(missing)} missing from .venv-ci: run `make .venv-ci/.installed` (make test does)")
 
 
 def _schema(builtin: str, *files: Path) -> subprocess.CompletedProcess[str]:
@@ -214,3 +217,19 @@ def test_job_failure_query_extracts_the_model_and_status_from_the_real_messages(
     assert _first_group(model_of_queued, queued) == "breast-cancer-classifier"
     assert _first_group(job_of_ended, ended) == "0f3a"
     assert _first_group(status_of_ended, ended) == "failed"
+
+
+def test_every_parameter_file_a_stage_deploys_exists_and_names_only_parameters_of_main_bicep() -> None:
+    texts = [path.read_text() for path in WORKFLOWS.glob("*.yml")] + [PIPELINE.read_text()]
+    named = set(re.findall(r"bicep/params/([a-z0-9${}. ]+?)\.parameters\.json", "\n".join(texts)))
+    regions = set(re.findall(r"region:\s*\[([^\]]+)\]", "\n".join(texts)))
+    files = {name for name in named if "$" not in name}
+    files |= {region.strip().strip("'\"") for group in regions for region in group.split(",")}
+    declared = set(re.findall(r"^param (\w+)", (ROOT / "bicep/main.bicep").read_text(), re.M))
+    assert files >= {"dev", "westeurope"}, files
+    for name in sorted(files):
+        path = ROOT / "bicep/params" / f"{name}.parameters.json"
+        assert path.is_file(), f"a stage deploys {path}, which does not exist"
+        parameters = json.loads(path.read_text())["parameters"]
+        assert set(parameters) <= declared, (path.name, set(parameters) - declared)
+        assert {"environmentName", "location"} <= set(parameters), path.name
