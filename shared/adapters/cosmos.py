@@ -23,7 +23,7 @@ from azure.cosmos.exceptions import (
 
 from shared.domain.errors import AlreadyExists, NotFound, PreconditionFailed, ServiceUnavailable
 from shared.domain.events import Subscription
-from shared.domain.jobs import TERMINAL_STATUSES, Job, ResultPage
+from shared.domain.jobs import TERMINAL_STATUSES, Job, ResultPage, json_lines
 from shared.domain.tenants import Tenant
 from shared.ports import JobBacklog
 
@@ -354,15 +354,14 @@ def _page_documents(page: ResultPage) -> list[dict[str, Any]]:
     part documents and stands alone in its page document as a reference, so that a reader fetches its parts
     only when it gets to it.
     """
-    # Lines: an entry's compact JSON and one byte more, which stands for its comma in the document.
-    item_lines = page.encoded_items if page.encoded_items is not None else _lines(page.items)
-    error_lines = page.encoded_errors if page.encoded_errors is not None else _lines(page.errors)
-    items_text, errors_text = b"".join(item_lines), b"".join(error_lines)
+    # The entries' JSON lines, as the writer already encoded them for the output files.
+    items_text = page.encoded_items if page.encoded_items is not None else json_lines(page.items)
+    errors_text = page.encoded_errors if page.encoded_errors is not None else json_lines(page.errors)
     if _stored_size(items_text) + _stored_size(errors_text) <= PAGE_BUDGET:
         return [_page_doc(page, items_text, errors_text)]
     entries = heapq.merge(
-        ((item["recordIndex"], False, item, line) for item, line in zip(page.items, item_lines, strict=True)),
-        ((error["recordIndex"], True, error, line) for error, line in zip(page.errors, error_lines, strict=True)),
+        ((item["recordIndex"], False, line) for item, line in zip(page.items, _split(items_text), strict=True)),
+        ((error["recordIndex"], True, line) for error, line in zip(page.errors, _split(errors_text), strict=True)),
         key=lambda entry: entry[0],
     )
     docs: list[dict[str, Any]] = []
@@ -376,7 +375,7 @@ def _page_documents(page: ResultPage) -> list[dict[str, Any]]:
         docs.append(_page_doc(piece, b"".join(items), b"".join(errors)))
         first, items, errors, size = last + 1, [], [], 0
 
-    for index, is_error, _entry, line in entries:
+    for index, is_error, line in entries:
         stored = _stored_size(line)
         alone = stored > PAGE_BUDGET
         if (items or errors) and (alone or size + stored > PAGE_BUDGET):
@@ -394,8 +393,9 @@ def _page_documents(page: ResultPage) -> list[dict[str, Any]]:
     return docs
 
 
-def _lines(entries: list[dict[str, Any]]) -> list[bytes]:
-    return [orjson.dumps(entry) + b"\n" for entry in entries]
+def _split(lines: bytes) -> list[bytes]:
+    """JSON lines one by one, each with its newline (orjson escapes every newline inside a string)."""
+    return [line + b"\n" for line in lines.split(b"\n")[:-1]]
 
 
 def _stored_size(lines: bytes) -> int:

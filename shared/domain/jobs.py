@@ -371,6 +371,11 @@ class Job:
         return {"job": base, "results": f"{base}/results", "outputBlob": self.outputs.get("results")}
 
 
+def json_lines(entries: list[dict[str, Any]]) -> bytes:
+    """Entries as JSON lines: compact JSON, one a line (the output files' format)."""
+    return b"".join(orjson.dumps(entry) + b"\n" for entry in entries)
+
+
 @dataclass
 class ResultPage:
     """One batch of results of a job, records [first_record_index, last_record_index]: its items and errors.
@@ -385,10 +390,10 @@ class ResultPage:
     last_record_index: int
     items: list[dict[str, Any]]
     errors: list[dict[str, Any]]
-    # Each entry's line of the output files (compact JSON and a newline), when the writer encoded them already: a
-    # store sizes its documents by these instead of encoding every entry again. Never part of the stored document.
-    encoded_items: list[bytes] | None = field(default=None, repr=False, compare=False)
-    encoded_errors: list[bytes] | None = field(default=None, repr=False, compare=False)
+    # The entries as the output files hold them (json_lines), when the writer encoded them already: a store
+    # sizes and keeps its documents by these instead of encoding every entry again.
+    encoded_items: bytes | None = field(default=None, repr=False, compare=False)
+    encoded_errors: bytes | None = field(default=None, repr=False, compare=False)
 
     @property
     def doc_id(self) -> str:

@@ -332,21 +332,9 @@ class LocalHost:
         process = self.worker_processes[index]
         if state.restart_at is None:
             code = process.poll()
-            if code is None:
-                return
-            uptime = now - state.started_at
-            delay = state.backoff.after_death(uptime)
-            state.restart_at = now + delay
-            logger.error(
-                "%s (pid %d) %s after %.1fs up; a new one starts in %.1fs (the queue redelivers its shard "
-                "when the lock expires; log: %s)",
-                state.name,
-                process.pid,
-                describe_exit(code),
-                uptime,
-                delay,
-                self._log_dir / f"worker-{index}.log",
-            )
+            if code is not None:
+                log = self._log_dir / f"worker-{index}.log"
+                self._note_death(state, process.pid, code, now, f"the queue redelivers its shard; log: {log}")
             return
         if now < state.restart_at:
             return
@@ -365,22 +353,15 @@ class LocalHost:
             return None
         if state.restart_at is None:
             code = self.azurite.exit_code()
-            if code is None:
-                return None
-            uptime = now - state.started_at
-            delay = state.backoff.after_death(uptime)
-            state.restart_at = now + delay
-            logger.error(
-                "Azurite (pid %s) %s after %.1fs up; restarting it on the same ports in %.1fs. Blobs and queues "
-                "persist in %s, but it saves its metadata every 5 s, so the writes of its last seconds may be "
-                "lost (log: %s)",
-                self.azurite.pid,
-                describe_exit(code),
-                uptime,
-                delay,
-                self.azurite.data_dir,
-                self.azurite.log_file,
-            )
+            if code is not None:
+                self._note_death(
+                    state,
+                    self.azurite.pid,
+                    code,
+                    now,
+                    f"on the same ports; blobs and queues persist in {self.azurite.data_dir}, but it saves its "
+                    f"metadata every 5 s, so the writes of its last seconds may be lost; log: {self.azurite.log_file}",
+                )
             return None
         if now < state.restart_at:
             return None
@@ -391,6 +372,22 @@ class LocalHost:
         state.started(time.monotonic())
         logger.warning("Azurite started again (pid %s) at %s", self.azurite.pid, self.azurite.blob_endpoint)
         return None
+
+    @staticmethod
+    def _note_death(state: _Supervised, pid: int | None, code: int, now: float, consequence: str) -> None:
+        """Logs how a child ended and schedules its restart after its back-off."""
+        uptime = now - state.started_at
+        delay = state.backoff.after_death(uptime)
+        state.restart_at = now + delay
+        logger.error(
+            "%s (pid %s) %s after %.1fs up; it starts again in %.1fs (%s)",
+            state.name,
+            pid,
+            describe_exit(code),
+            uptime,
+            delay,
+            consequence,
+        )
 
     def _fail(self, failure: str) -> None:
         """Stops the platform from the supervisor's thread, saying why (`aiaas up` prints it and exits 1)."""

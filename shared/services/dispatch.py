@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import heapq
 import logging
-from collections import defaultdict, deque
+from collections import Counter, defaultdict, deque
 from dataclasses import dataclass
 
 from shared.domain.errors import NotFound, PreconditionFailed
@@ -89,14 +89,13 @@ def dispatch(platform: Platform) -> DispatchReport:
     grants = plan_grants(
         backlog, tenant_limit=platform.tenant_max_shards_in_flight, global_limit=platform.max_shards_in_flight
     )
-    wanted: dict[tuple[str, str], tuple[JobBacklog, int]] = {}
-    for entry in grants:
-        key = (entry.tenant_id, entry.job_id)
-        wanted[key] = (entry, wanted[key][1] + 1 if key in wanted else 1)
+    entries = {(entry.tenant_id, entry.job_id): entry for entry in grants}
+    slots = Counter((entry.tenant_id, entry.job_id) for entry in grants)  # in first-granted order
     # Compare-and-set per job, each tenant's jobs in grant order; a conflict ends that tenant's turn.
     won: dict[tuple[str, str], deque[ShardMessage]] = {}
     stopped: set[str] = set()
-    for key, (entry, count) in wanted.items():
+    for key, count in slots.items():
+        entry = entries[key]
         if entry.tenant_id in stopped:
             continue
         messages = _advance(platform, entry, count)

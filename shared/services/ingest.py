@@ -154,11 +154,13 @@ def _check_input(
     except InvalidInput as err:
         return err
     if file_type not in SPLITTABLE_TYPES:
-        return _check_unsplittable(platform, tenant_id, blob_path, info)
+        return _check_unsplittable(platform, tenant_id, blob_path, file_type, info)
     return None
 
 
-def _check_unsplittable(platform: Platform, tenant_id: str, blob_path: str, info: BlobInfo) -> InvalidInput | None:
+def _check_unsplittable(
+    platform: Platform, tenant_id: str, blob_path: str, file_type: str, info: BlobInfo
+) -> InvalidInput | None:
     """An archive or image is one shard, so it must fit what one shard may take (the shard timeout)."""
     limit = platform.max_archive_bytes
     if info.size > limit:
@@ -167,7 +169,7 @@ def _check_unsplittable(platform: Platform, tenant_id: str, blob_path: str, info
             "bytes: split it into several uploads",
             code="ArchiveTooLarge",
         )
-    if file_type_of(blob_path) != ".zip":
+    if file_type != ".zip":
         from shared.inference.images import MAX_IMAGE_BYTES
 
         if info.size > MAX_IMAGE_BYTES:  # what the reader would refuse, refused before any work

@@ -12,11 +12,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
 from shared.domain.errors import InvalidInput, InvalidRecord, NotFound, PreconditionFailed
 from shared.domain.events import terminal_event_id
-from shared.domain.jobs import PLAN, Counts, Job, JobStatus, ResultPage, ShardMessage, utcnow
+from shared.domain.jobs import PLAN, Counts, Job, JobStatus, ResultPage, ShardMessage, json_lines, utcnow
 from shared.domain.models import ModelRef
 from shared.domain.tenants import container_for
 from shared.inference.readers import Record, header_of_csv, reader_for
@@ -266,14 +264,11 @@ def _store_page(platform: Platform, job: Job, page: ResultPage) -> None:
     """
     container, base = container_for(job.tenant_id), f"outbox/{job.job_id}"
     block_id = f"{page.first_record_index:012d}"  # ids sort in record order; a redelivery restages the same ids
-    # `+ b"\n"` also copies orjson's over-allocated buffer into a tight one: keeping a page of orjson's own
-    # results alive costs ten times the encoding (measured: 2 ms vs 0.2 ms for 1,000 rows).
-    page.encoded_items = [orjson.dumps(item) + b"\n" for item in page.items]
-    page.encoded_errors = [orjson.dumps(error) + b"\n" for error in page.errors]
+    page.encoded_items, page.encoded_errors = json_lines(page.items), json_lines(page.errors)
     if page.items:
-        platform.blobs.stage_block(container, f"{base}/results.jsonl", block_id, b"".join(page.encoded_items))
+        platform.blobs.stage_block(container, f"{base}/results.jsonl", block_id, page.encoded_items)
     if page.errors:
-        platform.blobs.stage_block(container, f"{base}/errors.jsonl", block_id, b"".join(page.encoded_errors))
+        platform.blobs.stage_block(container, f"{base}/errors.jsonl", block_id, page.encoded_errors)
     platform.results.put_page(page)
     page.encoded_items = page.encoded_errors = None  # the page may live on in the caller; its lines need not
 
