@@ -5,17 +5,19 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Header, Query, Request, Response
+from fastapi import Depends, FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from shared.api.auth import ADMIN, READER, SUBMITTER, Caller, requires
 from shared.domain.errors import (
     AlreadyExists,
+    Forbidden,
     InvalidInput,
     NotFound,
     PlatformError,
@@ -34,6 +36,7 @@ logger = logging.getLogger(__name__)
 
 STATUS_BY_ERROR: list[tuple[type[PlatformError], int]] = [
     (Unauthorized, 401),
+    (Forbidden, 403),
     (UnknownModel, 404),
     (NotFound, 404),
     (AlreadyExists, 409),
@@ -111,6 +114,17 @@ class _AuthCache:
             self._entries[key_hash] = (time.monotonic() + AUTH_CACHE_SECONDS, tenant)
 
 
+async def _relative_slash_redirect(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+    """`/api/v1/jobs/` answers 307 to `/api/v1/jobs`, relative, so no redirect names a host the caller sent."""
+    path = request.url.path
+    if len(path) > 1 and path.endswith("/") and path.startswith("/api/"):
+        target = "/" + path.strip("/")
+        if request.url.query:
+            target += f"?{request.url.query}"
+        return Response(status_code=307, headers={"Location": target})
+    return await call_next(request)
+
+
 def create_app(platform_factory: Callable[[], Platform], *, allow_loopback_webhooks: bool = False) -> FastAPI:
     app = FastAPI(
         title="AIaaS batch inference platform",
@@ -118,16 +132,17 @@ def create_app(platform_factory: Callable[[], Platform], *, allow_loopback_webho
         openapi_url="/api/openapi.json",
         docs_url="/api/docs",
         redoc_url=None,
+        # Starlette's own slash redirect builds its Location from the request's Host header: a caller could make
+        # the platform name any host. The middleware below redirects to a relative path instead.
+        redirect_slashes=False,
     )
+    app.middleware("http")(_relative_slash_redirect)
     auth_cache = _AuthCache()
 
     def platform() -> Platform:
         return platform_factory()
 
-    def caller(
-        plat: Annotated[Platform, Depends(platform)],
-        authorization: Annotated[str | None, Header()] = None,
-    ) -> Tenant:
+    def authenticate(request: Request, authorization: str | None) -> Caller:
         scheme, _, token = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise Unauthorized("send Authorization: Bearer <API key>")
@@ -135,12 +150,15 @@ def create_app(platform_factory: Callable[[], Platform], *, allow_loopback_webho
         key_hash = hashlib.sha256(token.encode()).hexdigest()
         tenant = auth_cache.get(key_hash)
         if tenant is None:
-            tenant = tenants.authenticate(plat, token)
+            tenant = tenants.authenticate(platform_factory(), token)
             auth_cache.put(key_hash, tenant)
-        return tenant
+        return Caller(tenant_id=tenant.tenant_id, role=ADMIN, actor_kind="key", actor_id=key_hash[:12])
 
+    app.state.authenticate = authenticate
     Plat = Annotated[Platform, Depends(platform)]
-    Caller = Annotated[Tenant, Depends(caller)]
+    Reader = Annotated[Caller, requires(READER)]
+    Submitter = Annotated[Caller, requires(SUBMITTER)]
+    Admin = Annotated[Caller, requires(ADMIN)]
 
     @app.exception_handler(PlatformError)
     def _platform_error(_: Request, err: PlatformError) -> JSONResponse:
@@ -175,7 +193,7 @@ def create_app(platform_factory: Callable[[], Platform], *, allow_loopback_webho
     @app.get("/api/v1/models")
     def list_models(
         plat: Plat,
-        tenant: Caller,
+        tenant: Reader,
         task: Annotated[str | None, Query(max_length=100)] = None,
         tag: Annotated[list[str] | None, Query(description="k:v, repeatable; all must match")] = None,
     ) -> dict[str, Any]:
@@ -190,13 +208,13 @@ def create_app(platform_factory: Callable[[], Platform], *, allow_loopback_webho
         return {"items": plat.models.list_models(tenant.tenant_id, task=task, tags=tags or None)}
 
     @app.get("/api/v1/models/{name}")
-    def get_model(name: str, plat: Plat, tenant: Caller) -> dict[str, Any]:
+    def get_model(name: str, plat: Plat, tenant: Reader) -> dict[str, Any]:
         if not MODEL_NAME_PATTERN.fullmatch(name):  # as the registry answers for a name it does not know
             raise UnknownModel(f"no model named {shown(name)!r} is available to you")
         return plat.models.get_model(tenant.tenant_id, name)
 
     @app.post("/api/v1/uploads", status_code=201)
-    def create_upload(body: UploadRequest, plat: Plat, tenant: Caller) -> dict[str, Any]:
+    def create_upload(body: UploadRequest, plat: Plat, tenant: Submitter) -> dict[str, Any]:
         return ingest.create_upload(
             plat,
             tenant.tenant_id,
@@ -207,7 +225,7 @@ def create_app(platform_factory: Callable[[], Platform], *, allow_loopback_webho
         )
 
     @app.post("/api/v1/jobs", status_code=202)
-    def submit_job(body: JobRequest, plat: Plat, tenant: Caller) -> dict[str, Any]:
+    def submit_job(body: JobRequest, plat: Plat, tenant: Submitter) -> dict[str, Any]:
         job = ingest.submit_job(
             plat,
             tenant.tenant_id,
@@ -221,7 +239,7 @@ def create_app(platform_factory: Callable[[], Platform], *, allow_loopback_webho
     @app.get("/api/v1/jobs")
     def list_jobs(
         plat: Plat,
-        tenant: Caller,
+        tenant: Reader,
         limit: Annotated[int, Query(ge=1, le=200)] = 50,
         continuationToken: Annotated[str | None, Query()] = None,
     ) -> dict[str, Any]:
@@ -233,14 +251,14 @@ def create_app(platform_factory: Callable[[], Platform], *, allow_loopback_webho
         }
 
     @app.get("/api/v1/jobs/{job_id}")
-    def get_job(job_id: str, plat: Plat, tenant: Caller) -> dict[str, Any]:
+    def get_job(job_id: str, plat: Plat, tenant: Reader) -> dict[str, Any]:
         return plat.jobs.get_job(tenant.tenant_id, existing_id("job", job_id)).public_view(plat.api_url)
 
     @app.get("/api/v1/jobs/{job_id}/results")
     def get_results(
         job_id: str,
         plat: Plat,
-        tenant: Caller,
+        tenant: Reader,
         limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
         continuationToken: Annotated[str | None, Query()] = None,
     ) -> dict[str, Any]:
@@ -248,7 +266,7 @@ def create_app(platform_factory: Callable[[], Platform], *, allow_loopback_webho
         return queries.list_results(plat, tenant.tenant_id, job_id, limit=limit, continuation=continuationToken)
 
     @app.post("/api/v1/subscriptions", status_code=201)
-    def create_subscription(body: SubscriptionRequest, plat: Plat, tenant: Caller) -> dict[str, Any]:
+    def create_subscription(body: SubscriptionRequest, plat: Plat, tenant: Admin) -> dict[str, Any]:
         created = subscriptions.create_subscription(
             plat,
             tenant.tenant_id,
@@ -260,16 +278,16 @@ def create_app(platform_factory: Callable[[], Platform], *, allow_loopback_webho
         return created.public_view()
 
     @app.get("/api/v1/subscriptions")
-    def list_subscriptions(plat: Plat, tenant: Caller) -> dict[str, Any]:
+    def list_subscriptions(plat: Plat, tenant: Reader) -> dict[str, Any]:
         return {"items": [s.public_view() for s in plat.subscriptions.list_subscriptions(tenant.tenant_id)]}
 
     @app.get("/api/v1/subscriptions/{subscription_id}")
-    def get_subscription(subscription_id: str, plat: Plat, tenant: Caller) -> dict[str, Any]:
+    def get_subscription(subscription_id: str, plat: Plat, tenant: Reader) -> dict[str, Any]:
         subscription_id = existing_id("subscription", subscription_id)
         return plat.subscriptions.get_subscription(tenant.tenant_id, subscription_id).public_view()
 
     @app.delete("/api/v1/subscriptions/{subscription_id}", status_code=204)
-    def delete_subscription(subscription_id: str, plat: Plat, tenant: Caller) -> Response:
+    def delete_subscription(subscription_id: str, plat: Plat, tenant: Admin) -> Response:
         subscription_id = existing_id("subscription", subscription_id)
         plat.subscriptions.get_subscription(tenant.tenant_id, subscription_id)  # 404 if not the caller's
         plat.subscriptions.delete_subscription(tenant.tenant_id, subscription_id)
@@ -278,6 +296,6 @@ def create_app(platform_factory: Callable[[], Platform], *, allow_loopback_webho
     from shared.api.oip import oip_router
     from shared.api.registry_routes import registry_router
 
-    app.include_router(registry_router(Depends(platform), Depends(caller)))
-    app.include_router(oip_router(Depends(platform), Depends(caller)))
+    app.include_router(registry_router(Depends(platform)))
+    app.include_router(oip_router(Depends(platform)))
     return app

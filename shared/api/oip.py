@@ -36,9 +36,9 @@ from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from shared.api.auth import AS_READER, AS_SUBMITTER, Caller
 from shared.domain.errors import InvalidRecord, PlatformError, UnknownModel
 from shared.domain.models import MODEL_NAME_PATTERN, SELECTOR_PATTERN, ModelCard, ModelRef
-from shared.domain.tenants import Tenant
 from shared.ports import Predictor
 from shared.services.platform import Platform
 
@@ -191,7 +191,7 @@ def output_specs(card: ModelCard) -> list[TensorSpec]:
 # Resolving and loading
 
 
-def _resolve(plat: Platform, tenant: Tenant, name: str, version: str | None) -> ModelCard:
+def _resolve(plat: Platform, tenant: Caller, name: str, version: str | None) -> ModelCard:
     if not MODEL_NAME_PATTERN.fullmatch(name):
         raise V2Error(404, f"no model named {name!r} is available to you")
     if version is not None and not SELECTOR_PATTERN.fullmatch(version):
@@ -210,7 +210,7 @@ def _load(plat: Platform, card: ModelCard) -> Predictor:
         raise V2Error(503, f"model {card.name!r} version {card.version!r} is not available right now") from None
 
 
-def model_metadata(plat: Platform, tenant: Tenant, name: str, version: str | None) -> dict[str, Any]:
+def model_metadata(plat: Platform, tenant: Caller, name: str, version: str | None) -> dict[str, Any]:
     card = _resolve(plat, tenant, name, version)
     try:
         versions = [str(v) for v in plat.models.get_model(tenant.tenant_id, name).get("versions", [])]
@@ -550,7 +550,7 @@ class InferAnswer:
 
 
 def run_inference(
-    plat: Platform, tenant: Tenant, name: str, version: str | None, body: bytes, header_length: str | None
+    plat: Platform, tenant: Caller, name: str, version: str | None, body: bytes, header_length: str | None
 ) -> InferAnswer:
     card = _resolve(plat, tenant, name, version)
     doc, binary = _read_header(body, header_length)
@@ -644,7 +644,7 @@ async def _read_body(request: Request) -> bytes:
     return inflated
 
 
-async def _infer(request: Request, plat: Platform, tenant: Tenant, name: str, version: str | None) -> Response:
+async def _infer(request: Request, plat: Platform, tenant: Caller, name: str, version: str | None) -> Response:
     body = await _read_body(request)
     answer = await run_in_threadpool(
         run_inference, plat, tenant, name, version, body, request.headers.get(HEADER_LENGTH.lower())
@@ -668,8 +668,8 @@ def _server_version() -> str:
         return "0"
 
 
-def oip_router(platform_dep: Any, caller_dep: Any) -> APIRouter:
-    """Routes under /api/v2; `platform_dep`/`caller_dep` are the API's Depends() markers for Platform and Tenant."""
+def oip_router(platform_dep: Any) -> APIRouter:
+    """Routes under /api/v2; `platform_dep` is the API's Depends() marker of the Platform."""
     router = APIRouter(prefix="/api/v2", route_class=V2Route, tags=["Open Inference Protocol (V2)"])
 
     @router.get("/health/live")
@@ -685,39 +685,39 @@ def oip_router(platform_dep: Any, caller_dep: Any) -> APIRouter:
         return {"name": SERVER_NAME, "version": _server_version(), "extensions": list(EXTENSIONS)}
 
     @router.get("/models/{name}")
-    def get_model_metadata(name: str, plat: Platform = platform_dep, tenant: Tenant = caller_dep) -> dict[str, Any]:
+    def get_model_metadata(name: str, plat: Platform = platform_dep, tenant: Caller = AS_READER) -> dict[str, Any]:
         return model_metadata(plat, tenant, name, None)
 
     @router.get("/models/{name}/versions/{version}")
     def get_model_version_metadata(
-        name: str, version: str, plat: Platform = platform_dep, tenant: Tenant = caller_dep
+        name: str, version: str, plat: Platform = platform_dep, tenant: Caller = AS_READER
     ) -> dict[str, Any]:
         return model_metadata(plat, tenant, name, version)
 
-    def ready(plat: Platform, tenant: Tenant, name: str, version: str | None) -> dict[str, Any]:
+    def ready(plat: Platform, tenant: Caller, name: str, version: str | None) -> dict[str, Any]:
         card = _resolve(plat, tenant, name, version)
         _load(plat, card)
         return {"name": card.name, "version": card.version, "ready": True}
 
     @router.get("/models/{name}/ready")
-    def model_ready(name: str, plat: Platform = platform_dep, tenant: Tenant = caller_dep) -> dict[str, Any]:
+    def model_ready(name: str, plat: Platform = platform_dep, tenant: Caller = AS_READER) -> dict[str, Any]:
         return ready(plat, tenant, name, None)
 
     @router.get("/models/{name}/versions/{version}/ready")
     def model_version_ready(
-        name: str, version: str, plat: Platform = platform_dep, tenant: Tenant = caller_dep
+        name: str, version: str, plat: Platform = platform_dep, tenant: Caller = AS_READER
     ) -> dict[str, Any]:
         return ready(plat, tenant, name, version)
 
     @router.post("/models/{name}/infer")
     async def infer(
-        name: str, request: Request, plat: Platform = platform_dep, tenant: Tenant = caller_dep
+        name: str, request: Request, plat: Platform = platform_dep, tenant: Caller = AS_SUBMITTER
     ) -> Response:
         return await _infer(request, plat, tenant, name, None)
 
     @router.post("/models/{name}/versions/{version}/infer")
     async def infer_version(
-        name: str, version: str, request: Request, plat: Platform = platform_dep, tenant: Tenant = caller_dep
+        name: str, version: str, request: Request, plat: Platform = platform_dep, tenant: Caller = AS_SUBMITTER
     ) -> Response:
         return await _infer(request, plat, tenant, name, version)
 

@@ -9,9 +9,10 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared.api.auth import AS_ADMIN, AS_READER, Caller
 from shared.domain.errors import InvalidInput, NotFound, UnknownModel
 from shared.domain.models import MODEL_NAME_PATTERN, SELECTOR_PATTERN, ModelRef
-from shared.domain.tenants import Tenant, container_for
+from shared.domain.tenants import container_for
 from shared.services.platform import Platform
 
 MAX_ARTIFACT_BYTES = 50 * 1024 * 1024
@@ -61,13 +62,13 @@ def _artifact(plat: Platform, tenant_id: str, body: RegisterModelRequest) -> byt
         raise InvalidInput(f"no blob {body.artifactBlobPath!r} in your container", code="BlobNotFound") from None
 
 
-def registry_router(platform_dep: Any, caller_dep: Any) -> APIRouter:
-    """Routes under /api/v1/models; `platform_dep`/`caller_dep` are the API's Depends() markers."""
+def registry_router(platform_dep: Any) -> APIRouter:
+    """Routes under /api/v1/models; `platform_dep` is the API's Depends() marker of the Platform."""
     router = APIRouter()
 
     @router.post("/api/v1/models", status_code=201)
     def register_model(
-        body: RegisterModelRequest, plat: Platform = platform_dep, tenant: Tenant = caller_dep
+        body: RegisterModelRequest, plat: Platform = platform_dep, tenant: Caller = AS_ADMIN
     ) -> dict[str, Any]:
         """Registers a version of the caller's own private model (ONNX bytes, or a remote-oip endpoint)."""
         files = {name: _decode(text, f"file {name!r}") for name, text in (body.files or {}).items()}
@@ -80,7 +81,7 @@ def registry_router(platform_dep: Any, caller_dep: Any) -> APIRouter:
         )
 
     @router.get("/api/v1/models/{name}/aliases")
-    def get_aliases(name: str, plat: Platform = platform_dep, tenant: Tenant = caller_dep) -> dict[str, Any]:
+    def get_aliases(name: str, plat: Platform = platform_dep, tenant: Caller = AS_READER) -> dict[str, Any]:
         """The model's aliases and every move of them (who, when)."""
         if not MODEL_NAME_PATTERN.fullmatch(name):  # a name no model can have: as one that does not exist
             raise UnknownModel(f"no model named {name[:64]!r} is available to you")
@@ -88,7 +89,7 @@ def registry_router(platform_dep: Any, caller_dep: Any) -> APIRouter:
 
     @router.put("/api/v1/models/{name}/aliases/{alias}")
     def move_alias(
-        name: str, alias: str, body: AliasRequest, plat: Platform = platform_dep, tenant: Tenant = caller_dep
+        name: str, alias: str, body: AliasRequest, plat: Platform = platform_dep, tenant: Caller = AS_ADMIN
     ) -> dict[str, Any]:
         """Moves an alias of the caller's own private model; rolling back is moving it to the previous version."""
         ModelRef.parse(f"{name[:200]}@{alias[:200]}")  # 400 InvalidModelName: no alias can be set by that name

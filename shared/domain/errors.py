@@ -69,3 +69,9 @@ class ServiceUnavailable(PlatformError):
     def __init__(self, message: str, *, retry_after_seconds: int = 1) -> None:
         super().__init__(message)
         self.retry_after_seconds = max(1, retry_after_seconds)
+
+
+class Forbidden(PlatformError):
+    """The caller is who they say but may not do this: no role for the route, or a tenant the platform does not know."""
+
+    code = "Forbidden"
