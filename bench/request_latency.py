@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
+import statistics
 import sys
 import time
 from pathlib import Path
 from typing import Any
-
-import statistics
 
 from stack import Stack
 from workloads import rows
@@ -37,13 +36,11 @@ def measure() -> dict[str, Any]:
         job_id = api.get("/v1/jobs").raise_for_status().json()["items"][0]["jobId"]
         for _ in range(50):  # warm: connections, caches, the first imports
             api.get(f"/v1/jobs/{job_id}").raise_for_status()
+        upload = {"model": "breast-cancer-classifier", "filename": "x.jsonl"}
         figures = {
             "GET /v1/jobs/{id}": timed(lambda: api.get(f"/v1/jobs/{job_id}").raise_for_status()),
             "GET /v1/models": timed(lambda: api.get("/v1/models").raise_for_status()),
-            "POST /v1/uploads": timed(
-                lambda: api.post("/v1/uploads", json={"model": "breast-cancer-classifier", "filename": "x.jsonl"}).raise_for_status(),
-                200,
-            ),
+            "POST /v1/uploads": timed(lambda: api.post("/v1/uploads", json=upload).raise_for_status(), 200),
         }
         return {"blobPath": path, "calls": CALLS, "requests": figures}
 
