@@ -44,7 +44,26 @@ class UnknownModel(InvalidInput):
 
 
 class QuotaExceeded(PlatformError):
+    """A tenant's quota (records per day, concurrent jobs, file size, request rate) is reached.
+
+    `retry_after_seconds` is when trying again may succeed, or None when only a smaller request or a higher
+    quota would (a file over the size limit).
+    """
+
     code = "QuotaExceeded"
+
+    def __init__(self, message: str, *, code: str | None = None, retry_after_seconds: int | None = None) -> None:
+        super().__init__(message, code=code)
+        self.retry_after_seconds = None if retry_after_seconds is None else max(1, retry_after_seconds)
+
+
+class RateLimited(QuotaExceeded):
+    """The tenant sent more requests in this minute than its requests-per-minute limit."""
+
+    code = "RateLimited"
+
+    def __init__(self, message: str, *, retry_after_seconds: int = 1) -> None:
+        super().__init__(message, retry_after_seconds=retry_after_seconds)
 
 
 class InvalidRecord(InvalidInput):
