@@ -88,6 +88,9 @@ class Settings(BaseSettings):
     max_archive_bytes: int = Field(default=256 * 1024 * 1024, ge=1)
     max_archive_entries: int = Field(default=50_000, ge=1)
     webhook_max_attempts: int = Field(default=8, ge=1, le=30)
+    # Outbound calls on a tenant's behalf (webhooks, handshakes, remote models) may reach loopback: development
+    # only (the local stack's own webhook receivers); private, link-local and metadata addresses stay refused.
+    allow_loopback_endpoints: bool = False
     webhook_first_retry_seconds: float = Field(default=1.0, gt=0)
 
     # The local host only (`aiaas up`): addresses of the stand-ins and where they keep their data.
@@ -159,6 +162,8 @@ class Settings(BaseSettings):
             problems.append("AIAAS_SERVICEBUS_NAMESPACE is required with the servicebus backend")
         if not self.public_api_url:
             problems.append("AIAAS_PUBLIC_API_URL is required")
+        if self.allow_loopback_endpoints:
+            problems.append("AIAAS_ALLOW_LOOPBACK_ENDPOINTS is for development only: tenants' endpoints must be public")
         if problems:
             raise ValueError("unsafe production settings: " + "; ".join(problems))
 

@@ -167,6 +167,8 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     AIAAS_EVENTGRID_ENDPOINT: eventGridDomainEndpoint
     AIAAS_EVENTGRID_DOMAIN_ID: eventGridDomainId
     AIAAS_PUBLIC_API_URL: 'https://${functionApp.properties.defaultHostName}/api'
+    // Tenants' webhooks and model endpoints never reach loopback in Azure (the app refuses 'true' outside development).
+    AIAAS_ALLOW_LOOPBACK_ENDPOINTS: 'false'
     // Pipeline tunables (the app's defaults, stated so an operator can see and change them)
     AIAAS_BATCH_SIZE: '1000'
     AIAAS_SHARD_BYTES: '33554432'
