@@ -83,9 +83,26 @@ module storage 'modules/storage.bicep' = {
     location: location
     tags: tags
     containerNames: [
-      modelsContainerName
       deadLetterContainerName
       deploymentContainerName
+    ]
+    logAnalyticsWorkspaceId: monitoring.outputs.logAnalyticsWorkspaceId
+  }
+}
+
+// The platform's own data (the models container: public models and every tenant's private ones) in an account of
+// its own: a tenant's upload SAS is signed for the tenants' account, so it can never name a blob here, as a path, a
+// copy source or a copy destination; and the app identity holds no Blob Delegator role here, so no SAS for this
+// account can be signed at all.
+module platformStorage 'modules/storage.bicep' = {
+  name: 'platform-storage'
+  scope: rg
+  params: {
+    name: '${abbrs.storageStorageAccounts}p${resourceToken}'
+    location: location
+    tags: tags
+    containerNames: [
+      modelsContainerName
     ]
     logAnalyticsWorkspaceId: monitoring.outputs.logAnalyticsWorkspaceId
   }
@@ -175,6 +192,7 @@ module functionApp 'modules/functionapp.bicep' = {
     identityId: identity.outputs.resourceId
     identityClientId: identity.outputs.clientId
     storageAccountName: storage.outputs.name
+    platformStorageAccountName: platformStorage.outputs.name
     deploymentContainerName: deploymentContainerName
     modelsContainerName: modelsContainerName
     applicationInsightsConnectionString: monitoring.outputs.applicationInsightsConnectionString
@@ -194,6 +212,8 @@ module rbac 'modules/rbac.bicep' = {
   scope: rg
   params: {
     storageAccountName: storage.outputs.name
+    platformStorageAccountName: platformStorage.outputs.name
+    modelsContainerName: modelsContainerName
     serviceBusNamespaceName: serviceBus.outputs.name
     serviceBusQueueName: serviceBus.outputs.queueName
     eventGridDomainName: eventGridDomain.outputs.name
@@ -243,6 +263,7 @@ output SERVICE_API_BASE_URL string = functionApp.outputs.baseUrl
 output AIAAS_PUBLIC_API_URL string = functionApp.outputs.publicApiUrl
 
 output AIAAS_STORAGE_ACCOUNT_NAME string = storage.outputs.name
+output AIAAS_PLATFORM_STORAGE_ACCOUNT_NAME string = platformStorage.outputs.name
 output AZURE_STORAGE_BLOB_ENDPOINT string = storage.outputs.primaryBlobEndpoint
 output AZURE_STORAGE_QUEUE_ENDPOINT string = storage.outputs.primaryQueueEndpoint
 output AIAAS_MODELS_CONTAINER string = modelsContainerName

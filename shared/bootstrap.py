@@ -63,7 +63,9 @@ def build_platform(settings: Settings) -> Platform:
         subscriptions=CosmosSubscriptionStore(db),
         queue=build_job_queue(settings),
         events=events,
-        models=BlobModelRegistry(blobs, container=settings.models_container, onnx_threads=settings.onnx_threads),
+        models=BlobModelRegistry(
+            build_platform_blobs(settings), container=settings.models_container, onnx_threads=settings.onnx_threads
+        ),
         validator=HttpEndpointValidator(),
         api_url=settings.public_api_url or "",
         batch_size=settings.batch_size,
@@ -78,6 +80,15 @@ def build_platform(settings: Settings) -> Platform:
         max_archive_bytes=settings.max_archive_bytes,
         max_archive_entries=settings.max_archive_entries,
     )
+
+
+def build_platform_blobs(settings: Settings) -> Any:
+    """The BlobStore of the platform's own account (models): never the tenants' account, whose SAS tenants hold."""
+    from shared.adapters.azure_blob import AzureBlobStore
+
+    if settings.platform_storage_connection_string:
+        return AzureBlobStore.from_connection_string(settings.platform_storage_connection_string)
+    return AzureBlobStore.from_account(settings.platform_storage_account_name or "", azure_credential())
 
 
 def build_job_queue(settings: Settings) -> Any:

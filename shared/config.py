@@ -16,6 +16,10 @@ AZURITE_ACCOUNT = "devstoreaccount1"
 AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 COSMOS_EMULATOR_KEY = "C2y6yDjf5/R+ob0N8A7Cgv30VRDJIWEHLM+4QDU5DE2nQ9nDuVTqobD4b8mGGyPMbIZnqyMsEcaGQy67XIw/Jw=="
 LOCAL_EVENTGRID_KEY = "local-broker-key"
+# A second Azurite account for the platform's own data (models, secrets' neighbours): public, local only. Azurite
+# serves every account of AZURITE_ACCOUNTS on the same ports; a tenant's SAS of devstoreaccount1 never names it.
+AZURITE_PLATFORM_ACCOUNT = "aiaasplatform"
+AZURITE_PLATFORM_KEY = "vqJAcV3vx4K1JfDd2TKWdJxI8cmE+DsfkQTvy5n3uC2TiZ93twPblLKlMSJB2us2/V+XNxqsmNqHrYj8/bIA0A=="
 
 
 def is_loopback_url(url: str) -> bool:
@@ -40,6 +44,10 @@ class Settings(BaseSettings):
     # Storage: a connection string locally (Azurite), an account name with managed identity in Azure.
     storage_connection_string: str | None = None
     storage_account_name: str | None = None
+    # The platform's own storage (the models container: every tenant's private models): another account than the
+    # tenants' containers, so no tenant's upload SAS, copy source or path can name it.
+    platform_storage_connection_string: str | None = None
+    platform_storage_account_name: str | None = None
 
     # Cosmos DB: a key locally (the stand-in), managed identity in Azure.
     cosmos_endpoint: str | None = None
@@ -113,6 +121,15 @@ class Settings(BaseSettings):
                 self.storage_connection_string = azurite_connection_string(
                     "127.0.0.1", self.azurite_blob_port, self.azurite_queue_port, self.azurite_table_port
                 )
+            if not self.platform_storage_connection_string and not self.platform_storage_account_name:
+                self.platform_storage_connection_string = azurite_connection_string(
+                    "127.0.0.1",
+                    self.azurite_blob_port,
+                    self.azurite_queue_port,
+                    self.azurite_table_port,
+                    account=AZURITE_PLATFORM_ACCOUNT,
+                    key=AZURITE_PLATFORM_KEY,
+                )
             if not self.cosmos_endpoint:
                 self.cosmos_endpoint = f"https://127.0.0.1:{self.cosmos_port}/"
                 self.cosmos_key = self.cosmos_key or COSMOS_EMULATOR_KEY
@@ -152,6 +169,12 @@ class Settings(BaseSettings):
             problems.append("AIAAS_STORAGE_ACCOUNT_NAME is required (identity-based storage)")
         if self.storage_connection_string and AZURITE_KEY in self.storage_connection_string:
             problems.append("the Azurite development key is not allowed in production")
+        if not self.platform_storage_account_name:
+            problems.append("AIAAS_PLATFORM_STORAGE_ACCOUNT_NAME is required (the models' own storage account)")
+        elif self.platform_storage_account_name == self.storage_account_name:
+            problems.append("AIAAS_PLATFORM_STORAGE_ACCOUNT_NAME must not be the tenants' storage account")
+        if self.platform_storage_connection_string and AZURITE_PLATFORM_KEY in self.platform_storage_connection_string:
+            problems.append("the Azurite development key is not allowed in production")
         if not self.cosmos_endpoint or is_loopback_url(self.cosmos_endpoint):
             problems.append("AIAAS_COSMOS_ENDPOINT must be a real Cosmos DB account")
         if self.cosmos_key == COSMOS_EMULATOR_KEY:
@@ -172,13 +195,21 @@ class Settings(BaseSettings):
         return self.environment == "development"
 
 
-def azurite_connection_string(host: str, blob_port: int, queue_port: int, table_port: int) -> str:
-    """The connection string for an Azurite instance on the given loopback ports."""
+def azurite_connection_string(
+    host: str,
+    blob_port: int,
+    queue_port: int,
+    table_port: int,
+    *,
+    account: str = AZURITE_ACCOUNT,
+    key: str = AZURITE_KEY,
+) -> str:
+    """The connection string for an account of an Azurite instance on the given loopback ports."""
     return (
-        f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
-        f"BlobEndpoint=http://{host}:{blob_port}/{AZURITE_ACCOUNT};"
-        f"QueueEndpoint=http://{host}:{queue_port}/{AZURITE_ACCOUNT};"
-        f"TableEndpoint=http://{host}:{table_port}/{AZURITE_ACCOUNT};"
+        f"DefaultEndpointsProtocol=http;AccountName={account};AccountKey={key};"
+        f"BlobEndpoint=http://{host}:{blob_port}/{account};"
+        f"QueueEndpoint=http://{host}:{queue_port}/{account};"
+        f"TableEndpoint=http://{host}:{table_port}/{account};"
     )
 
 

@@ -19,6 +19,15 @@ class BlobInfo:
     etag: str
     size: int
     content_type: str | None = None
+    # The blob's copy properties (x-ms-copy-id/-source/-status): set when a Copy Blob (or Copy Blob From URL)
+    # wrote it, so not the tenant's own upload; None when unknown (an event) or not a copy.
+    copy_id: str | None = None
+    copy_source: str | None = None
+    copy_status: str | None = None
+
+    @property
+    def is_copy(self) -> bool:
+        return bool(self.copy_id or self.copy_source or self.copy_status)
 
 
 @dataclass(frozen=True)

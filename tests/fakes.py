@@ -61,6 +61,8 @@ class InMemoryBlobStore:
         # (container, path) -> {block id: bytes}: staged blocks, and the ids committed so far
         self.staged: dict[tuple[str, str], dict[str, bytes]] = {}
         self.committed: dict[tuple[str, str], dict[str, bytes]] = {}
+        # (container, path) -> the copy source of a blob a Copy Blob wrote (Azure keeps x-ms-copy-* on it)
+        self.copy_sources: dict[tuple[str, str], str] = {}
         self._lock = threading.RLock()
 
     def ensure_container(self, container: str) -> None:
@@ -76,11 +78,25 @@ class InMemoryBlobStore:
         with self._lock:
             blobs = self.containers.get(container, {})
             infos = [
-                BlobInfo(path, etag, len(data), content_type)
+                self._info(container, path, etag, len(data), content_type)
                 for path, (data, etag, content_type) in sorted(blobs.items())
                 if path.startswith(prefix)
             ]
         yield from infos
+
+    def _info(self, container: str, path: str, etag: str, size: int, content_type: str | None) -> BlobInfo:
+        source = self.copy_sources.get((container, path))
+        if source is None:
+            return BlobInfo(path, etag, size, content_type)
+        copy_id = f"copy-{etag}"
+        return BlobInfo(path, etag, size, content_type, copy_id=copy_id, copy_source=source, copy_status="success")
+
+    def copy_blob(self, container: str, path: str, source_url: str, data: bytes) -> str:
+        """What a Copy Blob leaves behind: the bytes, and the copy properties naming the source."""
+        with self._lock:
+            etag = self.write_bytes(container, path, data)
+            self.copy_sources[(container, path)] = source_url
+            return etag
 
     def _entry(self, container: str, path: str) -> tuple[bytes, str, str | None]:
         with self._lock:
@@ -91,7 +107,7 @@ class InMemoryBlobStore:
 
     def get_info(self, container: str, path: str) -> BlobInfo:
         data, etag, content_type = self._entry(container, path)
-        return BlobInfo(path, etag, len(data), content_type)
+        return self._info(container, path, etag, len(data), content_type)
 
     def read_bytes(self, container: str, path: str) -> bytes:
         return self._entry(container, path)[0]
@@ -113,6 +129,7 @@ class InMemoryBlobStore:
         etag = _new_etag()
         with self._lock:
             self.containers.setdefault(container, {})[path] = (bytes(data), etag, content_type)
+            self.copy_sources.pop((container, path), None)  # a Put Blob replaces the copy properties too
         return etag
 
     def write_chunks(

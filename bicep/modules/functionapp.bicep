@@ -11,6 +11,8 @@ param identityId string
 param identityClientId string
 
 param storageAccountName string
+@description('The platform\'s own storage account (the models container), apart from the tenants\' one.')
+param platformStorageAccountName string
 param deploymentContainerName string = 'deployments'
 param modelsContainerName string = 'models'
 
@@ -158,6 +160,7 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     // Settings read by the AIaaS Python app
     AIAAS_ENVIRONMENT: 'production'
     AIAAS_STORAGE_ACCOUNT_NAME: storageAccountName
+    AIAAS_PLATFORM_STORAGE_ACCOUNT_NAME: platformStorageAccountName
     AIAAS_MODELS_CONTAINER: modelsContainerName
     AIAAS_COSMOS_ENDPOINT: cosmosEndpoint
     AIAAS_COSMOS_DATABASE: cosmosDatabaseName

@@ -9,10 +9,14 @@
 //        a tenant's subscriptions (its domain topic appears with the first and goes with the last).
 //      Monitoring Metrics Publisher on Application Insights (Entra ID ingestion).
 //      Cosmos DB Built-in Data Contributor (SQL RBAC) on the `aiaas` database, not the account.
+//      Storage Blob Data Contributor on the platform account's `models` container only, and no Blob Delegator
+//        there: the app reads and publishes models but can sign no SAS that names the platform's data.
 //  - Event Grid system topic identity (system-assigned): Storage Blob Data Contributor on the `deadletter` container
 //    only (dead-lettering; delivery to the function needs no storage role).
 //  - Optional developer/operator principal: the same data roles as the app.
 param storageAccountName string
+param platformStorageAccountName string
+param modelsContainerName string = 'models'
 param serviceBusNamespaceName string
 param serviceBusQueueName string = 'shards'
 param eventGridDomainName string
@@ -78,6 +82,18 @@ resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   }
 }
 
+resource platformStorage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
+  name: platformStorageAccountName
+
+  resource blobServices 'blobServices' existing = {
+    name: 'default'
+
+    resource modelsContainer 'containers' existing = {
+      name: modelsContainerName
+    }
+  }
+}
+
 resource serviceBus 'Microsoft.ServiceBus/namespaces@2022-10-01-preview' existing = {
   name: serviceBusNamespaceName
 
@@ -123,6 +139,16 @@ resource functionStorageRoles 'Microsoft.Authorization/roleAssignments@2022-04-0
     }
   }
 ]
+
+resource functionModelsRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(platformStorage::blobServices::modelsContainer.id, functionPrincipalId, roles.storageBlobDataContributor)
+  scope: platformStorage::blobServices::modelsContainer
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataContributor)
+    principalId: functionPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
 
 resource functionQueueRoles 'Microsoft.Authorization/roleAssignments@2022-04-01' = [
   for roleId in queueDataRoles: {
@@ -194,6 +220,16 @@ resource userStorageRoles 'Microsoft.Authorization/roleAssignments@2022-04-01' =
     }
   }
 ]
+
+resource userModelsRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (assignUser) {
+  name: guid(platformStorage::blobServices::modelsContainer.id, userPrincipalId, roles.storageBlobDataContributor)
+  scope: platformStorage::blobServices::modelsContainer
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataContributor)
+    principalId: userPrincipalId
+    principalType: userPrincipalType
+  }
+}
 
 resource userQueueRoles 'Microsoft.Authorization/roleAssignments@2022-04-01' = [
   for roleId in (assignUser ? queueDataRoles : []): {

@@ -72,8 +72,8 @@ class AzureBlobStore:
     def list_blobs(self, container: str, *, prefix: str = "") -> Iterator[BlobInfo]:
         client = self._service.get_container_client(container)
         try:
-            for blob in client.list_blobs(name_starts_with=prefix or None):
-                yield BlobInfo(blob.name, _plain(blob.etag), blob.size, blob.content_settings.content_type)
+            for blob in client.list_blobs(name_starts_with=prefix or None, include=["copy"]):
+                yield _info(blob.name, blob)
         except ResourceNotFoundError:
             return
 
@@ -82,7 +82,7 @@ class AzureBlobStore:
             props = self._service.get_blob_client(container, path).get_blob_properties()
         except ResourceNotFoundError:
             raise NotFound(f"blob {container}/{path} not found") from None
-        return BlobInfo(path, _plain(props.etag), props.size, props.content_settings.content_type)
+        return _info(path, props)
 
     def read_bytes(self, container: str, path: str) -> bytes:
         try:
@@ -137,10 +137,20 @@ class AzureBlobStore:
         return len(ids)
 
     def upload_url(self, container: str, path: str, *, expires_in: timedelta) -> str:
+        """A blob SAS (sr=b: this one blob) with create and write only: no read, list, delete, tag or move.
+
+        Write is needed beside create because an upload over the SDK's single-put size (64 MiB) is Put Block +
+        Put Block List, which a create-only SAS refuses (Azurite: BlockBlob_StageBlock needs `w`; Azure: create
+        is "write a new blob", write "create or write content ... or block list", Create Service SAS,
+        https://learn.microsoft.com/rest/api/storageservices/create-service-sas). So the holder may overwrite
+        its own upload (a new ETag: a new job), and may name it as a copy destination: admission refuses copies.
+        HTTPS only whenever the endpoint is HTTPS (everywhere but Azurite).
+        """
         now = datetime.now(UTC)
         expiry = now + expires_in
         permission = BlobSasPermissions(create=True, write=True)
         account = self._service.account_name or ""
+        protocol = "https" if self._service.url.startswith("https://") else None
         if self._account_key:
             token = generate_blob_sas(
                 account,
@@ -150,6 +160,7 @@ class AzureBlobStore:
                 permission=permission,
                 expiry=expiry,
                 start=now - timedelta(minutes=1),
+                protocol=protocol,
             )
         else:
             token = generate_blob_sas(
@@ -160,6 +171,7 @@ class AzureBlobStore:
                 permission=permission,
                 expiry=expiry,
                 start=now - timedelta(minutes=1),
+                protocol=protocol,
             )
         return f"{self._service.get_blob_client(container, path).url}?{token}"
 
@@ -172,6 +184,20 @@ class AzureBlobStore:
             key = self._service.get_user_delegation_key(now - timedelta(minutes=1), expiry)
             self._delegation = (expiry, key)
             return key
+
+
+def _info(name: str, props: Any) -> BlobInfo:
+    """A BlobInfo from the SDK's BlobProperties (of Get Blob Properties or of a listing with include=copy)."""
+    copy = props.copy
+    return BlobInfo(
+        name,
+        _plain(props.etag),
+        props.size,
+        props.content_settings.content_type,
+        copy_id=copy.id or None,
+        copy_source=copy.source or None,
+        copy_status=str(copy.status) if copy.status else None,
+    )
 
 
 def _read_ahead(chunks: Iterator[bytes], depth: int = READ_AHEAD_CHUNKS) -> Iterator[bytes]:

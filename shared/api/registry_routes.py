@@ -10,9 +10,10 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.api.auth import AS_ADMIN, AS_READER, Caller
-from shared.domain.errors import InvalidInput, NotFound, UnknownModel
+from shared.domain.blobpaths import MAX_BLOB_NAME_CHARS, parse_tenant_blob_path
+from shared.domain.errors import InvalidInput, NotFound, PreconditionFailed, UnknownModel
 from shared.domain.models import MODEL_NAME_PATTERN, SELECTOR_PATTERN, ModelRef
-from shared.domain.tenants import container_for
+from shared.services.ingest import copied_blob_refused
 from shared.services.platform import Platform
 
 MAX_ARTIFACT_BYTES = 50 * 1024 * 1024
@@ -23,7 +24,7 @@ class RegisterModelRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     card: dict[str, Any]
     artifactBase64: str | None = Field(default=None, max_length=MAX_BASE64_CHARS)
-    artifactBlobPath: str | None = Field(default=None, min_length=1, max_length=1024)
+    artifactBlobPath: str | None = Field(default=None, min_length=1, max_length=MAX_BLOB_NAME_CHARS)
     files: dict[str, str] | None = Field(default=None, description="extra package files the card names, base64")
     credential: str | None = Field(
         default=None, max_length=8192, description="remote-oip only: the endpoint's key or token; never returned"
@@ -52,12 +53,19 @@ def _artifact(plat: Platform, tenant_id: str, body: RegisterModelRequest) -> byt
         return _decode(body.artifactBase64, "artifactBase64")
     if body.artifactBlobPath is None:
         return None
-    container = container_for(tenant_id)  # only ever the caller's own container
+    blob = parse_tenant_blob_path(tenant_id, body.artifactBlobPath, field="artifactBlobPath")  # the caller's own
     try:
-        info = plat.blobs.get_info(container, body.artifactBlobPath)
+        info = plat.blobs.get_info(blob.container, blob.name)
+        if info.is_copy:  # perhaps another tenant's private model, named by URL: never registered as this one's
+            raise copied_blob_refused()
         if info.size > MAX_ARTIFACT_BYTES:
             raise InvalidInput(f"the artifact is over {MAX_ARTIFACT_BYTES} bytes", code="ArtifactTooLarge")
-        return plat.blobs.read_bytes(container, body.artifactBlobPath)
+        # Read the version that was checked: a blob replaced since (by a copy, say) is refused, not read.
+        return b"".join(plat.blobs.iter_chunks(blob.container, blob.name, etag=info.etag))
+    except PreconditionFailed:
+        raise InvalidInput(
+            f"{body.artifactBlobPath!r} changed while it was read; send it again", code="BlobChanged"
+        ) from None
     except NotFound:
         raise InvalidInput(f"no blob {body.artifactBlobPath!r} in your container", code="BlobNotFound") from None
 

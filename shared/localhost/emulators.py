@@ -27,6 +27,10 @@ logger = logging.getLogger(__name__)
 # Well-known development credentials (public; they only ever work against the local stand-ins).
 AZURITE_ACCOUNT = "devstoreaccount1"
 AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+# The platform's own account (models), beside the tenants' one, as in Azure (bicep: platformStorage). Same values
+# as shared.config's; a tenant's SAS is signed for devstoreaccount1 and so never names a blob of this account.
+AZURITE_PLATFORM_ACCOUNT = "aiaasplatform"
+AZURITE_PLATFORM_KEY = "vqJAcV3vx4K1JfDd2TKWdJxI8cmE+DsfkQTvy5n3uC2TiZ93twPblLKlMSJB2us2/V+XNxqsmNqHrYj8/bIA0A=="
 COSMOS_EMULATOR_KEY = "C2y6yDjf5/R+ob0N8A7Cgv30VRDJIWEHLM+4QDU5DE2nQ9nDuVTqobD4b8mGGyPMbIZnqyMsEcaGQy67XIw/Jw=="
 
 STOP_GRACE_SECONDS = 5.0
@@ -176,6 +180,10 @@ class _NodeStandIn:
     def _cmdline_matches(self, cmdline: list[str]) -> bool:
         raise NotImplementedError
 
+    def _environment(self) -> dict[str, str] | None:
+        """The child's environment; None inherits this process's."""
+        return None
+
     # -- paths -------------------------------------------------------------------------------------------
     @property
     def pid_file(self) -> Path:
@@ -228,6 +236,7 @@ class _NodeStandIn:
             stdin=subprocess.DEVNULL,
             stdout=self._log_handle,
             stderr=subprocess.STDOUT,
+            env=self._environment(),
             start_new_session=True,
             preexec_fn=pdeathsig_preexec(),
         )
@@ -371,6 +380,13 @@ class Azurite(_NodeStandIn):
     def _ports(self) -> list[int]:
         return [self.blob_port, self.queue_port, self.table_port]
 
+    def _environment(self) -> dict[str, str]:
+        # Azurite 3.x serves every account of AZURITE_ACCOUNTS (name:key;...) on the same ports, in place of the
+        # default one, so the default is listed too. It copies across accounts only from a source the copy can
+        # read without the destination's credentials (public or SAS), as Azure does (BlobHandler.validateCopySource).
+        accounts = f"{AZURITE_ACCOUNT}:{AZURITE_KEY};{AZURITE_PLATFORM_ACCOUNT}:{AZURITE_PLATFORM_KEY}"
+        return {**os.environ, "AZURITE_ACCOUNTS": accounts}
+
     def _probe(self) -> bool:
         path = f"/{AZURITE_ACCOUNT}?comp=list"
         return _http_answers(self.host, self.blob_port, path) and _http_answers(self.host, self.queue_port, path)
@@ -400,6 +416,18 @@ class Azurite(_NodeStandIn):
             f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
             f"BlobEndpoint={self.blob_endpoint};QueueEndpoint={self.queue_endpoint};"
             f"TableEndpoint={self.table_endpoint};"
+        )
+
+    @property
+    def platform_blob_endpoint(self) -> str:
+        return f"http://{_url_host(self.host)}:{self.blob_port}/{AZURITE_PLATFORM_ACCOUNT}"
+
+    @property
+    def platform_connection_string(self) -> str:
+        """The platform account's (models): blobs only, the platform keeps no queue or table there."""
+        return (
+            f"DefaultEndpointsProtocol=http;AccountName={AZURITE_PLATFORM_ACCOUNT};AccountKey={AZURITE_PLATFORM_KEY};"
+            f"BlobEndpoint={self.platform_blob_endpoint};"
         )
 
 

@@ -68,6 +68,8 @@ class InboxWatcher:
                     content_type=blob.content_type,
                     url=f"{self._endpoint}/{container}/{blob.name}",
                     sequencer=self._sequencer,
+                    # As the storage system topic names the operation: a blob a Copy Blob wrote is "CopyBlob".
+                    api="CopyBlob" if blob.is_copy else "PutBlob",
                 )
                 try:
                     self._deliver(event)

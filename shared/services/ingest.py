@@ -9,6 +9,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+from shared.domain.blobpaths import parse_tenant_blob_path
 from shared.domain.errors import InvalidInput, NotFound, PreconditionFailed, UnknownModel
 from shared.domain.events import terminal_event_id
 from shared.domain.jobs import (
@@ -48,9 +49,11 @@ def admit_blob_created(platform: Platform, tenant_id: str, blob_path: str, info:
         logger.warning("upload %s ignored: tenant %s is %s", blob_path, tenant_id, tenant.status)
         return None
     try:
+        parse_tenant_blob_path(tenant_id, blob_path, field="the blob name")
         inbox = InboxPath.parse(blob_path)
     except InvalidInput as err:
         return _reject(platform, tenant_id, blob_path, info, model_key=blob_path, error=err)
+    info = _with_properties(platform, tenant_id, blob_path, info)
     intent = platform.jobs.get_upload_intent(tenant_id, blob_path) or {}
     return admit(
         platform,
@@ -82,6 +85,10 @@ def admit(
     An upload the platform cannot run becomes a rejected job with its event (`record_rejection`), or, for an
     API caller who is waiting for the answer, an InvalidInput raised.
     """
+    if info.is_copy:  # before anything resolves or reads it
+        if not record_rejection:
+            raise copied_blob_refused()
+        return _reject(platform, tenant_id, blob_path, info, model_key=str(ref), error=copied_blob_refused(), model=ref)
     try:
         card = platform.models.resolve(tenant_id, ref)
     except UnknownModel as err:
@@ -120,6 +127,37 @@ def admit(
     if job.shard_count and not job.terminal:
         dispatch(platform)  # on a replay too: it hands out what a crash after the create left waiting
     return job
+
+
+def copied_blob_refused() -> InvalidInput:
+    """A blob a Copy Blob wrote: its bytes may be another tenant's or the platform's, named by URL, not uploaded."""
+    return InvalidInput(
+        "the blob was written by a copy operation (x-ms-copy-source), not uploaded: the platform only runs jobs "
+        "over, and registers models from, files you upload yourself",
+        code="CopiedBlobRefused",
+    )
+
+
+def _with_properties(platform: Platform, tenant_id: str, blob_path: str, info: BlobInfo) -> BlobInfo:
+    """The event's BlobInfo with the blob's copy properties, which a BlobCreated event does not carry.
+
+    A blob gone or changed since the event keeps the event's facts: the shard run reports it (InputChanged).
+    """
+    try:
+        current = platform.blobs.get_info(container_for(tenant_id), blob_path)
+    except NotFound:
+        return info
+    if not current.is_copy:
+        return info
+    return BlobInfo(
+        info.name,
+        info.etag,
+        info.size,
+        info.content_type,
+        copy_id=current.copy_id,
+        copy_source=current.copy_source,
+        copy_status=current.copy_status,
+    )
 
 
 # Archives and images are read whole (entry by entry); only line-oriented files are split into byte ranges.
@@ -304,10 +342,11 @@ def submit_job(
 ) -> Job:
     """Runs a job over a blob already in the caller's container (POST /v1/jobs)."""
     ref = ModelRef.parse(model)
-    if not blob_path or blob_path.startswith(OUTBOX_PREFIX) or ".." in blob_path.split("/"):
+    blob = parse_tenant_blob_path(tenant_id, blob_path)
+    if blob.name.startswith(OUTBOX_PREFIX):
         raise InvalidInput("blobPath must name a blob in your container outside outbox/", code="InvalidBlobPath")
     try:
-        info = platform.blobs.get_info(container_for(tenant_id), blob_path)
+        info = platform.blobs.get_info(blob.container, blob.name)
     except NotFound:
         raise InvalidInput(f"no blob {blob_path!r} in your container", code="BlobNotFound") from None
     return admit(

@@ -26,6 +26,7 @@ def production(monkeypatch: pytest.MonkeyPatch, **overrides: str | None) -> None
     values: dict[str, str | None] = {
         "AIAAS_ENVIRONMENT": "production",
         "AIAAS_STORAGE_ACCOUNT_NAME": "aiaasweu01",
+        "AIAAS_PLATFORM_STORAGE_ACCOUNT_NAME": "aiaaspweu01",
         "AIAAS_COSMOS_ENDPOINT": "https://aiaas-weu-01.documents.azure.com:443/",
         "AIAAS_EVENTGRID_ENDPOINT": "https://aiaas-weu-01.westeurope-1.eventgrid.azure.net/api/events",
         "AIAAS_PUBLIC_API_URL": "https://api.example.org/api",
@@ -92,6 +93,12 @@ def test_a_complete_production_environment_is_accepted(monkeypatch: pytest.Monke
     ("overrides", "complaint"),
     [
         pytest.param({"AIAAS_STORAGE_ACCOUNT_NAME": None}, "STORAGE_ACCOUNT_NAME", id="no-storage-account"),
+        pytest.param(
+            {"AIAAS_PLATFORM_STORAGE_ACCOUNT_NAME": None}, "PLATFORM_STORAGE_ACCOUNT_NAME", id="no-platform-account"
+        ),
+        pytest.param(
+            {"AIAAS_PLATFORM_STORAGE_ACCOUNT_NAME": "aiaasweu01"}, "not be the tenants'", id="platform-is-tenants"
+        ),
         pytest.param(
             {"AIAAS_STORAGE_CONNECTION_STRING": azurite_connection_string("127.0.0.1", 1, 2, 3)},
             "Azurite",

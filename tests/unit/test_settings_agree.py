@@ -15,6 +15,7 @@ APP_TYPE = "Microsoft.Web/sites/config"
 # Settings the function app in Azure must not get, each with why.
 NOT_IN_AZURE = {
     "AIAAS_STORAGE_CONNECTION_STRING": "a key: Azure uses the managed identity and AIAAS_STORAGE_ACCOUNT_NAME",
+    "AIAAS_PLATFORM_STORAGE_CONNECTION_STRING": "a key: Azure uses the identity, AIAAS_PLATFORM_STORAGE_ACCOUNT_NAME",
     "AIAAS_COSMOS_KEY": "a key: Cosmos DB local auth is off, the managed identity signs in",
     "AIAAS_EVENTGRID_KEY": "a key: the domain's local auth is off, the managed identity publishes",
     "AIAAS_API_HOST": "the local host's listen address (Functions serves the HTTP API in Azure)",
