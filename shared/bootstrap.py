@@ -34,8 +34,10 @@ def build_platform(settings: Settings) -> Platform:
         ensure_schema,
     )
     from shared.adapters.cosmos_client import make_cosmos_client
+    from shared.adapters.cosmos_usage import CosmosUsageStore, ensure_usage_container
     from shared.adapters.eventgrid import EventGridEventPublisher
     from shared.adapters.webhooks import HttpEndpointValidator
+    from shared.domain.usage import Quota
     from shared.inference.registry import BlobModelRegistry
 
     if settings.storage_connection_string:
@@ -49,6 +51,7 @@ def build_platform(settings: Settings) -> Platform:
         credential=None if settings.cosmos_key else azure_credential(),
     )
     db = ensure_schema(cosmos, settings.cosmos_database)
+    ensure_usage_container(db)
     assert settings.eventgrid_endpoint is not None
     events = EventGridEventPublisher(
         settings.eventgrid_endpoint,
@@ -67,6 +70,7 @@ def build_platform(settings: Settings) -> Platform:
             build_platform_blobs(settings), container=settings.models_container, onnx_threads=settings.onnx_threads
         ),
         validator=HttpEndpointValidator(),
+        usage=CosmosUsageStore(db),
         api_url=settings.public_api_url or "",
         batch_size=settings.batch_size,
         max_upload_bytes=settings.max_upload_bytes,
@@ -79,6 +83,12 @@ def build_platform(settings: Settings) -> Platform:
         shard_timeout_seconds=settings.shard_timeout_seconds,
         max_archive_bytes=settings.max_archive_bytes,
         max_archive_entries=settings.max_archive_entries,
+        default_quota=Quota(
+            records_per_day=settings.default_records_per_day,
+            concurrent_jobs=settings.default_concurrent_jobs,
+            max_file_bytes=settings.default_max_file_bytes,
+            requests_per_minute=settings.default_requests_per_minute,
+        ),
     )
 
 

@@ -79,6 +79,26 @@ def cmd_tenants_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tenants_set_quota(args: argparse.Namespace) -> int:
+    from shared.domain.errors import PlatformError
+    from shared.services.quotas import set_quota
+
+    try:
+        limits = set_quota(
+            _platform(),
+            args.tenant_id,
+            recordsPerDay=args.records_per_day,
+            concurrentJobs=args.concurrent_jobs,
+            maxFileBytes=args.max_file_bytes,
+            requestsPerMinute=args.requests_per_minute,
+        )
+    except PlatformError as err:
+        print(f"error: {err.message}", file=sys.stderr)
+        return 1
+    print(json.dumps({"tenantId": args.tenant_id, "quota": limits}))
+    return 0
+
+
 def _operator() -> str:
     import getpass
 
@@ -182,6 +202,11 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--json", action="store_true", help='print {"tenantId": ..., "apiKey": ...}')
     create.set_defaults(func=cmd_tenants_create)
     tenants.add_parser("list", help="list tenants").set_defaults(func=cmd_tenants_list)
+    set_quota = tenants.add_parser("set-quota", help="a tenant's own limits (0: no limit; unset: unchanged)")
+    set_quota.add_argument("tenant_id")
+    for flag in ("records-per-day", "concurrent-jobs", "max-file-bytes", "requests-per-minute"):
+        set_quota.add_argument(f"--{flag}", type=int, metavar="N")
+    set_quota.set_defaults(func=cmd_tenants_set_quota)
 
     models = sub.add_parser("models", help="the model registry").add_subparsers(dest="action", required=True)
     listing = models.add_parser("list", help="models (public, plus a tenant's own with --tenant)")

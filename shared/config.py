@@ -95,6 +95,12 @@ class Settings(BaseSettings):
     # A .zip or an image is one shard (no byte ranges): bounded so that it finishes inside the shard timeout.
     max_archive_bytes: int = Field(default=256 * 1024 * 1024, ge=1)
     max_archive_entries: int = Field(default=50_000, ge=1)
+    # Each tenant's quotas unless the operator set its own (`aiaas tenants set-quota`); 0: no limit. Generous: the
+    # demo, the bench (1M-record jobs, 1 GB files, bursts of requests) and the tests never reach them.
+    default_records_per_day: int = Field(default=1_000_000_000, ge=0)
+    default_concurrent_jobs: int = Field(default=1000, ge=0)
+    default_max_file_bytes: int = Field(default=2 * 1024**3, ge=0)
+    default_requests_per_minute: int = Field(default=60_000, ge=0)
     webhook_max_attempts: int = Field(default=8, ge=1, le=30)
     # Outbound calls on a tenant's behalf (webhooks, handshakes, remote models) may reach loopback: development
     # only (the local stack's own webhook receivers); private, link-local and metadata addresses stay refused.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Protocol
@@ -11,6 +11,7 @@ from shared.domain.events import PlatformEvent, Subscription
 from shared.domain.jobs import Job, ResultPage, ShardMessage
 from shared.domain.models import ModelCard, ModelRef
 from shared.domain.tenants import Tenant
+from shared.domain.usage import TenantActivity, UsageRecord
 
 
 @dataclass(frozen=True)
@@ -236,4 +237,42 @@ class ModelRegistry(Protocol):
         by: str | None = None,
     ) -> dict[str, Any]:
         """Registers a version of the tenant's own model after loading and trying it; raises InvalidInput."""
+        ...
+
+
+class UsageStore(Protocol):
+    """Metering and quotas: usage records (one per finished job), quota overrides, request-rate counters."""
+
+    def put_usage(self, record: UsageRecord) -> None:
+        """Upsert by job id: writing a job's record again replaces it (the same figures), never adds."""
+        ...
+
+    def list_usage(self, tenant_id: str, *, ended_from: str, ended_before: str) -> list[UsageRecord]:
+        """The tenant's records of jobs that ended in [ended_from, ended_before) (stored timestamps)."""
+        ...
+
+    def get_quota(self, tenant_id: str) -> dict[str, int | None]:
+        """The tenant's own limits (camelCase names, as QUOTA_FIELDS); missing or None: the default."""
+        ...
+
+    def put_quota(self, tenant_id: str, overrides: dict[str, int | None]) -> dict[str, int | None]:
+        """Merges the overrides into the tenant's own limits; returns them all."""
+        ...
+
+    def activity(self, tenant_id: str) -> TenantActivity:
+        """The tenant's unfinished jobs (read from the jobs the store keeps), for admission."""
+        ...
+
+    def count_request(self, tenant_id: str, window: str, limit: Callable[[], int]) -> bool:
+        """Counts one request in the tenant's `window` unless its limit (0: none) is counted already.
+
+        True when counted. Atomic across processes: the count, and the limit, live in the window's counter,
+        which the first request of a window creates with `limit()` (so the quota is read once a window).
+        """
+        ...
+
+    def requests_in(self, tenant_id: str, window: str) -> int: ...
+
+    def set_rate_limit(self, tenant_id: str, window: str, limit: int) -> None:
+        """A new requests-per-minute limit for the window under way (when the operator changes it)."""
         ...

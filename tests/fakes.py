@@ -11,7 +11,7 @@ import copy
 import itertools
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,6 +23,7 @@ from shared.domain.errors import AlreadyExists, InvalidInput, NotFound, Precondi
 from shared.domain.events import PlatformEvent, Subscription
 from shared.domain.jobs import TERMINAL_STATUSES, Job, ResultPage, ShardMessage
 from shared.domain.tenants import Tenant, container_for
+from shared.domain.usage import TenantActivity, UsageRecord
 from shared.inference.registry import BlobModelRegistry
 from shared.ports import BlobInfo, JobBacklog
 from shared.services.platform import Platform
@@ -359,6 +360,75 @@ class InMemorySubscriptionStore:
             self.docs.pop((tenant_id, subscription_id), None)
 
 
+class InMemoryUsageStore:
+    """Usage records by (tenantId, jobId) (put_usage is an upsert), quota overrides, and per-minute counters.
+
+    `activity` reads the job documents of the InMemoryJobStore it is given, as the Cosmos adapter queries the
+    jobs container.
+    """
+
+    def __init__(self, jobs: InMemoryJobStore) -> None:
+        self.records: dict[tuple[str, str], dict[str, Any]] = {}
+        self.quotas: dict[str, dict[str, int | None]] = {}
+        self.counters: dict[tuple[str, str], dict[str, int]] = {}
+        self.puts = 0
+        self._jobs = jobs
+        self._lock = threading.RLock()
+
+    def put_usage(self, record: UsageRecord) -> None:
+        with self._lock:
+            self.records[(record.tenant_id, record.job_id)] = copy.deepcopy(record.to_doc())
+            self.puts += 1
+
+    def list_usage(self, tenant_id: str, *, ended_from: str, ended_before: str) -> list[UsageRecord]:
+        with self._lock:
+            docs = [copy.deepcopy(doc) for (tenant, _), doc in self.records.items() if tenant == tenant_id]
+        return [UsageRecord.from_doc(doc) for doc in docs if ended_from <= doc["endedAt"] < ended_before]
+
+    def get_quota(self, tenant_id: str) -> dict[str, int | None]:
+        with self._lock:
+            return dict(self.quotas.get(tenant_id, {}))
+
+    def put_quota(self, tenant_id: str, overrides: dict[str, int | None]) -> dict[str, int | None]:
+        with self._lock:
+            merged = {**self.quotas.get(tenant_id, {}), **overrides}
+            self.quotas[tenant_id] = merged
+            return dict(merged)
+
+    def activity(self, tenant_id: str) -> TenantActivity:
+        terminal = {status.value for status in TERMINAL_STATUSES}
+        with self._jobs._lock:
+            docs = [
+                doc
+                for (tenant, _), doc in self._jobs.docs.items()
+                if tenant == tenant_id and doc["status"] not in terminal
+            ]
+            return TenantActivity(
+                unfinished_jobs=len(docs),
+                records_in_flight=sum(int(doc["counts"]["records"]) for doc in docs),
+                job_ids=frozenset(doc["id"] for doc in docs),
+            )
+
+    def count_request(self, tenant_id: str, window: str, limit: Callable[[], int]) -> bool:
+        with self._lock:
+            counter = self.counters.get((tenant_id, window))
+            if counter is None:
+                counter = self.counters[(tenant_id, window)] = {"count": 0, "limit": max(0, limit())}
+            if counter["limit"] and counter["count"] >= counter["limit"]:
+                return False
+            counter["count"] += 1
+            return True
+
+    def requests_in(self, tenant_id: str, window: str) -> int:
+        with self._lock:
+            return self.counters.get((tenant_id, window), {}).get("count", 0)
+
+    def set_rate_limit(self, tenant_id: str, window: str, limit: int) -> None:
+        with self._lock:
+            if (tenant_id, window) in self.counters:
+                self.counters[(tenant_id, window)]["limit"] = max(0, limit)
+
+
 # Messaging
 
 
@@ -428,6 +498,7 @@ class Fakes:
     events: InMemoryEventPublisher
     validator: FakeEndpointValidator
     models: BlobModelRegistry
+    usage: InMemoryUsageStore
 
 
 def fakes_of(platform: Platform) -> Fakes:
@@ -441,6 +512,7 @@ def fakes_of(platform: Platform) -> Fakes:
         events=platform.events,  # type: ignore[arg-type]
         validator=platform.validator,  # type: ignore[arg-type]
         models=platform.models,  # type: ignore[arg-type]
+        usage=platform.usage,  # type: ignore[arg-type]
     )
 
 
@@ -462,16 +534,18 @@ def make_platform(tmp_path: Path | None = None, **policy: Any) -> Platform:
     blobs = InMemoryBlobStore()
     registry = BlobModelRegistry(blobs, container="models")
     registry.publish_package(model_package_dir())
+    jobs = InMemoryJobStore()
     return Platform(
         blobs=blobs,
         tenants=InMemoryTenantStore(),
-        jobs=InMemoryJobStore(),
+        jobs=jobs,
         results=InMemoryResultStore(),
         subscriptions=InMemorySubscriptionStore(),
         queue=InMemoryJobQueue(),
         events=InMemoryEventPublisher(),
         models=registry,
         validator=FakeEndpointValidator(),
+        usage=InMemoryUsageStore(jobs),
         api_url=API_URL,
         **policy,
     )

@@ -74,6 +74,7 @@ var jobsIndexingPolicy = {
   excludedPaths: [
     { path: '/shards/plan/*' }
     { path: '/shards/done/*' }
+    { path: '/shards/computeSeconds/*' }
     { path: '/parameters/*' }
     { path: '/"_etag"/?' }
   ]
@@ -137,6 +138,24 @@ resource resultsContainer 'Microsoft.DocumentDB/databaseAccounts/sqlDatabases/co
   }
 }
 
+// Metering (shared/adapters/cosmos_usage.py): usage records (one per finished job, never expiring), the tenants'
+// quota overrides and per-minute request counters (ttl 120 s each); defaultTtl -1 turns per-item ttl on.
+resource usageContainer 'Microsoft.DocumentDB/databaseAccounts/sqlDatabases/containers@2024-05-15' = {
+  parent: database
+  name: 'usage'
+  properties: {
+    resource: {
+      id: 'usage'
+      partitionKey: {
+        paths: ['/tenantId']
+        kind: 'Hash'
+      }
+      defaultTtl: -1
+      indexingPolicy: defaultIndexingPolicy
+    }
+  }
+}
+
 // Data-plane requests, control-plane operations and RBAC decisions go to the stamp's workspace.
 resource cosmosDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
   name: 'to-log-analytics'
@@ -163,4 +182,4 @@ output name string = account.name
 output resourceId string = account.id
 output endpoint string = account.properties.documentEndpoint
 output databaseName string = database.name
-output containerNames array = concat(tenantScopedContainers, [resultsContainer.name])
+output containerNames array = concat(tenantScopedContainers, [resultsContainer.name, usageContainer.name])

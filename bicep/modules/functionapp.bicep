@@ -188,6 +188,11 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     AIAAS_MAX_SHARDS_IN_FLIGHT: string(maxShardsInFlight)
     AIAAS_MAX_ARCHIVE_BYTES: '268435456'
     AIAAS_MAX_ARCHIVE_ENTRIES: '50000'
+    // Each tenant's quotas unless the operator set its own (aiaas tenants set-quota); 0: no limit.
+    AIAAS_DEFAULT_RECORDS_PER_DAY: '1000000000'
+    AIAAS_DEFAULT_CONCURRENT_JOBS: '1000'
+    AIAAS_DEFAULT_MAX_FILE_BYTES: '2147483648'
+    AIAAS_DEFAULT_REQUESTS_PER_MINUTE: '60000'
     AIAAS_MAX_SWEEPS: '3'
     AIAAS_DEFAULT_ERROR_THRESHOLD: '-1'
     AIAAS_UPLOAD_SAS_MINUTES: '15'

@@ -50,6 +50,7 @@ JOBS_INDEXING = {
     "excludedPaths": [
         {"path": "/shards/plan/*"},
         {"path": "/shards/done/*"},
+        {"path": "/shards/computeSeconds/*"},
         {"path": "/parameters/*"},
         {"path": '/"_etag"/?'},
     ],

@@ -166,6 +166,8 @@ def create_app(platform_factory: Callable[[], Platform], *, allow_loopback_webho
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
         if isinstance(err, ServiceUnavailable):  # the database is busy: when to come back, as it told us
             headers = {"Retry-After": str(err.retry_after_seconds)}
+        if isinstance(err, QuotaExceeded) and err.retry_after_seconds is not None:  # a quota or the request rate
+            headers = {"Retry-After": str(err.retry_after_seconds)}
         return JSONResponse(error_body(err.code, err.message), status_code=status, headers=headers)
 
     @app.exception_handler(Exception)
@@ -295,7 +297,9 @@ def create_app(platform_factory: Callable[[], Platform], *, allow_loopback_webho
 
     from shared.api.oip import oip_router
     from shared.api.registry_routes import registry_router
+    from shared.api.usage_routes import usage_router
 
     app.include_router(registry_router(Depends(platform)))
     app.include_router(oip_router(Depends(platform)))
+    app.include_router(usage_router(Depends(platform)))
     return app

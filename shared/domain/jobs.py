@@ -176,6 +176,9 @@ class Job:
     # Bytes per shard for this job's model (its card's "shardBytes", else the platform's); 0: the platform's.
     shard_bytes: int = 0
     shards_done: list[int] = field(default_factory=list)
+    # Seconds spent in the model's predict, per recorded shard (metering): recorded with the shard, so a
+    # redelivered shard has one figure, never two added up.
+    shard_compute_seconds: dict[int, float] = field(default_factory=dict)
     # The dispatch cursor: shards [0, dispatched) were handed to the queue; the rest are the job's backlog,
     # which the dispatcher (services.dispatch) hands out as the tenant's share of the fleet allows.
     dispatched: int = 0
@@ -202,6 +205,10 @@ class Job:
     @property
     def terminal(self) -> bool:
         return self.status.terminal
+
+    @property
+    def compute_seconds(self) -> float:
+        return sum(self.shard_compute_seconds.values())
 
     def shard_messages(self, *, only_missing: bool = False) -> list[ShardMessage]:
         """The messages for this job's shards (from its plan, or the single whole-file shard)."""
@@ -295,6 +302,7 @@ class Job:
                 # For the dispatcher's one query: an indexed equality filter, and the counts it projects.
                 "active": self.schedulable,
                 "doneCount": len(set(self.shards_done)),
+                "computeSeconds": {str(index): s for index, s in sorted(self.shard_compute_seconds.items())},
             },
             "counts": self.counts.to_dict(),
             "firstRecordError": self.counts.first_error,
@@ -329,6 +337,7 @@ class Job:
             shard_count=int(shards.get("count", 1)),
             shard_bytes=int(shards.get("bytes") or 0),
             shards_done=list(shards.get("done", [])),
+            shard_compute_seconds={int(k): float(v) for k, v in (shards.get("computeSeconds") or {}).items()},
             # Jobs written before the dispatcher had every shard enqueued up front.
             dispatched=int(shards.get("dispatched", shards.get("count", 1))),
             shard_plan=[list(cut) for cut in shards.get("plan", [])],

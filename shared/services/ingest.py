@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from shared.domain.blobpaths import parse_tenant_blob_path
-from shared.domain.errors import InvalidInput, NotFound, PreconditionFailed, UnknownModel
+from shared.domain.errors import InvalidInput, NotFound, PlatformError, PreconditionFailed, UnknownModel
 from shared.domain.events import terminal_event_id
 from shared.domain.jobs import (
     INBOX_PREFIX,
@@ -30,6 +30,7 @@ from shared.ports import BlobInfo
 from shared.services.dispatch import dispatch
 from shared.services.outcomes import publish_terminal_event
 from shared.services.platform import Platform
+from shared.services.quotas import check_admission
 
 logger = logging.getLogger(__name__)
 
@@ -115,6 +116,15 @@ def admit(
         error_threshold=platform.default_error_threshold if threshold is None else threshold,
         shard_bytes=card.shard_bytes or platform.shard_bytes,
     )
+    over_quota = check_admission(platform, tenant_id, info.size)
+    if over_quota is not None and not _exists(platform, tenant_id, job.job_id):  # a replay is no new job
+        if not record_rejection:
+            raise over_quota
+        model_key = f"{card.name}@{card.version}"
+        # Under the id the job would have had, so that a replay of the event finds the rejection.
+        return _reject(
+            platform, tenant_id, blob_path, info, model_key=model_key, error=over_quota, card=card, job_id=job.job_id
+        )
     shards = first_messages(job, job.shard_bytes)
     job.shard_count = 0 if shards[0].kind == PLAN else len(shards)
     if not platform.jobs.create_job(job):
@@ -265,11 +275,12 @@ def _reject(
     info: BlobInfo,
     *,
     model_key: str,
-    error: InvalidInput,
+    error: PlatformError,
     model: ModelRef | None = None,
     card: ModelCard | None = None,
+    job_id: str | None = None,
 ) -> Job:
-    job_id = job_id_for(tenant_id, blob_path, info.etag, model_key)
+    job_id = job_id or job_id_for(tenant_id, blob_path, info.etag, model_key)
     now = utcnow()
     job = Job(
         tenant_id=tenant_id,
@@ -359,6 +370,14 @@ def submit_job(
         error_threshold=error_threshold,
         record_rejection=False,
     )
+
+
+def _exists(platform: Platform, tenant_id: str, job_id: str) -> bool:
+    try:
+        platform.jobs.get_job(tenant_id, job_id)
+    except NotFound:
+        return False
+    return True
 
 
 def _ids(job: Job) -> dict[str, str]:

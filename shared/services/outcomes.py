@@ -8,6 +8,7 @@ from shared.domain.errors import PreconditionFailed
 from shared.domain.events import terminal_event
 from shared.domain.jobs import Job, utcnow
 from shared.services.platform import Platform
+from shared.services.usage import record_usage
 
 logger = logging.getLogger(__name__)
 
@@ -21,6 +22,9 @@ def publish_terminal_event(platform: Platform, job: Job) -> Job:
     """
     if job.event_published or not job.terminal:
         return job
+    # Metered before the event goes out: a subscriber never sees a job end that billing has not (an upsert by
+    # job id, so this publisher's retry, or the sweeper's re-drive, writes the same record again).
+    record_usage(platform, job)
     platform.events.publish([terminal_event(job, platform.api_url)])
     logger.info(
         "job %s ended %s; event published",

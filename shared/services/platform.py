@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
+from shared.domain.usage import Quota
 from shared.ports import (
     BlobStore,
     EndpointValidator,
@@ -15,6 +16,7 @@ from shared.ports import (
     ResultStore,
     SubscriptionStore,
     TenantStore,
+    UsageStore,
 )
 
 
@@ -29,6 +31,7 @@ class Platform:
     events: EventPublisher
     models: ModelRegistry
     validator: EndpointValidator
+    usage: UsageStore
     api_url: str
     batch_size: int = 1000
     max_upload_bytes: int = 2 * 1024**3
@@ -47,3 +50,5 @@ class Platform:
     # one always finishes well inside the shard timeout.
     max_archive_bytes: int = 256 * 1024 * 1024
     max_archive_entries: int = 50_000
+    # Each tenant's limits unless the operator set its own (services.quotas); 0: no limit.
+    default_quota: Quota = field(default_factory=Quota)

@@ -51,6 +51,23 @@ def bind_parameters(predictor: Predictor, parameters: dict[str, Any]) -> Predict
 class ShardOutcome:
     counts: Counts = field(default_factory=Counts)
     error: dict[str, str] | None = None
+    # Seconds spent in the model's predict (metering: the job's usage record sums them over its shards).
+    compute_seconds: float = 0.0
+
+
+@dataclass
+class ComputeMeter:
+    """Adds up the time a shard spends in the model's predict (wall clock, every call)."""
+
+    seconds: float = 0.0
+
+    @contextmanager
+    def timed(self) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds += time.perf_counter() - start
 
 
 def run_shard(platform: Platform, message: ShardMessage) -> Job:
@@ -78,15 +95,17 @@ def run_shard(platform: Platform, message: ShardMessage) -> Job:
         job = _mark_running(platform, job)
     logger.info("job %s shard %d/%d running", job.job_id, message.shard_index + 1, message.shard_count, extra=ids)
     outcome = ShardOutcome()
+    meter = ComputeMeter()
     try:
         with heartbeat(platform, job.tenant_id, job.job_id):
             card = platform.models.resolve(job.tenant_id, ModelRef(job.model_name, job.model_version))
             predictor = bind_parameters(platform.models.load(card), job.parameters)
-            outcome.counts = _process(platform, job, message, predictor)
+            outcome.counts = _process(platform, job, message, predictor, meter)
     except PreconditionFailed:
         outcome.error = INPUT_CHANGED
     except InvalidInput as err:
         outcome.error = {"code": err.code, "message": err.message}
+    outcome.compute_seconds = meter.seconds
     return record_shard(platform, job.tenant_id, job.job_id, message.shard_index, outcome)
 
 
@@ -132,6 +151,7 @@ def record_shard(platform: Platform, tenant_id: str, job_id: str, shard_index: i
         if job.terminal or shard_index in job.shards_done:
             return _settled(platform, job)
         job.shards_done.append(shard_index)
+        job.shard_compute_seconds[shard_index] = outcome.compute_seconds
         job.idle_sweeps = 0  # progress: a re-drive before this one was not fruitless
         job.counts.add(outcome.counts)
         if outcome.error and job.error is None:
@@ -218,7 +238,9 @@ def finalise_if_complete(platform: Platform, job: Job) -> Job:
     return publish_terminal_event(platform, job)
 
 
-def _process(platform: Platform, job: Job, message: ShardMessage, predictor: Predictor) -> Counts:
+def _process(
+    platform: Platform, job: Job, message: ShardMessage, predictor: Predictor, meter: ComputeMeter | None = None
+) -> Counts:
     chunks = platform.blobs.iter_chunks(
         container_for(job.tenant_id),
         job.blob_path,
@@ -241,7 +263,7 @@ def _process(platform: Platform, job: Job, message: ShardMessage, predictor: Pre
     # Pages are stored by a small pool while the next batch is parsed and scored (storage is I/O-bound).
     with ThreadPoolExecutor(max_workers=PAGE_WRITERS, thread_name_prefix="page-writer") as pool:
         pending: deque[Future[None]] = deque()
-        for page in _pages(job, message, records, predictor, platform.batch_size):
+        for page in _pages(job, message, records, predictor, platform.batch_size, meter or ComputeMeter()):
             pending.append(pool.submit(_store_page, platform, job, page))
             while len(pending) > MAX_PAGES_IN_FLIGHT:
                 pending.popleft().result()
@@ -274,19 +296,26 @@ def _store_page(platform: Platform, job: Job, page: ResultPage) -> None:
 
 
 def _pages(
-    job: Job, message: ShardMessage, records: Iterator[Record], predictor: Predictor, batch_size: int
+    job: Job,
+    message: ShardMessage,
+    records: Iterator[Record],
+    predictor: Predictor,
+    batch_size: int,
+    meter: ComputeMeter,
 ) -> Iterator[ResultPage]:
     batch: list[Record] = []
     for record in records:
         batch.append(record)
         if len(batch) >= batch_size:
-            yield _run_batch(job, message, batch, predictor)
+            yield _run_batch(job, message, batch, predictor, meter)
             batch = []
     if batch:
-        yield _run_batch(job, message, batch, predictor)
+        yield _run_batch(job, message, batch, predictor, meter)
 
 
-def _run_batch(job: Job, message: ShardMessage, batch: list[Record], predictor: Predictor) -> ResultPage:
+def _run_batch(
+    job: Job, message: ShardMessage, batch: list[Record], predictor: Predictor, meter: ComputeMeter
+) -> ResultPage:
     errors: list[dict[str, Any]] = []
     ready: list[tuple[Record, Any]] = []
     for record in batch:
@@ -299,7 +328,7 @@ def _run_batch(job: Job, message: ShardMessage, batch: list[Record], predictor: 
             errors.append(_error_entry(record, err))
     items: list[dict[str, Any]] = []
     if ready:
-        outputs = _predict_isolating_failures(predictor, ready, errors)
+        outputs = _predict_isolating_failures(predictor, ready, errors, meter)
         items = [
             {"recordIndex": record.index, "id": record.record_id, "output": output}
             for (record, _), output in zip(ready, outputs, strict=True)
@@ -318,11 +347,12 @@ def _run_batch(job: Job, message: ShardMessage, batch: list[Record], predictor: 
 
 
 def _predict_isolating_failures(
-    predictor: Predictor, ready: list[tuple[Record, Any]], errors: list[dict[str, Any]]
+    predictor: Predictor, ready: list[tuple[Record, Any]], errors: list[dict[str, Any]], meter: ComputeMeter
 ) -> list[dict[str, Any] | None]:
     """Predicts the batch; if the model refuses it, predicts record by record so one bad record fails alone."""
     try:
-        return list(predictor.predict([prepared for _, prepared in ready]))
+        with meter.timed():
+            return list(predictor.predict([prepared for _, prepared in ready]))
     except RemoteEndpointUnavailable:
         raise  # an outage, not a bad record: the shard is redelivered later
     except Exception:  # the runtime's own errors are not ours to name; the record-by-record pass reports them
@@ -330,7 +360,8 @@ def _predict_isolating_failures(
     outputs: list[dict[str, Any] | None] = []
     for record, prepared in ready:
         try:
-            outputs.append(predictor.predict([prepared])[0])
+            with meter.timed():
+                outputs.append(predictor.predict([prepared])[0])
         except Exception as err:
             errors.append(_error_entry(record, InvalidRecord(f"the model could not score this record: {err}")))
             outputs.append(None)
