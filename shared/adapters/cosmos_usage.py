@@ -24,6 +24,8 @@ QUOTA_ID = "quota"
 # A counter outlives its minute by a minute, then Cosmos DB deletes it (the container's defaultTtl -1 turns
 # per-item ttl on without expiring anything else: usage records and quotas stay).
 RATE_TTL_SECONDS = 120
+# A counter's fields are `requests` and `cap`, not count/limit: LIMIT is a keyword of Cosmos DB's query language,
+# which the conditional patch's filter predicate is written in.
 MAX_CREATE_RACES = 5
 USAGE_INDEXING = {
     "indexingMode": "consistent",
@@ -119,8 +121,8 @@ class CosmosUsageStore:
                     self._proxy.patch_item(
                         _rate_id(window),
                         partition_key=tenant_id,
-                        patch_operations=[{"op": "incr", "path": "/count", "value": 1}],
-                        filter_predicate="FROM c WHERE c.limit = 0 OR c.count < c.limit",
+                        patch_operations=[{"op": "incr", "path": "/requests", "value": 1}],
+                        filter_predicate="FROM c WHERE c.cap = 0 OR c.requests < c.cap",
                         no_response=True,
                     )
                 return True
@@ -134,8 +136,8 @@ class CosmosUsageStore:
                 "kind": "rate",
                 "tenantId": tenant_id,
                 "window": window,
-                "count": 1,
-                "limit": cap,
+                "requests": 1,
+                "cap": cap,
                 "ttl": RATE_TTL_SECONDS,
             }
             try:
@@ -147,7 +149,7 @@ class CosmosUsageStore:
 
     def requests_in(self, tenant_id: str, window: str) -> int:
         try:
-            return int(self._c.read_item(_rate_id(window), partition_key=tenant_id).get("count", 0))
+            return int(self._c.read_item(_rate_id(window), partition_key=tenant_id).get("requests", 0))
         except CosmosResourceNotFoundError:
             return 0
 
@@ -157,7 +159,7 @@ class CosmosUsageStore:
                 self._proxy.patch_item(
                     _rate_id(window),
                     partition_key=tenant_id,
-                    patch_operations=[{"op": "set", "path": "/limit", "value": max(0, limit)}],
+                    patch_operations=[{"op": "set", "path": "/cap", "value": max(0, limit)}],
                     no_response=True,
                 )
         except CosmosResourceNotFoundError:
