@@ -26,8 +26,14 @@ class LazyAsgiApp:
         with self._lock:
             if self._app is None:
                 from shared.api.app import create_app
+                from shared.api.auth import AuthOptions
 
-                self._app = create_app(get_platform, allow_loopback_webhooks=get_settings().is_development)
+                settings = get_settings()
+                self._app = create_app(
+                    get_platform,
+                    allow_loopback_webhooks=settings.is_development,
+                    auth=AuthOptions.from_settings(settings),
+                )
         return self._app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

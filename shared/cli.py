@@ -28,6 +28,9 @@ def _local_stack(workers: int | None = None) -> None:
     from shared import bootstrap
 
     os.environ["AIAAS_ENVIRONMENT"] = "development"
+    # Local webhooks and model servers listen on loopback; export AIAAS_ALLOW_LOOPBACK_ENDPOINTS=false to try the
+    # production policy locally.
+    os.environ.setdefault("AIAAS_ALLOW_LOOPBACK_ENDPOINTS", "true")
     if workers is not None:  # also what the tenant limit derives from
         os.environ["AIAAS_WORKERS"] = str(workers)
     bootstrap.reset()

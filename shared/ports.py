@@ -182,8 +182,9 @@ class EventPublisher(Protocol):
 
 
 class EndpointValidator(Protocol):
-    def validate(self, endpoint_url: str, schema: str) -> None:
-        """Runs the subscription validation handshake; raises InvalidInput with the reason when it fails."""
+    def validate(self, endpoint_url: str, schema: str, *, allow_loopback: bool = False) -> None:
+        """Runs the subscription validation handshake under the egress policy (loopback only if allowed); raises
+        InvalidInput when it fails, with one generic message whatever the reason."""
         ...
 
 

@@ -476,7 +476,7 @@ class FakeEndpointValidator:
     def refuse(self, endpoint_url: str, reason: str = "the endpoint did not answer the validation handshake") -> None:
         self.refused[endpoint_url] = reason
 
-    def validate(self, endpoint_url: str, schema: str) -> None:
+    def validate(self, endpoint_url: str, schema: str, *, allow_loopback: bool = False) -> None:
         self.validated.append((endpoint_url, schema))
         if endpoint_url in self.refused:
             raise InvalidInput(self.refused[endpoint_url], code="EndpointValidationFailed")

@@ -181,6 +181,18 @@ class EgressPolicy:
         )
 
 
+def default_policy() -> EgressPolicy:
+    """The process's policy: loopback allowed only when the settings say so (AIAAS_ALLOW_LOOPBACK_ENDPOINTS, which
+    the settings refuse outside development); strict when there are no valid settings."""
+    from shared.config import get_settings
+
+    try:
+        allow = get_settings().allow_loopback_endpoints
+    except ValueError:  # pydantic's ValidationError: no usable settings here, so nothing but public addresses
+        allow = False
+    return EgressPolicy(allow)
+
+
 def _is_loopback(address: IPAddress) -> bool:
     return address.is_loopback and not (isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped)
 
@@ -283,19 +295,25 @@ def send_bounded(
     total_seconds: float = MAX_TOTAL_SECONDS,
     content: bytes | None = None,
     headers: dict[str, str] | None = None,
+    truncate: bool = False,
 ) -> BoundedResponse:
-    """One request whose answer is read with a size cap and an overall deadline (both raise httpx errors)."""
+    """One request whose answer is read with a size cap and an overall deadline (both raise httpx errors).
+
+    With `truncate` an answer over the cap is cut there instead (for callers that only look at the status)."""
     deadline = time.monotonic() + min(total_seconds, MAX_TOTAL_SECONDS)
     # Identity encoding: a compressed answer could inflate far past the cap inside a single chunk.
     sent = {"accept-encoding": "identity", **(headers or {})}
     with client.stream(method, url, content=content, headers=sent) as response:
         declared = response.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > max_bytes:
+        if not truncate and declared and declared.isdigit() and int(declared) > max_bytes:
             raise ResponseTooLarge(f"answer of {declared} bytes exceeds {max_bytes}")
         body = bytearray()
         for chunk in response.iter_bytes():
             body.extend(chunk)
             if len(body) > max_bytes:
+                if truncate:
+                    del body[max_bytes:]
+                    break
                 raise ResponseTooLarge(f"answer exceeds {max_bytes} bytes")
             if time.monotonic() > deadline:
                 raise DeadlineExceeded(f"answer took longer than {total_seconds:.0f}s", request=response.request)

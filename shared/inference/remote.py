@@ -18,6 +18,9 @@ probabilities, else `{output name: value}` for every output tensor.
 
 Failures: timeouts, connection errors, 5xx and 429 are retried with exponential back-off (honouring Retry-After);
 a 4xx is the endpoint refusing the input, raised as InvalidRecord so the shard isolates the record(s) at fault.
+Every call goes through the egress policy (shared.adapters.egress: public addresses only, pinned connections, no
+redirects); the card's timeout and retries are clamped to the platform's ceilings, the answer's size is capped,
+and what is recorded on records and jobs is generic (the details of a failure go to the server-side log).
 """
 
 from __future__ import annotations
@@ -28,8 +31,11 @@ import time
 import uuid
 from typing import Any
 
+import httpcore
 import httpx
+import orjson
 
+from shared.adapters.egress import EgressPolicy, Timeouts, default_policy, send_bounded
 from shared.domain.errors import InvalidRecord
 from shared.domain.models import ModelCard
 from shared.inference.features import feature_values
@@ -37,7 +43,9 @@ from shared.inference.features import feature_values
 logger = logging.getLogger(__name__)
 DEFAULT_TIMEOUT_SECONDS = 30.0
 DEFAULT_MAX_RETRIES = 3
+MAX_RETRIES = 3  # no card raises it: each retry is another call to the tenant's endpoint
 MAX_BACKOFF_SECONDS = 30.0
+MAX_ANSWER_BYTES = 64 * 1024 * 1024  # an answer for one batch of records; larger is refused, not read
 MAX_TEXT_CHARS = 100_000
 _RESERVED_HEADERS = frozenset({"authorization", "api-key", "host", "content-length", "content-type"})
 
@@ -54,7 +62,8 @@ class RemoteOipPredictor:
         card: ModelCard,
         *,
         headers: dict[str, str] | None = None,
-        client: httpx.Client | None = None,
+        egress: EgressPolicy | None = None,
+        connector: httpcore.NetworkBackend | None = None,
         backoff_seconds: float = 0.2,
     ) -> None:
         self.card = card
@@ -67,12 +76,13 @@ class RemoteOipPredictor:
         self._datatype = str(oip.get("datatype") or ("FP32" if self._features else "BYTES"))
         self._requested: list[str] = [str(name) for name in oip.get("outputs") or []]
         self._probabilities = oip.get("probabilitiesOutput")
-        self._max_retries = int(oip.get("maxRetries", DEFAULT_MAX_RETRIES))
+        self._max_retries = min(max(int(oip.get("maxRetries", DEFAULT_MAX_RETRIES)), 0), MAX_RETRIES)
         self._backoff = backoff_seconds
         extra = {str(k): str(v) for k, v in (oip.get("headers") or {}).items() if k.lower() not in _RESERVED_HEADERS}
         self._headers = {**extra, **(headers or {})}
         timeout = float(oip.get("timeoutSeconds", DEFAULT_TIMEOUT_SECONDS))
-        self._client = client or httpx.Client(timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)))
+        self._timeouts = Timeouts(connect=min(timeout, 10.0), read=timeout, total=timeout).clamped()
+        self._client = (egress or default_policy()).client(self._timeouts, connector=connector)
 
     def close(self) -> None:
         self._client.close()
@@ -117,30 +127,49 @@ class RemoteOipPredictor:
                 time.sleep(self._delay(attempt, retry_after))
             retry_after = None
             try:
-                response = self._client.post(self._url, json=body, headers=self._headers)
-            except httpx.TransportError as err:  # timeouts and connection failures: the endpoint may come back
+                response = send_bounded(
+                    self._client,
+                    "POST",
+                    self._url,
+                    max_bytes=MAX_ANSWER_BYTES,
+                    total_seconds=self._timeouts.total,
+                    content=orjson.dumps(body),
+                    headers={**self._headers, "content-type": "application/json"},
+                )
+            except httpx.TransportError as err:  # timeouts, connection failures, refused: the endpoint may come back
                 problem = f"{type(err).__name__}: {err}"
                 logger.warning("model endpoint %s: %s (attempt %d)", self._url, problem, attempt + 1)
                 continue
+            except httpx.HTTPError as err:  # an answer over the size cap: not the records' fault, not retried
+                logger.warning("model endpoint %s: %s", self._url, err)
+                raise RemoteEndpointUnavailable(
+                    "the model endpoint answered with more than the platform reads"
+                ) from err
             if response.status_code == 429 or response.status_code >= 500:
                 problem = f"HTTP {response.status_code}"
                 retry_after = response.headers.get("retry-after")
                 logger.warning("model endpoint %s: %s (attempt %d)", self._url, problem, attempt + 1)
                 continue
             if response.status_code >= 400:
-                raise InvalidRecord(
-                    f"the model endpoint refused the input (HTTP {response.status_code}): {_error_text(response)}"
+                logger.info(
+                    "model endpoint %s refused the input: HTTP %d: %s",
+                    self._url,
+                    response.status_code,
+                    _error_text(response.content),
                 )
+                raise InvalidRecord("the model endpoint refused the input")
+            if response.status_code != 200:  # a redirect (never followed) or an answer without a body
+                logger.warning("model endpoint %s answered HTTP %d", self._url, response.status_code)
+                raise RuntimeError("the model endpoint did not answer the inference request")
             try:
-                answer = response.json()
-            except ValueError as err:
-                raise RuntimeError(f"model endpoint {self._url} answered with something not JSON") from err
+                answer = orjson.loads(response.content)
+            except orjson.JSONDecodeError as err:
+                raise RuntimeError("the model endpoint answered with something not JSON") from err
             if not isinstance(answer, dict) or not isinstance(answer.get("outputs"), list):
-                raise RuntimeError(f"model endpoint {self._url} answered without an `outputs` list")
+                raise RuntimeError("the model endpoint answered without an `outputs` list")
             return answer
-        raise RemoteEndpointUnavailable(
-            f"model endpoint {self._url} failed {self._max_retries + 1} times; last: {problem}"
-        )
+        logger.warning("model endpoint %s failed %d times; last: %s", self._url, self._max_retries + 1, problem)
+        raise RemoteEndpointUnavailable(f"the model endpoint failed {self._max_retries + 1} times")
 
     def _delay(self, attempt: int, retry_after: str | None) -> float:
         if retry_after:
@@ -204,11 +233,12 @@ def _split_rows(output: dict[str, Any], count: int) -> list[Any]:
     return [data[index * width : (index + 1) * width] for index in range(count)]
 
 
-def _error_text(response: httpx.Response) -> str:
+def _error_text(content: bytes) -> str:
+    """The gist of an endpoint's error answer, for the server-side log."""
     try:
-        body = response.json()
-    except ValueError:
-        return response.text[:300]
+        body = orjson.loads(content)
+    except orjson.JSONDecodeError:
+        return content[:300].decode("utf-8", "replace")
     if isinstance(body, dict) and "error" in body:
         error = body["error"]
         return str(error.get("message") if isinstance(error, dict) else error)[:300]

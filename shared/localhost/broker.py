@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpcore
 import httpx
 import orjson
 from starlette.applications import Starlette
@@ -18,13 +19,18 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from shared.adapters.webhooks import TIMEOUT, delivery_request
+from shared.adapters.egress import EgressPolicy, send_bounded
+from shared.adapters.webhooks import MAX_DELIVERY_ANSWER_BYTES, TIMEOUTS, delivery_request
 from shared.domain.events import PlatformEvent, Subscription
 from shared.domain.jobs import utcnow
 from shared.services.platform import Platform
 
 logger = logging.getLogger(__name__)
 NO_RETRY_STATUSES = frozenset({400, 403, 413})  # Event Grid dead-letters these at once instead of retrying
+# What a delivery that got no HTTP answer records: the same for a refused address, a closed port and a TLS error,
+# so that the delivery log tells a tenant nothing about the platform's network (the reason is logged at INFO).
+UNREACHABLE = "the endpoint could not be reached"
+TIMED_OUT = "the endpoint did not answer in time"
 
 
 @dataclass
@@ -66,7 +72,11 @@ class LocalEventBroker:
         key: str,
         max_attempts: int = 8,
         first_retry_seconds: float = 1.0,
+        egress: EgressPolicy | None = None,
+        connector: httpcore.NetworkBackend | None = None,
     ) -> None:
+        """`egress` decides where deliveries may go (default: public addresses only; the local host passes the
+        AIAAS_ALLOW_LOOPBACK_ENDPOINTS setting); `connector` replaces the socket layer in tests."""
         self._platform = platform_factory
         self._key = key
         self._max_attempts = max_attempts
@@ -76,7 +86,7 @@ class LocalEventBroker:
         self._cv = threading.Condition()
         self.deliveries: list[Delivery] = []
         self._stop = False
-        self._client = httpx.Client(timeout=TIMEOUT, follow_redirects=False)
+        self._client = (egress or EgressPolicy()).client(TIMEOUTS, connector=connector)
         self._threads = [threading.Thread(target=self._run, name=f"broker-{i}", daemon=True) for i in range(4)]
 
     def start(self) -> None:
@@ -138,14 +148,24 @@ class LocalEventBroker:
         )
         status = None
         try:
-            response = self._client.post(sub.endpoint_url, content=orjson.dumps(body), headers=headers)
-            status = response.status_code
-            if 200 <= status < 300:
+            answer = send_bounded(
+                self._client,
+                "POST",
+                sub.endpoint_url,
+                max_bytes=MAX_DELIVERY_ANSWER_BYTES,
+                truncate=True,
+                content=orjson.dumps(body),
+                headers=headers,
+            )
+            status = answer.status_code
+            if 200 <= status < 300:  # a 3xx is a failure: redirects are never followed
                 delivery.status, delivery.delivered_at, delivery.last_error = "delivered", utcnow(), None
                 return
             delivery.last_error = f"HTTP {status}"
         except httpx.HTTPError as err:
-            delivery.last_error = f"{type(err).__name__}: {err}"
+            timed_out = isinstance(err, httpx.TimeoutException)
+            delivery.last_error = TIMED_OUT if timed_out else UNREACHABLE
+            logger.info("delivery of %s to %s: %s: %s", delivery.event.id, sub.subscription_id, type(err).__name__, err)
         if status in NO_RETRY_STATUSES or delivery.attempts >= self._max_attempts:
             self._dead_letter(delivery)
             return

@@ -69,6 +69,7 @@ def run_demo(*, workers: int = 2) -> int:
         cosmos_port=ports["cosmos"],
         data_dir=data_dir,
         workers=workers,
+        allow_loopback_endpoints=True,  # the demo's webhook receiver listens on loopback
     )
     started = time.perf_counter()
     try:

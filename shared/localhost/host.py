@@ -193,6 +193,7 @@ class LocalHost:
         from starlette.routing import Mount
 
         from functions.http_api import asgi_app
+        from shared.adapters.egress import EgressPolicy
         from shared.localhost.broker import LocalEventBroker
 
         self.broker = LocalEventBroker(
@@ -200,6 +201,7 @@ class LocalHost:
             key=self.settings.eventgrid_key or LOCAL_EVENTGRID_KEY,
             max_attempts=self.settings.webhook_max_attempts,
             first_retry_seconds=self.settings.webhook_first_retry_seconds,
+            egress=EgressPolicy(self.settings.allow_loopback_endpoints),
         )
         self.broker.start()
         root = Starlette(routes=[Mount("/broker", app=self.broker.asgi_app()), Mount("/", app=asgi_app)])

@@ -36,6 +36,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalHost]:
         models_dir=REPO / "build/models",
         workers=2,
         webhook_first_retry_seconds=0.2,
+        allow_loopback_endpoints=True,  # the tests' webhook receivers listen on loopback
         # Small shards, short locks and quick sweeps, so that splitting, redelivery after a crash and
         # the sweeper all happen within a test's patience.
         shard_bytes=256 * 1024,

@@ -17,6 +17,7 @@ from azure.core.exceptions import HttpResponseError
 from shared.adapters.azure_blob import AzureBlobStore
 from shared.adapters.cosmos import CosmosSubscriptionStore, ensure_schema
 from shared.adapters.cosmos_client import make_cosmos_client
+from shared.adapters.egress import EgressPolicy
 from shared.adapters.eventgrid import EventGridEventPublisher
 from shared.adapters.servicebus import to_servicebus_message
 from shared.adapters.webhooks import HttpEndpointValidator
@@ -44,7 +45,13 @@ def broker(azurite: Azurite, cosmos: CosmosServer) -> Iterator[tuple[LocalEventB
     db = ensure_schema(make_cosmos_client(cosmos.endpoint, cosmos.key), f"ev{uuid.uuid4().hex[:8]}")
     ports = _Ports(CosmosSubscriptionStore(db), AzureBlobStore.from_connection_string(azurite.connection_string))
     ports.blobs.ensure_container("deadletter")
-    instance = LocalEventBroker(lambda: ports, key=KEY, max_attempts=3, first_retry_seconds=0.1)  # type: ignore[arg-type,return-value]
+    instance = LocalEventBroker(
+        lambda: ports,  # type: ignore[arg-type,return-value]
+        key=KEY,
+        max_attempts=3,
+        first_retry_seconds=0.1,
+        egress=EgressPolicy(allow_loopback=True),  # the receivers here listen on loopback
+    )
     instance.start()
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(instance.asgi_app(), host="127.0.0.1", port=port, log_level="warning"))
@@ -158,11 +165,11 @@ def test_publishing_with_a_wrong_key_is_refused(broker: Any) -> None:
 def test_validation_handshakes() -> None:
     validator = HttpEndpointValidator()
     with WebhookReceiver() as hook:
-        validator.validate(hook.url, "EventGridSchema")
-        validator.validate(hook.url, "CloudEventSchemaV1_0")
+        validator.validate(hook.url, "EventGridSchema", allow_loopback=True)
+        validator.validate(hook.url, "CloudEventSchemaV1_0", allow_loopback=True)
         assert hook.requests[0]["headers"]["aeg-event-type"] == "SubscriptionValidation"
     with pytest.raises(InvalidInput) as err:
-        validator.validate(f"http://127.0.0.1:{free_port()}/closed", "EventGridSchema")
+        validator.validate(f"http://127.0.0.1:{free_port()}/closed", "EventGridSchema", allow_loopback=True)
     assert err.value.code == "EndpointValidationFailed"
 
 
