@@ -119,6 +119,18 @@ module monitoring 'modules/monitoring.bicep' = {
   }
 }
 
+// Tenants' remote-model credentials (never in a blob): the app reads and writes them with its identity only.
+module keyVault 'modules/keyvault.bicep' = {
+  name: 'keyvault'
+  scope: rg
+  params: {
+    name: '${abbrs.keyVaultVaults}${resourceToken}'
+    location: location
+    tags: tags
+    logAnalyticsWorkspaceId: monitoring.outputs.logAnalyticsWorkspaceId
+  }
+}
+
 // Log alerts an operator must hear about (dead letters, job failure rate per model, drift, quotas, function errors).
 module alerts 'modules/alerts.bicep' = {
   name: 'alerts'
@@ -202,6 +214,7 @@ module functionApp 'modules/functionapp.bicep' = {
     serviceBusQueueName: serviceBus.outputs.queueName
     eventGridDomainEndpoint: eventGridDomain.outputs.endpoint
     eventGridDomainId: eventGridDomain.outputs.resourceId
+    keyVaultUri: keyVault.outputs.vaultUri
     logAnalyticsWorkspaceId: monitoring.outputs.logAnalyticsWorkspaceId
   }
 }
@@ -220,6 +233,7 @@ module rbac 'modules/rbac.bicep' = {
     cosmosAccountName: cosmos.outputs.name
     cosmosDatabaseName: cosmos.outputs.databaseName
     applicationInsightsName: monitoring.outputs.applicationInsightsName
+    keyVaultName: keyVault.outputs.name
     functionPrincipalId: identity.outputs.principalId
     systemTopicPrincipalId: systemTopic.outputs.principalId
     deadLetterContainerName: deadLetterContainerName
@@ -285,5 +299,6 @@ output AZURE_EVENTGRID_DOMAIN_NAME string = eventGridDomain.outputs.name
 output AZURE_EVENTGRID_SYSTEM_TOPIC_NAME string = systemTopic.outputs.name
 output BLOB_EVENT_SUBSCRIPTION_DEPLOYED bool = deployBlobEventSubscription
 
+output AIAAS_KEYVAULT_URL string = keyVault.outputs.vaultUri
 output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.applicationInsightsName
 output AZURE_LOG_ANALYTICS_NAME string = monitoring.outputs.logAnalyticsName

@@ -67,7 +67,10 @@ def build_platform(settings: Settings) -> Platform:
         queue=build_job_queue(settings),
         events=events,
         models=BlobModelRegistry(
-            build_platform_blobs(settings), container=settings.models_container, onnx_threads=settings.onnx_threads
+            build_platform_blobs(settings),
+            container=settings.models_container,
+            onnx_threads=settings.onnx_threads,
+            secrets=build_secret_store(settings),
         ),
         validator=HttpEndpointValidator(),
         usage=CosmosUsageStore(db),
@@ -104,6 +107,18 @@ def build_platform_blobs(settings: Settings) -> Any:
 def build_job_queue(settings: Settings) -> Any:
     if settings.job_queue_backend == "servicebus":
         from shared.adapters.servicebus import ServiceBusJobQueue
+
+def build_secret_store(settings: Settings) -> Any:
+    """Key Vault when configured (Azure), else files under the local data dir (development only), else none."""
+    from shared.adapters.secrets import KeyVaultSecretStore, LocalSecretStore
+
+    if settings.keyvault_url:
+        return KeyVaultSecretStore(settings.keyvault_url, azure_credential())
+    if settings.is_development:
+        return LocalSecretStore(settings.data_dir.resolve() / "secrets")
+    logger.warning("AIAAS_KEYVAULT_URL is not set: remote models with a credential cannot be registered")
+    return None
+
 
         return ServiceBusJobQueue(settings.servicebus_namespace or "", settings.job_queue_name, azure_credential())
     from shared.adapters.storage_queue import StorageQueueJobQueue

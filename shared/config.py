@@ -74,6 +74,9 @@ class Settings(BaseSettings):
 
     public_api_url: str | None = None
     models_container: str = "models"
+    # Key Vault that keeps tenants' remote-model credentials (the managed identity only); unset in development,
+    # where they are files under AIAAS_DATA_DIR/secrets (0600), out of reach of any SAS.
+    keyvault_url: str | None = None
     upload_sas_minutes: int = Field(default=15, ge=1, le=24 * 60)
     batch_size: int = Field(default=1000, ge=1, le=10_000)
     # Bytes of a line-oriented file per shard; a model card's "shardBytes" overrides it (heavy models: smaller).
@@ -216,6 +219,8 @@ def azurite_connection_string(
         f"BlobEndpoint=http://{host}:{blob_port}/{account};"
         f"QueueEndpoint=http://{host}:{queue_port}/{account};"
         f"TableEndpoint=http://{host}:{table_port}/{account};"
+        if self.keyvault_url and not self.keyvault_url.startswith("https://"):
+            problems.append("AIAAS_KEYVAULT_URL must be an https Key Vault URL")
     )
 
 

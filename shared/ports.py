@@ -215,8 +215,9 @@ class ModelRegistry(Protocol):
         """Raises UnknownModel."""
         ...
 
-    def load(self, card: ModelCard) -> Predictor:
-        """The model ready to predict, loaded once per process and verified against the card's sha256."""
+    def load(self, card: ModelCard, *, isolated: bool = False) -> Predictor:
+        """The model ready to predict, loaded once per process and verified against the card's sha256;
+        `isolated`: a tenant's own ONNX model runs in a sandbox child process, not in this one."""
         ...
 
     def get_aliases(self, tenant_id: str, name: str) -> dict[str, Any]:
@@ -231,6 +232,23 @@ class ModelRegistry(Protocol):
         self,
         tenant_id: str,
         card: dict[str, Any],
+class SecretStore(Protocol):
+    """Credentials the platform keeps for a tenant (remote model endpoints' keys), never in a blob a SAS can name.
+
+    `tenant_id` "" is the platform itself; `name` is 1-127 letters, digits and dashes (Key Vault's rule).
+    """
+
+    def put(self, tenant_id: str, name: str, value: str) -> None: ...
+
+    def get(self, tenant_id: str, name: str) -> str:
+        """Raises NotFound."""
+        ...
+
+    def delete(self, tenant_id: str, name: str) -> None:
+        """Succeeds when already gone."""
+        ...
+
+
         artifact: bytes | None,
         *,
         files: dict[str, bytes] | None = None,

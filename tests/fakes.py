@@ -160,6 +160,31 @@ class InMemoryBlobStore:
 
 
 class InMemoryTenantStore:
+class InMemorySecretStore:
+    """The SecretStore port in memory: names checked as Key Vault checks them (adapters.secrets.vault_name)."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, str] = {}
+
+    def put(self, tenant_id: str, name: str, value: str) -> None:
+        from shared.adapters.secrets import vault_name
+
+        self.values[vault_name(tenant_id, name)] = value
+
+    def get(self, tenant_id: str, name: str) -> str:
+        from shared.adapters.secrets import vault_name
+
+        try:
+            return self.values[vault_name(tenant_id, name)]
+        except KeyError:
+            raise NotFound(f"no secret {name!r}") from None
+
+    def delete(self, tenant_id: str, name: str) -> None:
+        from shared.adapters.secrets import vault_name
+
+        self.values.pop(vault_name(tenant_id, name), None)
+
+
     def __init__(self) -> None:
         self.docs: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
@@ -532,7 +557,7 @@ def make_platform(tmp_path: Path | None = None, **policy: Any) -> Platform:
     """
     del tmp_path
     blobs = InMemoryBlobStore()
-    registry = BlobModelRegistry(blobs, container="models")
+    registry = BlobModelRegistry(blobs, container="models", secrets=InMemorySecretStore())
     registry.publish_package(model_package_dir())
     jobs = InMemoryJobStore()
     return Platform(

@@ -28,6 +28,9 @@ param serviceBusQueueName string = 'shards'
 param eventGridDomainEndpoint string
 param eventGridDomainId string
 
+@description('URI of the stamp\'s Key Vault (tenants\' remote-model credentials), e.g. https://<vault>.vault.azure.net/')
+param keyVaultUri string
+
 param pythonVersion string = '3.11'
 
 @allowed([512, 2048, 4096])
@@ -162,6 +165,7 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     AIAAS_STORAGE_ACCOUNT_NAME: storageAccountName
     AIAAS_PLATFORM_STORAGE_ACCOUNT_NAME: platformStorageAccountName
     AIAAS_MODELS_CONTAINER: modelsContainerName
+    AIAAS_KEYVAULT_URL: keyVaultUri
     AIAAS_COSMOS_ENDPOINT: cosmosEndpoint
     AIAAS_COSMOS_DATABASE: cosmosDatabaseName
     AIAAS_JOB_QUEUE_BACKEND: 'servicebus'

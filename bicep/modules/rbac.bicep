@@ -8,6 +8,8 @@
 //      EventGrid Data Sender + EventGrid EventSubscription Contributor on the domain: publish, and create or delete
 //        a tenant's subscriptions (its domain topic appears with the first and goes with the last).
 //      Monitoring Metrics Publisher on Application Insights (Entra ID ingestion).
+//      Key Vault Secrets Officer on the stamp's vault only: tenants' remote-model credentials (written at
+//        registration, read at load; Secrets User cannot write).
 //      Cosmos DB Built-in Data Contributor (SQL RBAC) on the `aiaas` database, not the account.
 //      Storage Blob Data Contributor on the platform account's `models` container only, and no Blob Delegator
 //        there: the app reads and publishes models but can sign no SAS that names the platform's data.
@@ -23,6 +25,7 @@ param eventGridDomainName string
 param cosmosAccountName string
 param cosmosDatabaseName string = 'aiaas'
 param applicationInsightsName string
+param keyVaultName string
 param deadLetterContainerName string = 'deadletter'
 
 @description('Principal id of the function app user-assigned identity.')
@@ -47,6 +50,7 @@ var roles = {
   eventGridDataSender: 'd5a91429-5739-47e2-a06b-3470a27159e7'
   eventGridEventSubscriptionContributor: '428e0ff0-5e57-4d9c-a221-2c70d0e0a443'
   monitoringMetricsPublisher: '3913510d-42f4-4e42-8a64-420c390055eb'
+  keyVaultSecretsOfficer: 'b86a8fe4-44ce-4948-aee5-eccb2c155cd7'
 }
 
 // Cosmos DB Built-in Data Contributor (data-plane SQL role, not an Azure RBAC role)
@@ -124,6 +128,10 @@ resource applicationInsights 'Microsoft.Insights/components@2020-02-02' existing
   name: applicationInsightsName
 }
 
+resource keyVault 'Microsoft.KeyVault/vaults@2023-07-01' existing = {
+  name: keyVaultName
+}
+
 // Role assignment calls stay on one line: checkov's Bicep parser refuses a call split over lines.
 
 // ---------------------------------------------------------------- function app identity
@@ -179,6 +187,18 @@ resource functionMetricsPublisher 'Microsoft.Authorization/roleAssignments@2022-
   scope: applicationInsights
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.monitoringMetricsPublisher)
+    principalId: functionPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// Secrets Officer, not Secrets User: registering a tenant's remote model writes its credential (set, and recover
+// after a delete under purge protection); on this vault only, which holds nothing but those credentials.
+resource functionKeyVaultSecrets 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(keyVault.id, functionPrincipalId, roles.keyVaultSecretsOfficer)
+  scope: keyVault
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.keyVaultSecretsOfficer)
     principalId: functionPrincipalId
     principalType: 'ServicePrincipal'
   }

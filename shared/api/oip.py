@@ -39,6 +39,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from shared.api.auth import AS_READER, AS_SUBMITTER, Caller
 from shared.domain.errors import InvalidRecord, PlatformError, UnknownModel
 from shared.domain.models import MODEL_NAME_PATTERN, SELECTOR_PATTERN, ModelCard, ModelRef
+from shared.inference.sandbox import RecordRefused, SandboxedPredictor
 from shared.ports import Predictor
 from shared.services.platform import Platform
 
@@ -203,8 +204,8 @@ def _resolve(plat: Platform, tenant: Caller, name: str, version: str | None) -> 
 
 
 def _load(plat: Platform, card: ModelCard) -> Predictor:
-    try:
-        return plat.models.load(card)
+    try:  # a tenant's own ONNX model runs in a sandbox child, never in the API process
+        return plat.models.load(card, isolated=True)
     except Exception:
         logger.exception("could not load %s@%s", card.name, card.version)
         raise V2Error(503, f"model {card.name!r} version {card.version!r} is not available right now") from None
@@ -586,15 +587,21 @@ def run_inference(
     if own_parameters and callable(configure):
         configured = configure(own_parameters)
         predictor = configured if configured is not None else predictor
-    prepared = []
-    for row, record in enumerate(records):
-        try:
-            prepared.append(predictor.prepare(record))
-        except InvalidRecord as err:
-            raise V2Error(400, f"row {row}: {err.message}") from None
     results: list[dict[str, Any]] = []
-    for start in range(0, len(prepared), PREDICT_BATCH):
-        results.extend(predictor.predict(prepared[start : start + PREDICT_BATCH]))
+    if isinstance(predictor, SandboxedPredictor):  # prepared and predicted in the child, in one round trip
+        try:
+            results = predictor.run_records(records)
+        except RecordRefused as err:
+            raise V2Error(400, f"row {err.row}: {err.message}") from None
+    else:
+        prepared = []
+        for row, record in enumerate(records):
+            try:
+                prepared.append(predictor.prepare(record))
+            except InvalidRecord as err:
+                raise V2Error(400, f"row {row}: {err.message}") from None
+        for start in range(0, len(prepared), PREDICT_BATCH):
+            results.extend(predictor.predict(prepared[start : start + PREDICT_BATCH]))
     if len(results) != len(records):
         raise RuntimeError(f"{card.name}@{card.version} gave {len(results)} results for {len(records)} rows")
 

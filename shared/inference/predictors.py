@@ -11,14 +11,42 @@ if TYPE_CHECKING:
     import onnxruntime
 
 
-def new_session(model_bytes: bytes, *, threads: int = 0) -> onnxruntime.InferenceSession:
+# A tenant's model runs with bounded session options: at most this many threads, basic graph optimisations
+# only (the extended ones fuse into contrib kernels), no arena (memory goes back as soon as a run ends).
+BOUNDED_MAX_THREADS = 2
+
+
+def new_session(model_bytes: bytes, *, threads: int = 0, bounded: bool = False) -> onnxruntime.InferenceSession:
     import onnxruntime  # heavy: only when a model is loaded
 
     options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = threads
+    options.intra_op_num_threads = min(max(threads, 1), BOUNDED_MAX_THREADS) if bounded else threads
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
+    if bounded:
+        options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        options.enable_cpu_mem_arena = False
+        options.enable_mem_pattern = False
+        options.add_session_config_entry("session.load_model_format", "ONNX")
     return onnxruntime.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
+
+
+def handler_over(card: ModelCard, session: onnxruntime.InferenceSession, files: dict[str, bytes]) -> Any:
+    """The card's handler over a session (raises KeyError for a handler that does not exist)."""
+    handler = HANDLERS[card.handler]
+    from_package = getattr(handler, "from_package", None)
+    return from_package(card, session, files) if callable(from_package) else handler(card, session)
+
+
+def build_predictor(
+    card: ModelCard, artifact: bytes, files: dict[str, bytes], *, threads: int = 0, bounded: bool = False
+) -> Any:
+    """The card's handler over an ONNX Runtime session of the artifact (bytes already checked against the card);
+    `bounded` for a tenant's own model (see BOUNDED_MAX_THREADS)."""
+    if card.handler not in HANDLERS:
+        raise RuntimeError(f"model {card.name}@{card.version}: no handler {card.handler!r}")
+    return handler_over(card, new_session(artifact, threads=threads, bounded=bounded), files)
 
 
 class TabularClassifier:

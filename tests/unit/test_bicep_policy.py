@@ -117,6 +117,7 @@ ALLOWED_ROLES = {
         {"Microsoft.EventGrid/domains"},
     ),
     "3913510d-42f4-4e42-8a64-420c390055eb": ("Monitoring Metrics Publisher", {"Microsoft.Insights/components"}),
+    "b86a8fe4-44ce-4948-aee5-eccb2c155cd7": ("Key Vault Secrets Officer", {"Microsoft.KeyVault/vaults"}),
 }
 # Some principals need less than a role's widest allowed scope: the system topic only writes dead letters.
 NARROWEST_SCOPE = {"systemTopicPrincipalId": {"Microsoft.Storage/storageAccounts/blobServices/containers"}}

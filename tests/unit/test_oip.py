@@ -380,7 +380,9 @@ def publish_fake(plat: Platform, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     registry.publish({**raw, "version": "2"}, (tmp_path / name / "model.onnx").read_bytes(), {}, owner="acme")
     registry.move_alias(name, "production", "2", by="test", owner="acme")
     real_load = registry.load
-    monkeypatch.setattr(registry, "load", lambda c: FakeTextOrImagePredictor(c) if c.name == name else real_load(c))
+    monkeypatch.setattr(
+        registry, "load", lambda c, **kw: FakeTextOrImagePredictor(c) if c.name == name else real_load(c, **kw)
+    )
 
 
 def test_text_model_takes_bytes(

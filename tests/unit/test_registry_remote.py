@@ -4,15 +4,19 @@ output mapping, retries on 5xx/429/timeouts, 4xx as record failures, credentials
 from __future__ import annotations
 
 import json
+import logging
 import math
+import stat
 import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from shared.adapters.secrets import LocalSecretStore
 from shared.domain.errors import InvalidInput, InvalidRecord
 from shared.domain.models import ModelCard, ModelRef
 from shared.inference.registry import BlobModelRegistry
@@ -116,7 +120,19 @@ class V2Server:
 
 
 @pytest.fixture
-def v2() -> Iterator[V2Server]:
+def loopback_allowed(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The development setting that lets the egress policy reach the V2 server on 127.0.0.1."""
+    from shared.config import get_settings
+
+    monkeypatch.setenv("AIAAS_ENVIRONMENT", "development")
+    monkeypatch.setenv("AIAAS_ALLOW_LOOPBACK_ENDPOINTS", "true")
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def v2(loopback_allowed: None) -> Iterator[V2Server]:
     with V2Server() as server:
         yield server
 
@@ -209,21 +225,44 @@ def test_a_4xx_is_the_records_fault_not_retried(v2: V2Server) -> None:
         wrong.predict([[1.0, 1.0, 1.0]])
 
 
-def test_the_credential_is_stored_apart_from_the_card_and_sent_as_a_bearer_token(v2: V2Server) -> None:
+def test_the_credential_lives_in_the_secret_store_never_in_a_blob_a_card_or_a_log(
+    v2: V2Server, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
     blobs = InMemoryBlobStore()
-    registry = BlobModelRegistry(blobs)
+    directory = tmp_path / "secrets"
+    registry = BlobModelRegistry(blobs, secrets=LocalSecretStore(directory), check_endpoint=lambda url: None)
     registry.publish(scorer_card(v2.url, auth={"type": "bearer"}), None, {}, owner="acme", credential="s3cr3t-token")
 
-    stored = [blob.name for blob in blobs.list_blobs("models")]
-    card_text = blobs.read_bytes("models", "tenants/acme/remote-scorer/1/card.json").decode()
-    assert "s3cr3t" not in card_text
+    for blob in blobs.list_blobs("models"):  # no blob of the container a SAS might name holds it, by any path
+        assert b"s3cr3t" not in blobs.read_bytes("models", blob.name), blob.name
+    assert not [blob.name for blob in blobs.list_blobs("models") if blob.name.startswith("secrets/")]
     assert "s3cr3t" not in json.dumps(registry.get_model("acme", "remote-scorer"))
     assert "s3cr3t" not in json.dumps(registry.list_models("acme"))
-    assert [n for n in stored if n.startswith("secrets/")] == ["secrets/acme/remote-scorer/1.json"]
+    [stored] = list(directory.iterdir())
+    assert stored.name.startswith("t-acme-oip-") and stored.read_text() == "s3cr3t-token"
+    assert stat.S_IMODE(stored.stat().st_mode) == 0o600 and stat.S_IMODE(directory.stat().st_mode) == 0o700
 
-    predictor = registry.load(registry.resolve("acme", ModelRef("remote-scorer")))
+    worker = BlobModelRegistry(blobs, secrets=LocalSecretStore(directory))  # another process, same data dir
+    predictor = worker.load(worker.resolve("acme", ModelRef("remote-scorer")))
     predictor.predict([predictor.prepare({"a": 1, "b": 1, "c": 1})])
     assert v2.requests[-1]["headers"]["Authorization"] == "Bearer s3cr3t-token"
+    assert "s3cr3t" not in caplog.text
+
+
+def test_a_version_whose_card_cannot_be_written_leaves_no_credential_behind(tmp_path: Path) -> None:
+    class FailingBlobs(InMemoryBlobStore):
+        def write_bytes(self, container: str, path: str, data: bytes, *, content_type: str | None = None) -> str:
+            if path.endswith("card.json"):
+                raise OSError("storage is down")
+            return super().write_bytes(container, path, data, content_type=content_type)
+
+    directory = tmp_path / "secrets"
+    registry = BlobModelRegistry(FailingBlobs(), secrets=LocalSecretStore(directory), check_endpoint=lambda u: None)
+    card = {**scorer_card("https://models.example.com"), "auth": {"type": "bearer"}}
+    with pytest.raises(OSError):
+        registry.register_private("acme", card, None, credential="s3cr3t-token")
+    assert not directory.exists() or not list(directory.iterdir())
 
 
 def test_operator_cards_may_name_an_environment_secret_and_header_auth(v2: V2Server) -> None:
@@ -241,10 +280,9 @@ def test_operator_cards_may_name_an_environment_secret_and_header_auth(v2: V2Ser
 @pytest.mark.parametrize(
     ("change", "credential", "problem"),
     [
-        ({"endpoint": "http://models.example.com/v2/models/m"}, None, "https"),
-        ({"endpoint": "https://127.0.0.1:8443/v2/models/m"}, None, "public address"),
-        ({"endpoint": "https://10.1.2.3/v2/models/m"}, None, "public address"),
-        ({"endpoint": "https://localhost/v2/models/m"}, None, "public address"),
+        ({"endpoint": "https://127.0.0.1:8443/v2/models/m"}, None, "not allowed"),
+        ({"endpoint": "https://10.1.2.3/v2/models/m"}, None, "not allowed"),
+        ({"endpoint": "https://[::ffff:169.254.169.254]/v2/models/m"}, None, "not allowed"),
         ({"endpoint": "https://models.example.com/predict"}, None, "OIP model"),
         ({"endpoint": "https://user:pw@models.example.com/v2/models/m"}, None, "credentials"),
         ({"auth": {"type": "bearer", "secretName": "AIAAS_COSMOS_KEY"}}, None, "platform secret"),

@@ -1,0 +1,411 @@
+"""Tenants' ONNX models out of the API process: checked and served by child processes with resource limits.
+
+A child (`python -m shared.inference.sandbox check|serve`) sets its own rlimits (address space, CPU seconds, no
+core file) before it imports ONNX Runtime, gets no AIAAS_/Azure environment, and talks over two pipes in frames
+of JSON (bytes as {"$bytes": base64}), never pickle: nothing a child sends can run code in the parent.
+
+- `check_in_sandbox`: validation at registration. A model that crashes the child, exhausts its memory or CPU, or
+  outlives the wall timeout is refused with that reason (400), and the parent never loads it.
+- `SandboxPool`: online inference. One child per model version, started on first use, stopped when idle or when
+  the pool is full (least recently used first), started again after it died; a call to a child that dies or
+  overruns raises SandboxUnavailable (503) and the next call gets a fresh child.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from shared.domain.errors import InvalidInput, InvalidRecord, ServiceUnavailable
+from shared.domain.models import ModelCard
+
+logger = logging.getLogger(__name__)
+MAX_FRAME_BYTES = 256 * 1024 * 1024
+_ROOT = str(Path(__file__).resolve().parents[2])
+
+
+@dataclass(frozen=True)
+class SandboxLimits:
+    memory_bytes: int = 2 * 1024**3  # RLIMIT_AS of a child
+    cpu_seconds: int = 60  # RLIMIT_CPU of a check; a serving child gets serve_cpu_seconds in all
+    wall_seconds: float = 120.0  # a check, start-up included
+    serve_cpu_seconds: int = 3600
+    call_seconds: float = 60.0  # one infer call in a serving child
+    idle_seconds: float = 300.0
+    threads: int = 1
+    max_package_bytes: int = 128 * 1024 * 1024
+
+
+DEFAULT_LIMITS = SandboxLimits()
+
+
+class SandboxUnavailable(ServiceUnavailable):
+    """The model's sandbox died or overran during the call; a later call starts a fresh one."""
+
+
+class RecordRefused(InvalidRecord):
+    """The model refused one record of a call: `row` is its index."""
+
+    def __init__(self, row: int, message: str, *, field: str | None = None) -> None:
+        super().__init__(message, field=field)
+        self.row = row
+
+
+def _pack(value: Any) -> Any:
+    if isinstance(value, bytes | bytearray | memoryview):
+        return {"$bytes": base64.b64encode(bytes(value)).decode()}
+    if isinstance(value, dict):
+        return {str(k): _pack(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_pack(v) for v in value]
+    if hasattr(value, "tolist"):  # numpy arrays and scalars
+        return _pack(value.tolist())
+    return value
+
+
+def _unpack(value: Any) -> Any:
+    if isinstance(value, dict):
+        if len(value) == 1 and "$bytes" in value:
+            return base64.b64decode(value["$bytes"])
+        return {k: _unpack(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_unpack(v) for v in value]
+    return value
+
+
+def _send(conn: Connection, message: dict[str, Any]) -> None:
+    conn.send_bytes(json.dumps(_pack(message), separators=(",", ":")).encode())
+
+
+def _receive(conn: Connection) -> dict[str, Any]:
+    message = json.loads(conn.recv_bytes(MAX_FRAME_BYTES))
+    if not isinstance(message, dict):
+        raise ValueError("a sandbox frame is not an object")
+    return dict(_unpack(message))
+
+
+@dataclass
+class _Child:
+    process: subprocess.Popen[bytes]
+    requests: Connection
+    replies: Connection
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+        self.requests.close()
+        self.replies.close()
+
+
+def _child_environment() -> dict[str, str]:
+    """Only what Python needs: no AIAAS_ settings, keys or Azure identity variables reach a tenant's model."""
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "PYTHONPATH": _ROOT,
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "OMP_NUM_THREADS": "1",
+        "LANG": "C.UTF-8",
+    }
+
+
+def _spawn(mode: str, limits: SandboxLimits) -> _Child:
+    request_read, request_write = os.pipe()
+    reply_read, reply_write = os.pipe()
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "shared.inference.sandbox", mode, str(request_read), str(reply_write)],
+            pass_fds=(request_read, reply_write),
+            env={**_child_environment(), "SANDBOX_LIMITS": json.dumps(asdict(limits))},
+            cwd="/",
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            start_new_session=True,  # a Ctrl-C meant for the host does not reach it; the host stops it
+        )
+    finally:
+        os.close(request_read)
+        os.close(reply_write)
+    return _Child(process, Connection(request_write, readable=False), Connection(reply_read, writable=False))
+
+
+def _package_message(card: ModelCard, artifact: bytes, files: dict[str, bytes]) -> dict[str, Any]:
+    return {"card": card.raw, "artifact": artifact, "files": files}
+
+
+def _death(child: _Child, limits: SandboxLimits) -> str:
+    code = child.process.wait()
+    if code < 0:
+        name = signal.Signals(-code).name
+        why = {"SIGXCPU": "it used up its CPU time", "SIGKILL": "it was killed"}.get(name, f"it crashed ({name})")
+    else:
+        why = f"it exited with status {code} (out of memory or a crash)"
+    return f"{why}; limits: {limits.memory_bytes // 1024**2} MiB of memory, {limits.cpu_seconds} s of CPU"
+
+
+def check_in_sandbox(
+    card: ModelCard, artifact: bytes, files: dict[str, bytes], limits: SandboxLimits = DEFAULT_LIMITS
+) -> None:
+    """Validates a tenant's ONNX package in a child with resource limits; raises InvalidInput with the reason."""
+    size = len(artifact) + sum(len(data) for data in files.values())
+    if size > limits.max_package_bytes:
+        raise InvalidInput(
+            f"the package is {size} bytes; at most {limits.max_package_bytes} are accepted", code="ArtifactTooLarge"
+        )
+    child = _spawn("check", limits)
+    try:
+        try:
+            _send(child.requests, _package_message(card, artifact, files))
+            if not child.replies.poll(limits.wall_seconds):
+                raise InvalidInput(
+                    f"the model was not loaded and run on one record within {limits.wall_seconds:g} s",
+                    code="InvalidModelPackage",
+                )
+            answer = _receive(child.replies)
+        except (EOFError, OSError):
+            reason = _death(child, limits)
+            raise InvalidInput(f"the model could not be checked: {reason}", code="InvalidModelPackage") from None
+    finally:
+        child.kill()
+    if answer.get("problem"):
+        raise InvalidInput(str(answer["problem"]), code="InvalidModelPackage")
+
+
+@dataclass
+class _Sandbox:
+    key: tuple[str, str, str]
+    card: ModelCard
+    read_package: Callable[[], tuple[bytes, dict[str, bytes]]]
+    lock: threading.Lock
+    child: _Child | None = None
+    used_at: float = 0.0
+
+
+class SandboxPool:
+    """Serving children of tenants' models, at most `max_children` at once."""
+
+    def __init__(self, limits: SandboxLimits = DEFAULT_LIMITS, *, max_children: int = 4) -> None:
+        self.limits = limits
+        self._max = max_children
+        self._lock = threading.Lock()
+        self._sandboxes: OrderedDict[tuple[str, str, str], _Sandbox] = OrderedDict()
+        self._reaper: threading.Thread | None = None
+
+    def predictor(
+        self, card: ModelCard, read_package: Callable[[], tuple[bytes, dict[str, bytes]]]
+    ) -> SandboxedPredictor:
+        """A predictor whose model lives in a child; the package is read (and the child started) on first call."""
+        key = (card.owner or "", card.name, card.version)
+        with self._lock:
+            if key not in self._sandboxes:
+                self._sandboxes[key] = _Sandbox(key, card, read_package, threading.Lock())
+            if self._reaper is None:
+                self._reaper = threading.Thread(target=self._reap, name="sandbox-reaper", daemon=True)
+                self._reaper.start()
+        return SandboxedPredictor(card, self, key)
+
+    def pid(self, key: tuple[str, str, str]) -> int | None:
+        sandbox = self._sandboxes.get(key)
+        child = sandbox.child if sandbox else None
+        return child.process.pid if child and child.process.poll() is None else None
+
+    def call(self, key: tuple[str, str, str], records: list[Any], parameters: dict[str, Any]) -> list[Any]:
+        sandbox = self._sandboxes[key]
+        with sandbox.lock:
+            child = self._ready(sandbox)
+            try:
+                _send(child.requests, {"records": records, "parameters": parameters})
+                if not child.replies.poll(self.limits.call_seconds):
+                    raise TimeoutError(f"no answer within {self.limits.call_seconds:g} s")
+                answer = _receive(child.replies)
+            except (EOFError, OSError, TimeoutError, ValueError) as err:
+                sandbox.child = None
+                child.kill()
+                logger.warning("sandbox of %s@%s failed during a call: %s", key[1], key[2], err)
+                raise SandboxUnavailable(f"model {key[1]!r} version {key[2]!r} is not available right now") from None
+            sandbox.used_at = time.monotonic()
+        if "invalid" in answer:
+            refused = answer["invalid"]
+            raise RecordRefused(int(refused["row"]), str(refused["message"]), field=refused.get("field"))
+        if "error" in answer:
+            raise RuntimeError(f"model {key[1]}@{key[2]} failed: {answer['error']}")
+        return list(answer["results"])
+
+    def _ready(self, sandbox: _Sandbox) -> _Child:
+        """The sandbox's live child, started (package sent, model loaded) if it has none or it died."""
+        if sandbox.child is not None and sandbox.child.process.poll() is None:
+            return sandbox.child
+        if sandbox.child is not None:
+            logger.warning("sandbox of %s@%s had died; starting another", sandbox.key[1], sandbox.key[2])
+            sandbox.child.kill()
+            sandbox.child = None
+        self._make_room(sandbox.key)
+        artifact, files = sandbox.read_package()
+        child = _spawn("serve", self.limits)
+        try:
+            _send(child.requests, _package_message(sandbox.card, artifact, files))
+            del artifact, files
+            if not child.replies.poll(self.limits.wall_seconds):
+                raise TimeoutError("the model did not load in time")
+            answer = _receive(child.replies)
+            if not answer.get("ready"):
+                raise RuntimeError(str(answer.get("problem") or answer))
+        except Exception as err:
+            child.kill()
+            logger.warning("sandbox of %s@%s did not start: %s", sandbox.key[1], sandbox.key[2], err)
+            raise SandboxUnavailable(
+                f"model {sandbox.key[1]!r} version {sandbox.key[2]!r} is not available right now"
+            ) from None
+        logger.info("sandbox of %s@%s started (pid %d)", sandbox.key[1], sandbox.key[2], child.process.pid)
+        sandbox.child, sandbox.used_at = child, time.monotonic()
+        return child
+
+    def _make_room(self, key: tuple[str, str, str]) -> None:
+        with self._lock:
+            self._sandboxes.move_to_end(key)
+            running = [s for s in self._sandboxes.values() if s.child is not None and s.key != key]
+        for sandbox in running[: max(0, len(running) + 1 - self._max)]:
+            self._stop(sandbox, "the pool is full")
+
+    def _stop(self, sandbox: _Sandbox, why: str) -> None:
+        with sandbox.lock:
+            if sandbox.child is not None:
+                logger.info("sandbox of %s@%s stopped: %s", sandbox.key[1], sandbox.key[2], why)
+                sandbox.child.kill()
+                sandbox.child = None
+
+    def _reap(self) -> None:
+        while True:
+            time.sleep(max(0.05, self.limits.idle_seconds / 4))
+            now = time.monotonic()
+            with self._lock:
+                idle = [s for s in self._sandboxes.values() if s.child and now - s.used_at > self.limits.idle_seconds]
+            for sandbox in idle:
+                self._stop(sandbox, "idle")
+
+    def close(self) -> None:
+        with self._lock:
+            sandboxes = list(self._sandboxes.values())
+        for sandbox in sandboxes:
+            self._stop(sandbox, "closed")
+
+
+class SandboxedPredictor:
+    """A Predictor whose model runs in the pool's child: records go there as they are and come back scored."""
+
+    def __init__(
+        self, card: ModelCard, pool: SandboxPool, key: tuple[str, str, str], parameters: dict[str, Any] | None = None
+    ) -> None:
+        self.card = card
+        self._pool = pool
+        self._key = key
+        self._parameters = dict(parameters or {})
+
+    @property
+    def pid(self) -> int | None:
+        """The child's pid while it runs."""
+        return self._pool.pid(self._key)
+
+    def with_parameters(self, parameters: dict[str, Any]) -> SandboxedPredictor:
+        return SandboxedPredictor(self.card, self._pool, self._key, {**self._parameters, **parameters})
+
+    def prepare(self, record: Any) -> Any:
+        return record  # prepared in the child, with the model's own code
+
+    def predict(self, prepared: list[Any]) -> list[dict[str, Any]]:
+        return self.run_records(prepared)
+
+    def run_records(self, records: list[Any]) -> list[dict[str, Any]]:
+        """Prepares and predicts every record in the child; raises RecordRefused for the first bad one."""
+        if not records:
+            return []
+        return [dict(result) for result in self._pool.call(self._key, records, self._parameters)]
+
+
+def _serve(requests: Connection, replies: Connection, limits: SandboxLimits, mode: str) -> None:
+    from shared.inference.onnx_checks import check_package
+    from shared.inference.predictors import build_predictor
+
+    package = _receive(requests)
+    card = ModelCard(package["card"])
+    artifact, files = package["artifact"], dict(package["files"])
+    if mode == "check":
+        try:
+            check_package(card, artifact, files, threads=limits.threads)
+        except InvalidInput as err:
+            _send(replies, {"problem": err.message})
+            return
+        _send(replies, {"ok": True})
+        return
+    try:
+        predictor = build_predictor(card, artifact, files, threads=limits.threads, bounded=True)
+    except Exception as err:  # reported to the parent, which answers 503
+        _send(replies, {"problem": str(err)})
+        return
+    del package, artifact, files
+    _send(replies, {"ready": True})
+    while True:
+        try:
+            request = _receive(requests)
+        except EOFError:  # the parent closed the pipe or died
+            return
+        _send(replies, _answer(predictor, request))
+
+
+def _answer(predictor: Any, request: dict[str, Any]) -> dict[str, Any]:
+    parameters = request.get("parameters") or {}
+    try:
+        bound = predictor.with_parameters(parameters) if parameters and hasattr(predictor, "with_parameters") else None
+        model = bound if bound is not None else predictor
+        prepared = []
+        for row, record in enumerate(request["records"]):
+            try:
+                prepared.append(model.prepare(record))
+            except InvalidRecord as err:
+                return {"invalid": {"row": row, "message": err.message, "field": err.field}}
+        results: list[Any] = []
+        for start in range(0, len(prepared), 1000):
+            results.extend(model.predict(prepared[start : start + 1000]))
+        return {"results": results}
+    except InvalidInput as err:
+        return {"invalid": {"row": 0, "message": err.message, "field": None}}
+    except Exception as err:  # the model's own failure: the parent raises it as a model error
+        return {"error": f"{type(err).__name__}: {err}"}
+
+
+def _limit(limits: SandboxLimits, mode: str) -> None:
+    import resource
+
+    cpu = limits.cpu_seconds if mode == "check" else limits.serve_cpu_seconds
+    resource.setrlimit(resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes))
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
+def main(argv: list[str]) -> int:
+    mode, request_fd, reply_fd = argv[0], int(argv[1]), int(argv[2])
+    limits = SandboxLimits(**json.loads(os.environ.pop("SANDBOX_LIMITS", "{}")))
+    _limit(limits, mode)  # before ONNX Runtime is imported: everything it maps counts
+    requests, replies = Connection(request_fd, writable=False), Connection(reply_fd, readable=False)
+    try:
+        _serve(requests, replies, limits, mode)
+    except (EOFError, BrokenPipeError):
+        return 0
+    return 0
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    sys.exit(main(sys.argv[1:]))
