@@ -34,6 +34,7 @@ def build_platform(settings: Settings) -> Platform:
         ensure_schema,
     )
     from shared.adapters.cosmos_client import make_cosmos_client
+    from shared.adapters.cosmos_identity import CosmosAuditLog, CosmosEntraTenantMap, ensure_identity_schema
     from shared.adapters.cosmos_usage import CosmosUsageStore, ensure_usage_container
     from shared.adapters.eventgrid import EventGridEventPublisher
     from shared.adapters.webhooks import HttpEndpointValidator
@@ -52,6 +53,7 @@ def build_platform(settings: Settings) -> Platform:
     )
     db = ensure_schema(cosmos, settings.cosmos_database)
     ensure_usage_container(db)
+    ensure_identity_schema(db)
     assert settings.eventgrid_endpoint is not None
     events = EventGridEventPublisher(
         settings.eventgrid_endpoint,
@@ -74,6 +76,8 @@ def build_platform(settings: Settings) -> Platform:
         ),
         validator=HttpEndpointValidator(),
         usage=CosmosUsageStore(db),
+        identities=CosmosEntraTenantMap(db),
+        audit=CosmosAuditLog(db),
         api_url=settings.public_api_url or "",
         batch_size=settings.batch_size,
         max_upload_bytes=settings.max_upload_bytes,

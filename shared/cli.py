@@ -60,19 +60,83 @@ def cmd_up(args: argparse.Namespace) -> int:
     return 0
 
 
+def _audit_operator(tenant_id: str, action: str, target: str, outcome: str) -> None:
+    """An operator's change goes into the tenant's audit log like an API call (actor kind "operator")."""
+    import uuid
+
+    from shared.services import audit
+
+    audit.record(
+        _platform(),
+        tenant_id,
+        actor_kind="operator",
+        actor_id=_operator().removeprefix("operator:"),
+        action=action,
+        target=target,
+        outcome=outcome,
+        request_id=uuid.uuid4().hex,
+    )
+
+
 def cmd_tenants_create(args: argparse.Namespace) -> int:
     from shared.domain.errors import PlatformError
     from shared.services.tenants import create_tenant
 
     try:
-        api_key = create_tenant(_platform(), args.tenant_id)
+        api_key = create_tenant(_platform(), args.tenant_id, entra_tenant=args.entra_tenant)
     except PlatformError as err:
         print(f"error: {err.message}", file=sys.stderr)
         return 1
+    _audit_operator(args.tenant_id, "tenants.create", f"tenants/{args.tenant_id}", "succeeded")
     if args.json:
         print(json.dumps({"tenantId": args.tenant_id, "apiKey": api_key}))
     else:
-        print(f"tenant {args.tenant_id} created; its API key (shown once, keep it safe):\n{api_key}")
+        print(f"tenant {args.tenant_id} created; its AIaaS.Admin API key (shown once, keep it safe):\n{api_key}")
+    return 0
+
+
+def cmd_keys_create(args: argparse.Namespace) -> int:
+    from shared.domain.errors import PlatformError
+    from shared.services.tenants import create_key
+
+    try:
+        key, api_key = create_key(_platform(), args.tenant_id, args.name, args.role)
+    except PlatformError as err:
+        print(f"error: {err.message}", file=sys.stderr)
+        return 1
+    _audit_operator(args.tenant_id, "keys.create", f"keys/{key.key_id}", "succeeded")
+    if args.json:
+        print(json.dumps({**key.public_view(), "key": api_key}))
+    else:
+        print(f"key {key.key_id} ({key.name}, {key.role}) of {args.tenant_id}; shown once, keep it safe:\n{api_key}")
+    return 0
+
+
+def cmd_keys_list(args: argparse.Namespace) -> int:
+    from shared.domain.errors import PlatformError
+    from shared.services.tenants import list_keys
+
+    try:
+        keys = list_keys(_platform(), args.tenant_id)
+    except PlatformError as err:
+        print(f"error: {err.message}", file=sys.stderr)
+        return 1
+    for key in keys:
+        print(f"{key.key_id}\t{key.role}\t{key.created_at}\t{key.name}")
+    return 0
+
+
+def cmd_keys_revoke(args: argparse.Namespace) -> int:
+    from shared.domain.errors import PlatformError
+    from shared.services.tenants import revoke_key
+
+    try:
+        revoke_key(_platform(), args.tenant_id, args.key_id)
+    except PlatformError as err:
+        print(f"error: {err.message}", file=sys.stderr)
+        return 1
+    _audit_operator(args.tenant_id, "keys.revoke", f"keys/{args.key_id}", "succeeded")
+    print(f"key {args.key_id} of {args.tenant_id} revoked")
     return 0
 
 
@@ -203,6 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     create = tenants.add_parser("create", help="create a tenant and print its API key once")
     create.add_argument("tenant_id")
     create.add_argument("--json", action="store_true", help='print {"tenantId": ..., "apiKey": ...}')
+    create.add_argument("--entra-tenant", metavar="TID", help="Entra ID tokens of this tid act for the tenant")
     create.set_defaults(func=cmd_tenants_create)
     tenants.add_parser("list", help="list tenants").set_defaults(func=cmd_tenants_list)
     set_quota = tenants.add_parser("set-quota", help="a tenant's own limits (0: no limit; unset: unchanged)")
@@ -210,6 +275,21 @@ def build_parser() -> argparse.ArgumentParser:
     for flag in ("records-per-day", "concurrent-jobs", "max-file-bytes", "requests-per-minute"):
         set_quota.add_argument(f"--{flag}", type=int, metavar="N")
     set_quota.set_defaults(func=cmd_tenants_set_quota)
+
+    keys = sub.add_parser("keys", help="a tenant's API keys").add_subparsers(dest="action", required=True)
+    key_create = keys.add_parser("create", help="a new key with a role (printed once)")
+    key_create.add_argument("tenant_id")
+    key_create.add_argument("--name", required=True)
+    key_create.add_argument("--role", required=True, choices=["AIaaS.Reader", "AIaaS.Submitter", "AIaaS.Admin"])
+    key_create.add_argument("--json", action="store_true", help='print {"id", "key", "name", "role", "createdAt"}')
+    key_create.set_defaults(func=cmd_keys_create)
+    key_list = keys.add_parser("list", help="the tenant's keys (no secrets)")
+    key_list.add_argument("tenant_id")
+    key_list.set_defaults(func=cmd_keys_list)
+    key_revoke = keys.add_parser("revoke", help="revoke a key: refused from the next request on")
+    key_revoke.add_argument("tenant_id")
+    key_revoke.add_argument("key_id")
+    key_revoke.set_defaults(func=cmd_keys_revoke)
 
     models = sub.add_parser("models", help="the model registry").add_subparsers(dest="action", required=True)
     listing = models.add_parser("list", help="models (public, plus a tenant's own with --tenant)")

@@ -110,6 +110,18 @@ class Settings(BaseSettings):
     allow_loopback_endpoints: bool = False
     webhook_first_retry_seconds: float = Field(default=1.0, gt=0)
 
+    # Identity (contract "Identity, roles and keys"): Entra ID v2 access tokens next to API keys; tokens are
+    # refused (401) while the audience is unset. Plain http is accepted only for a loopback authority in
+    # development (the tests' local OpenID issuer).
+    entra_authority: str = "https://login.microsoftonline.com"
+    entra_audience: str | None = None
+    # Behind Azure Functions' front end the caller's address is the last X-Forwarded-For entry (the one the front
+    # end appended); anywhere else that header is whatever the caller wrote, so only this setting makes it count.
+    behind_trusted_proxy: bool = False
+    # A source (address) with this many failed authentications in the window gets 429 until the window ends.
+    auth_failure_limit: int = Field(default=20, ge=1)
+    auth_failure_window_seconds: int = Field(default=60, ge=1, le=3600)
+
     # The local host only (`aiaas up`): addresses of the stand-ins and where they keep their data.
     api_host: str = "127.0.0.1"
     api_port: int = 7071
@@ -125,6 +137,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _fill_local_defaults(self) -> Settings:
         self._fill_scheduling_defaults()
+        self._check_entra_authority()
         if self.environment == "development":
             if not self.storage_connection_string and not self.storage_account_name:
                 self.storage_connection_string = azurite_connection_string(
@@ -166,6 +179,16 @@ class Settings(BaseSettings):
             problems.append("AIAAS_SHARD_TIMEOUT_SECONDS must be at least AIAAS_QUEUE_VISIBILITY_SECONDS")
         if problems:
             raise ValueError("inconsistent settings: " + "; ".join(problems))
+
+    def _check_entra_authority(self) -> None:
+        authority = urlparse(self.entra_authority)
+        loopback_http = authority.scheme == "http" and is_loopback_url(self.entra_authority)
+        if not authority.hostname or not (
+            authority.scheme == "https" or (loopback_http and self.environment == "development")
+        ):
+            raise ValueError("AIAAS_ENTRA_AUTHORITY must be an https URL (http only for loopback in development)")
+        if authority.query or authority.fragment or authority.username:
+            raise ValueError("AIAAS_ENTRA_AUTHORITY must be a plain URL (no query, fragment or user)")
 
     @property
     def heartbeat_seconds(self) -> float:

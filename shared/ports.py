@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Protocol
 
+from shared.domain.audit import AuditEntry
 from shared.domain.events import PlatformEvent, Subscription
 from shared.domain.jobs import Job, ResultPage, ShardMessage
 from shared.domain.models import ModelCard, ModelRef
@@ -113,6 +114,36 @@ class TenantStore(Protocol):
         ...
 
     def list_tenants(self) -> list[Tenant]: ...
+
+
+class EntraTenantMap(Protocol):
+    """Which platform tenant an Entra ID tenant (`tid`) acts for: one tid maps to exactly one tenant."""
+
+    def map_tenant(self, tid: str, tenant_id: str) -> None:
+        """Raises AlreadyExists when the tid already maps to a tenant (the same or another)."""
+        ...
+
+    def tenant_for(self, tid: str) -> str:
+        """One point read; raises NotFound."""
+        ...
+
+
+class AuditLog(Protocol):
+    """Append-only: there is no way to change or remove an entry through this port."""
+
+    def append(self, entry: AuditEntry) -> None: ...
+
+    def list_entries(
+        self,
+        tenant_id: str,
+        *,
+        since: str | None = None,
+        action: str | None = None,
+        limit: int = 100,
+        continuation: str | None = None,
+    ) -> tuple[list[AuditEntry], str | None]:
+        """The tenant's entries, newest first, from `since` on, optionally of one action."""
+        ...
 
 
 class JobStore(Protocol):

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from shared.domain.audit import AuditEntry
 from shared.domain.errors import AlreadyExists, InvalidInput, NotFound, PreconditionFailed
 from shared.domain.events import PlatformEvent, Subscription
 from shared.domain.jobs import TERMINAL_STATUSES, Job, ResultPage, ShardMessage
@@ -220,6 +221,66 @@ class InMemorySecretStore:
     def list_tenants(self) -> list[Tenant]:
         with self._lock:
             return [Tenant.from_doc(copy.deepcopy(doc)) for doc in self.docs.values()]
+
+
+class InMemoryEntraTenantMap:
+    def __init__(self) -> None:
+        self.tenants: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def map_tenant(self, tid: str, tenant_id: str) -> None:
+        with self._lock:
+            if tid in self.tenants:
+                raise AlreadyExists(f"Entra tenant {tid} already acts for a tenant")
+            self.tenants[tid] = tenant_id
+
+    def tenant_for(self, tid: str) -> str:
+        with self._lock:
+            if tid not in self.tenants:
+                raise NotFound(f"Entra tenant {tid} is not mapped")
+            return self.tenants[tid]
+
+
+class InMemoryAuditLog:
+    """Append-only, as CosmosAuditLog: entries are only ever added."""
+
+    def __init__(self) -> None:
+        self.entries: list[AuditEntry] = []
+        self._lock = threading.Lock()
+
+    def append(self, entry: AuditEntry) -> None:
+        with self._lock:
+            self.entries.append(entry)
+
+    def list_entries(
+        self,
+        tenant_id: str,
+        *,
+        since: str | None = None,
+        action: str | None = None,
+        limit: int = 100,
+        continuation: str | None = None,
+    ) -> tuple[list[AuditEntry], str | None]:
+        with self._lock:
+            chosen = [
+                e
+                for e in self.entries
+                if e.tenant_id == tenant_id and (not since or e.time >= since) and (not action or e.action == action)
+            ]
+        chosen.sort(key=lambda e: e.time, reverse=True)
+        # The same keyset cursor as CosmosAuditLog: "<time>|<ids seen at it>".
+        before, _, ids = (continuation or "").partition("|")
+        seen = set(filter(None, ids.split(",")))
+        page: list[AuditEntry] = []
+        for entry in chosen:
+            if before and (entry.time > before or (entry.time == before and entry.entry_id in seen)):
+                continue
+            if len(page) == limit:
+                last = page[-1].time
+                same = [e.entry_id for e in page if e.time == last] + (sorted(seen) if last == before else [])
+                return page, f"{last}|{','.join(same)}"
+            page.append(entry)
+        return page, None
 
 
 class InMemoryJobStore:
@@ -570,6 +631,8 @@ def make_platform(tmp_path: Path | None = None, **policy: Any) -> Platform:
         events=InMemoryEventPublisher(),
         models=registry,
         validator=FakeEndpointValidator(),
+        identities=InMemoryEntraTenantMap(),
+        audit=InMemoryAuditLog(),
         usage=InMemoryUsageStore(jobs),
         api_url=API_URL,
         **policy,

@@ -31,6 +31,9 @@ param eventGridDomainId string
 @description('URI of the stamp\'s Key Vault (tenants\' remote-model credentials), e.g. https://<vault>.vault.azure.net/')
 param keyVaultUri string
 
+@description('Application ID URI (or client id) that Entra ID access tokens for the API carry as aud; empty: tokens are refused, API keys only (AIAAS_ENTRA_AUDIENCE).')
+param entraAudience string = ''
+
 param pythonVersion string = '3.11'
 
 @allowed([512, 2048, 4096])
@@ -200,6 +203,14 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     AIAAS_MAX_SWEEPS: '3'
     AIAAS_DEFAULT_ERROR_THRESHOLD: '-1'
     AIAAS_UPLOAD_SAS_MINUTES: '15'
+    // Identity: Entra ID v2 tokens of the public cloud's authority for this audience, next to API keys.
+    AIAAS_ENTRA_AUTHORITY: 'https://login.microsoftonline.com'
+    AIAAS_ENTRA_AUDIENCE: entraAudience
+    // The Functions front end appends the caller's address to X-Forwarded-For: failed authentications are
+    // throttled per that address (20 per minute per instance).
+    AIAAS_BEHIND_TRUSTED_PROXY: 'true'
+    AIAAS_AUTH_FAILURE_LIMIT: '20'
+    AIAAS_AUTH_FAILURE_WINDOW_SECONDS: '60'
   }
 }
 

@@ -1,10 +1,7 @@
 """The HTTP API (`/api/v1`): the tenant comes from the API key; every error is JSON with a 4xx for the caller's."""
 
-import hashlib
 import logging
 import re
-import threading
-import time
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
@@ -14,7 +11,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from shared.api.auth import ADMIN, READER, SUBMITTER, Caller, requires
+from shared.api.auditing import AuditMiddleware
+from shared.api.auth import ADMIN, READER, SUBMITTER, Authenticator, AuthOptions, Caller, requires
 from shared.domain.errors import (
     AlreadyExists,
     Forbidden,
@@ -28,8 +26,7 @@ from shared.domain.errors import (
     UnknownModel,
 )
 from shared.domain.models import MODEL_NAME_PATTERN
-from shared.domain.tenants import Tenant
-from shared.services import ingest, queries, subscriptions, tenants
+from shared.services import ingest, queries, subscriptions
 from shared.services.platform import Platform
 
 logger = logging.getLogger(__name__)
@@ -45,7 +42,8 @@ STATUS_BY_ERROR: list[tuple[type[PlatformError], int]] = [
     (InvalidInput, 400),
     (ServiceUnavailable, 503),
 ]
-AUTH_CACHE_SECONDS = 30.0
+# The one answer of each refusal: never which check failed (that goes to the log at INFO, without the credential).
+REFUSED_MESSAGES = {401: "the credential is not valid", 403: "not allowed"}
 # The ids the platform makes: job ids (job_id_for: 32 hex digits of a sha256) and subscription ids (uuid4().hex).
 # A malformed one names nothing, so it answers exactly as a well-formed one that does not exist (404), and it never
 # reaches a store, whose own limits (Cosmos: ids of at most 1,023 bytes; 431 for an overlong request) would
@@ -64,6 +62,14 @@ def existing_id(kind: str, value: str) -> str:
 def shown(value: str) -> str:
     """A caller's value quoted in a message: never more than 64 characters of it."""
     return value if len(value) <= 64 else f"{value[:64]}..."
+
+
+def public_message(status: int, err: PlatformError) -> str:
+    """What the caller is told: for a refusal (401, 403) never which check failed, that goes to the log."""
+    if status in REFUSED_MESSAGES:
+        logger.info("refused (%d): %s", status, err.message)
+        return REFUSED_MESSAGES[status]
+    return err.message
 
 
 def error_body(code: str, message: str) -> dict[str, Any]:
@@ -93,27 +99,6 @@ class SubscriptionRequest(BaseModel):
     schema_: str = Field(default="EventGridSchema", alias="schema")
 
 
-class _AuthCache:
-    """Recently verified keys (by hash) so a busy tenant is not one Cosmos read per request."""
-
-    def __init__(self) -> None:
-        self._entries: dict[str, tuple[float, Tenant]] = {}
-        self._lock = threading.Lock()
-
-    def get(self, key_hash: str) -> Tenant | None:
-        with self._lock:
-            entry = self._entries.get(key_hash)
-        if entry and entry[0] > time.monotonic():
-            return entry[1]
-        return None
-
-    def put(self, key_hash: str, tenant: Tenant) -> None:
-        with self._lock:
-            if len(self._entries) > 10_000:
-                self._entries.clear()
-            self._entries[key_hash] = (time.monotonic() + AUTH_CACHE_SECONDS, tenant)
-
-
 async def _relative_slash_redirect(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
     """`/api/v1/jobs/` answers 307 to `/api/v1/jobs`, relative, so no redirect names a host the caller sent."""
     path = request.url.path
@@ -125,7 +110,12 @@ async def _relative_slash_redirect(request: Request, call_next: Callable[[Reques
     return await call_next(request)
 
 
-def create_app(platform_factory: Callable[[], Platform], *, allow_loopback_webhooks: bool = False) -> FastAPI:
+def create_app(
+    platform_factory: Callable[[], Platform],
+    *,
+    allow_loopback_webhooks: bool = False,
+    auth: AuthOptions | None = None,
+) -> FastAPI:
     app = FastAPI(
         title="AIaaS batch inference platform",
         version="1.0",
@@ -137,24 +127,15 @@ def create_app(platform_factory: Callable[[], Platform], *, allow_loopback_webho
         redirect_slashes=False,
     )
     app.middleware("http")(_relative_slash_redirect)
-    auth_cache = _AuthCache()
+    # Outermost: every answer, even the slash redirect's, carries its request id.
+    app.add_middleware(AuditMiddleware, platform_factory=platform_factory)
 
     def platform() -> Platform:
         return platform_factory()
 
-    def authenticate(request: Request, authorization: str | None) -> Caller:
-        scheme, _, token = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise Unauthorized("send Authorization: Bearer <API key>")
-        token = token.strip()
-        key_hash = hashlib.sha256(token.encode()).hexdigest()
-        tenant = auth_cache.get(key_hash)
-        if tenant is None:
-            tenant = tenants.authenticate(platform_factory(), token)
-            auth_cache.put(key_hash, tenant)
-        return Caller(tenant_id=tenant.tenant_id, role=ADMIN, actor_kind="key", actor_id=key_hash[:12])
-
-    app.state.authenticate = authenticate
+    # No cache of verified keys: a revoked key must fail on the next request on every process, and a key costs
+    # one point read of its tenant.
+    app.state.authenticate = Authenticator(platform_factory, auth or AuthOptions())
     Plat = Annotated[Platform, Depends(platform)]
     Reader = Annotated[Caller, requires(READER)]
     Submitter = Annotated[Caller, requires(SUBMITTER)]
@@ -164,6 +145,9 @@ def create_app(platform_factory: Callable[[], Platform], *, allow_loopback_webho
     def _platform_error(_: Request, err: PlatformError) -> JSONResponse:
         status = next((code for kind, code in STATUS_BY_ERROR if isinstance(err, kind)), 500)
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        if status in REFUSED_MESSAGES:
+            code = "Unauthorized" if status == 401 else "Forbidden"
+            return JSONResponse(error_body(code, public_message(status, err)), status_code=status, headers=headers)
         if isinstance(err, ServiceUnavailable):  # the database is busy: when to come back, as it told us
             headers = {"Retry-After": str(err.retry_after_seconds)}
         if isinstance(err, QuotaExceeded) and err.retry_after_seconds is not None:  # a quota or the request rate
@@ -295,11 +279,13 @@ def create_app(platform_factory: Callable[[], Platform], *, allow_loopback_webho
         plat.subscriptions.delete_subscription(tenant.tenant_id, subscription_id)
         return Response(status_code=204)
 
+    from shared.api.identity_routes import identity_router
     from shared.api.oip import oip_router
     from shared.api.registry_routes import registry_router
     from shared.api.usage_routes import usage_router
 
     app.include_router(registry_router(Depends(platform)))
+    app.include_router(identity_router(Depends(platform)))
     app.include_router(oip_router(Depends(platform)))
     app.include_router(usage_router(Depends(platform)))
     return app

@@ -104,7 +104,10 @@ class V2Route(APIRoute):
             except V2Error as err:
                 return v2_error(err.status, err.message)
             except PlatformError as err:
-                return v2_error(_platform_status(err), err.message)
+                from shared.api.app import public_message  # 401/403: one message, the reason only in the log
+
+                status = _platform_status(err)
+                return v2_error(status, public_message(status, err))
             except RequestValidationError as err:
                 return v2_error(400, "; ".join(str(e.get("msg")) for e in err.errors()) or "invalid request")
             except StarletteHTTPException as err:

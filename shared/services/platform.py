@@ -7,8 +7,10 @@ from datetime import timedelta
 
 from shared.domain.usage import Quota
 from shared.ports import (
+    AuditLog,
     BlobStore,
     EndpointValidator,
+    EntraTenantMap,
     EventPublisher,
     JobQueue,
     JobStore,
@@ -31,6 +33,8 @@ class Platform:
     events: EventPublisher
     models: ModelRegistry
     validator: EndpointValidator
+    identities: EntraTenantMap
+    audit: AuditLog
     usage: UsageStore
     api_url: str
     batch_size: int = 1000

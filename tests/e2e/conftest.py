@@ -15,12 +15,24 @@ from shared import bootstrap
 from shared.config import Settings
 from shared.localhost.emulators import free_port
 from shared.localhost.host import LocalHost
+from tests.oidc_issuer import AUDIENCE as ENTRA_AUDIENCE
+from tests.oidc_issuer import OidcIssuer
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalHost]:
+def oidc_issuer() -> Iterator[OidcIssuer]:
+    """The local OpenID issuer the stack trusts as its Entra authority (tests/oidc_issuer.py)."""
+    issuer = OidcIssuer().start()
+    try:
+        yield issuer
+    finally:
+        issuer.stop()
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory, oidc_issuer: OidcIssuer) -> Iterator[LocalHost]:
     if not list((REPO / "build/models").glob("*/*/card.json")):
         pytest.fail("no model packages: run `make models` (make test does)")
     saved = dict(os.environ)
@@ -36,6 +48,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalHost]:
         models_dir=REPO / "build/models",
         workers=2,
         webhook_first_retry_seconds=0.2,
+        entra_authority=oidc_issuer.base_url,
+        entra_audience=ENTRA_AUDIENCE,
+        # As behind Azure Functions' front end: tests that need a source of their own send X-Forwarded-For.
+        behind_trusted_proxy=True,
         allow_loopback_endpoints=True,  # the tests' webhook receivers listen on loopback
         # Small shards, short locks and quick sweeps, so that splitting, redelivery after a crash and
         # the sweeper all happen within a test's patience.

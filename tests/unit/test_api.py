@@ -10,11 +10,12 @@ from fastapi.testclient import TestClient
 
 from shared.api.app import create_app
 from shared.domain.egress import ENDPOINT_VALIDATION_MESSAGE
-from shared.domain.tenants import hash_key, new_api_key
+from shared.domain.tenants import ADMIN
 from shared.services.ingest import admit_blob_created
 from shared.services.platform import Platform
 from shared.services.queries import encode_token
 from shared.services.shards import run_shard
+from shared.services.tenants import create_key
 from tests.fakes import MODEL_NAME, Fakes, add_tenant, sample_bytes, upload
 
 
@@ -25,11 +26,7 @@ def keys(platform: Platform) -> dict[str, str]:
 
 
 def _rekey(platform: Platform, tenant_id: str) -> str:
-    key = new_api_key(tenant_id)
-    tenant = platform.tenants.get_tenant(tenant_id)
-    tenant.key_hashes.append(hash_key(key))
-    platform.tenants.replace_tenant(tenant)
-    return key
+    return create_key(platform, tenant_id, "second", ADMIN)[1]
 
 
 @pytest.fixture
