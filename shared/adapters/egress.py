@@ -125,6 +125,8 @@ class EgressPolicy:
             raise _refuse(url, "not an absolute http(s) URL")
         if parsed.userinfo:
             raise _refuse(url, "credentials in the URL's authority")
+        if port is not None and not 0 < port < 65536:
+            raise _refuse(url, f"port {port} out of range")
         port = port or (443 if parsed.scheme == "https" else 80)
         addresses = self._addresses(url, host, port, resolve=resolve)
         if parsed.scheme == "http":

@@ -35,9 +35,16 @@ class HandshakeFailed(Exception):
 class HttpEndpointValidator:
     """The handshakes Event Grid performs before it sends a webhook any event, under the egress policy."""
 
-    def __init__(self, *, resolver: Resolver | None = None, connector: httpcore.NetworkBackend | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        resolver: Resolver | None = None,
+        connector: httpcore.NetworkBackend | None = None,
+        timeouts: Timeouts = TIMEOUTS,
+    ) -> None:
         self._resolver = resolver
         self._connector = connector
+        self._timeouts = timeouts.clamped()
         self._clients: dict[bool, httpx.Client] = {}
         self._lock = threading.Lock()
 
@@ -45,7 +52,7 @@ class HttpEndpointValidator:
         with self._lock:
             if allow_loopback not in self._clients:
                 policy = EgressPolicy(allow_loopback, resolver=self._resolver)
-                self._clients[allow_loopback] = policy.client(TIMEOUTS, connector=self._connector)
+                self._clients[allow_loopback] = policy.client(self._timeouts, connector=self._connector)
             return self._clients[allow_loopback]
 
     def validate(self, endpoint_url: str, schema: str, *, allow_loopback: bool = False) -> None:
@@ -54,9 +61,9 @@ class HttpEndpointValidator:
         client = self._client(allow_loopback)
         try:
             if schema == "CloudEventSchemaV1_0":
-                _cloudevents_handshake(client, endpoint_url)
+                _cloudevents_handshake(client, endpoint_url, self._timeouts.total)
             else:
-                _eventgrid_handshake(client, endpoint_url)
+                _eventgrid_handshake(client, endpoint_url, self._timeouts.total)
         except (httpx.HTTPError, HandshakeFailed, InvalidInput) as err:
             logger.info("validation handshake with %s failed: %s: %s", endpoint_url, type(err).__name__, err)
             raise endpoint_validation_failed() from None
@@ -66,7 +73,7 @@ class HttpEndpointValidator:
             client.close()
 
 
-def _eventgrid_handshake(client: httpx.Client, endpoint_url: str) -> None:
+def _eventgrid_handshake(client: httpx.Client, endpoint_url: str, total_seconds: float) -> None:
     code = uuid.uuid4().hex
     event = {
         "id": uuid.uuid4().hex,
@@ -83,7 +90,7 @@ def _eventgrid_handshake(client: httpx.Client, endpoint_url: str) -> None:
         "POST",
         endpoint_url,
         max_bytes=MAX_HANDSHAKE_BYTES,
-        total_seconds=TIMEOUTS.total,
+        total_seconds=total_seconds,
         content=json.dumps([event]).encode(),
         headers={"content-type": "application/json", "aeg-event-type": "SubscriptionValidation"},
     )
@@ -97,13 +104,13 @@ def _eventgrid_handshake(client: httpx.Client, endpoint_url: str) -> None:
         raise HandshakeFailed('did not echo validationCode as {"validationResponse": ...}')
 
 
-def _cloudevents_handshake(client: httpx.Client, endpoint_url: str) -> None:
+def _cloudevents_handshake(client: httpx.Client, endpoint_url: str, total_seconds: float) -> None:
     answer = send_bounded(
         client,
         "OPTIONS",
         endpoint_url,
         max_bytes=MAX_HANDSHAKE_BYTES,
-        total_seconds=TIMEOUTS.total,
+        total_seconds=total_seconds,
         headers={"WebHook-Request-Origin": ORIGIN, "WebHook-Request-Rate": "120"},
     )
     allowed = answer.headers.get("WebHook-Allowed-Origin", "")
