@@ -108,10 +108,6 @@ def build_platform_blobs(settings: Settings) -> Any:
     return AzureBlobStore.from_account(settings.platform_storage_account_name or "", azure_credential())
 
 
-def build_job_queue(settings: Settings) -> Any:
-    if settings.job_queue_backend == "servicebus":
-        from shared.adapters.servicebus import ServiceBusJobQueue
-
 def build_secret_store(settings: Settings) -> Any:
     """Key Vault when configured (Azure), else files under the local data dir (development only), else none."""
     from shared.adapters.secrets import KeyVaultSecretStore, LocalSecretStore
@@ -123,6 +119,10 @@ def build_secret_store(settings: Settings) -> Any:
     logger.warning("AIAAS_KEYVAULT_URL is not set: remote models with a credential cannot be registered")
     return None
 
+
+def build_job_queue(settings: Settings) -> Any:
+    if settings.job_queue_backend == "servicebus":
+        from shared.adapters.servicebus import ServiceBusJobQueue
 
         return ServiceBusJobQueue(settings.servicebus_namespace or "", settings.job_queue_name, azure_credential())
     from shared.adapters.storage_queue import StorageQueueJobQueue

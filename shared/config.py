@@ -219,6 +219,8 @@ class Settings(BaseSettings):
             problems.append("AIAAS_PUBLIC_API_URL is required")
         if self.allow_loopback_endpoints:
             problems.append("AIAAS_ALLOW_LOOPBACK_ENDPOINTS is for development only: tenants' endpoints must be public")
+        if self.keyvault_url and not self.keyvault_url.startswith("https://"):
+            problems.append("AIAAS_KEYVAULT_URL must be an https Key Vault URL")
         if problems:
             raise ValueError("unsafe production settings: " + "; ".join(problems))
 
@@ -242,8 +244,6 @@ def azurite_connection_string(
         f"BlobEndpoint=http://{host}:{blob_port}/{account};"
         f"QueueEndpoint=http://{host}:{queue_port}/{account};"
         f"TableEndpoint=http://{host}:{table_port}/{account};"
-        if self.keyvault_url and not self.keyvault_url.startswith("https://"):
-            problems.append("AIAAS_KEYVAULT_URL must be an https Key Vault URL")
     )
 
 

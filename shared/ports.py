@@ -231,6 +231,23 @@ class Predictor(Protocol):
     def predict(self, prepared: list[Any]) -> list[dict[str, Any]]: ...
 
 
+class SecretStore(Protocol):
+    """Credentials the platform keeps for a tenant (remote model endpoints' keys), never in a blob a SAS can name.
+
+    `tenant_id` "" is the platform itself; `name` is 1-127 letters, digits and dashes (Key Vault's rule).
+    """
+
+    def put(self, tenant_id: str, name: str, value: str) -> None: ...
+
+    def get(self, tenant_id: str, name: str) -> str:
+        """Raises NotFound."""
+        ...
+
+    def delete(self, tenant_id: str, name: str) -> None:
+        """Succeeds when already gone."""
+        ...
+
+
 class ModelRegistry(Protocol):
     def resolve(self, tenant_id: str, ref: ModelRef) -> ModelCard:
         """The card of the version `ref` names for this tenant; raises UnknownModel."""
@@ -263,23 +280,6 @@ class ModelRegistry(Protocol):
         self,
         tenant_id: str,
         card: dict[str, Any],
-class SecretStore(Protocol):
-    """Credentials the platform keeps for a tenant (remote model endpoints' keys), never in a blob a SAS can name.
-
-    `tenant_id` "" is the platform itself; `name` is 1-127 letters, digits and dashes (Key Vault's rule).
-    """
-
-    def put(self, tenant_id: str, name: str, value: str) -> None: ...
-
-    def get(self, tenant_id: str, name: str) -> str:
-        """Raises NotFound."""
-        ...
-
-    def delete(self, tenant_id: str, name: str) -> None:
-        """Succeeds when already gone."""
-        ...
-
-
         artifact: bytes | None,
         *,
         files: dict[str, bytes] | None = None,

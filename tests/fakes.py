@@ -160,7 +160,6 @@ class InMemoryBlobStore:
 # Cosmos-like stores
 
 
-class InMemoryTenantStore:
 class InMemorySecretStore:
     """The SecretStore port in memory: names checked as Key Vault checks them (adapters.secrets.vault_name)."""
 
@@ -186,6 +185,7 @@ class InMemorySecretStore:
         self.values.pop(vault_name(tenant_id, name), None)
 
 
+class InMemoryTenantStore:
     def __init__(self) -> None:
         self.docs: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
