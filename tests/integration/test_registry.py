@@ -1,5 +1,5 @@
 """The blob-backed model registry on Azurite: publish, resolve across processes, load with verification, private
-namespaces and credentials kept apart."""
+namespaces, and credentials in the secret store, in no blob."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from shared.adapters.azure_blob import AzureBlobStore
+from shared.adapters.secrets import LocalSecretStore
 from shared.domain.errors import AlreadyExists, UnknownModel
 from shared.domain.models import ModelRef
 from shared.inference.registry import BlobModelRegistry
@@ -57,8 +58,9 @@ def test_publish_resolve_promote_and_load_on_azurite(blobs: AzureBlobStore, cont
         BlobModelRegistry(blobs, container=container).load(worker.resolve("acme", ModelRef(MODEL_NAME)))
 
 
-def test_private_models_and_their_credentials_on_azurite(blobs: AzureBlobStore, container: str) -> None:
-    registry = BlobModelRegistry(blobs, container=container)
+def test_private_models_and_their_credentials_on_azurite(blobs: AzureBlobStore, container: str, tmp_path: Path) -> None:
+    secrets = LocalSecretStore(tmp_path / "secrets")
+    registry = BlobModelRegistry(blobs, container=container, secrets=secrets, check_endpoint=lambda url: None)
     registry.publish_package(model_package_dir())
     registry.register_private("acme", tiny_card("churn"), tiny_onnx())
     with pytest.raises(AlreadyExists):
@@ -72,9 +74,12 @@ def test_private_models_and_their_credentials_on_azurite(blobs: AzureBlobStore, 
     registry.register_private("acme", remote, None, credential="top-secret")
 
     names = sorted(blob.name for blob in blobs.list_blobs(container))
-    assert "tenants/acme/churn/1/card.json" in names and "secrets/acme/scorer/1.json" in names
+    assert "tenants/acme/churn/1/card.json" in names and not [n for n in names if n.startswith("secrets/")]
+    assert not [n for n in names if b"top-secret" in blobs.read_bytes(container, n)]  # in no blob at all
     card_text = blobs.read_bytes(container, "tenants/acme/scorer/1/card.json").decode()
-    assert "top-secret" not in card_text and json.loads(card_text)["owner"] == "acme"
+    assert json.loads(card_text)["owner"] == "acme"
+    [stored] = list((tmp_path / "secrets").iterdir())
+    assert stored.read_text() == "top-secret"
 
     other = BlobModelRegistry(blobs, container=container)  # another process
     assert sorted(m["name"] for m in other.list_models("acme")) == sorted([MODEL_NAME, "churn", "scorer"])
