@@ -23,7 +23,7 @@ from shared.adapters.storage_queue import StorageQueueJobQueue
 from shared.domain.errors import AlreadyExists, NotFound, PreconditionFailed
 from shared.domain.events import Subscription
 from shared.domain.jobs import Job, JobStatus, ResultPage, ShardMessage
-from shared.domain.tenants import Tenant
+from shared.domain.tenants import ApiKey, Tenant
 from shared.localhost.emulators import Azurite, CosmosServer
 
 pytestmark = pytest.mark.integration
@@ -122,10 +122,11 @@ def test_queue_redelivers_abandoned_messages_and_counts_deliveries(azurite: Azur
 # Cosmos
 def test_tenants_create_once_and_read(db) -> None:  # type: ignore[no-untyped-def]
     store = CosmosTenantStore(db)
-    store.create_tenant(Tenant("acme", created_at="t", key_hashes=["h"]))
+    key = ApiKey("0" * 32, "initial", "AIaaS.Admin", "h", "t")
+    store.create_tenant(Tenant("acme", created_at="t", keys=[key]))
     with pytest.raises(AlreadyExists):
         store.create_tenant(Tenant("acme"))
-    assert store.get_tenant("acme").key_hashes == ["h"]
+    assert store.get_tenant("acme").keys == [key]
     with pytest.raises(NotFound):
         store.get_tenant("nobody")
 
