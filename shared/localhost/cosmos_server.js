@@ -7,7 +7,8 @@
 // `connection: keep-alive` instead; we also lengthen Node's idle keep-alive timeout (default 5 s)
 // so pooled client connections are not dropped between test steps.
 //
-// It also patches one stand-in bug: reading a missing document in a container with a hierarchical
+// It also patches stand-in bugs: a conditional patch checked against other partitions' documents (see
+// patchConditionalPatch), and reading a missing document in a container with a hierarchical
 // (MultiHash) partition key crashed the handler (500 "Cannot read properties of undefined") instead of
 // answering 404 NotFound. node_modules is not edited; the handler module is patched before the routes
 // table is built.
@@ -102,6 +103,7 @@ function loadCosmosServer(repoRoot) {
   const libDir = path.dirname(resolved);
   patchReadDocument(libDir);
   patchJsonBody(libDir);
+  patchConditionalPatch(libDir);
   return {
     ...require(resolved),
     route: require(path.join(libDir, "routes.js")).default,
@@ -159,6 +161,48 @@ function patchReadDocument(libDir) {
   };
   patched.aiaasPatched = true;
   readDocument.default = patched;
+}
+
+// A conditional patch (the SDK's filter_predicate, "from c where ...") is checked by the package with a query over
+// the whole container by id, lower-cased: a document of the same id in ANOTHER partition that matches lets the patch
+// through (found by the per-tenant rate counters, which share ids across tenants). Cosmos DB evaluates the predicate
+// on the target document only, as written; so does this check, by the document's _rid.
+function patchConditionalPatch(libDir) {
+  const ops = require(path.join(libDir, "handler", "_patch-operations.js"));
+  const { parsePartitionKey } = require(path.join(libDir, "utils", "get-partition-from-header.js"));
+  const original = ops.patchOperation;
+  if (typeof original !== "function" || original.aiaasPatched) {
+    return;
+  }
+  const patched = (collection, input) => {
+    const clause = typeof input.condition === "string" ? input.condition.trim() : "";
+    const where = clause.match(/^(?:from\s+c\s+)?where\s+([\s\S]+)$/i);
+    if (!where) {
+      return original(collection, input);
+    }
+    const data = collection.document(input.id, parsePartitionKey(input.partitionKey, input.id)).read();
+    if (!data) {
+      return original(collection, input); // its 404
+    }
+    let matched;
+    try {
+      matched = collection.documents.query(
+        { query: `SELECT * FROM c WHERE c._rid = @rid AND (${where[1]})`, parameters: [{ name: "@rid", value: data._rid }] },
+        {},
+      ).result;
+    } catch (err) {
+      return { statusCode: 400, body: { code: "BadRequest", message: "Invalid condition in patch request." } };
+    }
+    if (matched.length === 0) {
+      return {
+        statusCode: 412,
+        body: { code: "PreconditionFailed", message: "Condition specified in the patch request is not satisfied." },
+      };
+    }
+    return original(collection, { ...input, condition: undefined });
+  };
+  patched.aiaasPatched = true;
+  ops.patchOperation = patched;
 }
 
 // An error answer the way Cosmos DB words it: {"code", "message": "Message: {\"Errors\":[...]}\r\nActivityId: ..."}.

@@ -157,3 +157,16 @@ def test_requests_over_the_rate_get_429_whichever_instance_serves_them(cosmos: C
     assert 1 <= int(refused.headers["retry-after"]) <= 60
     assert refused.json()["error"]["code"] == "RateLimited"
     assert "requests per minute" in refused.json()["error"]["message"]
+
+
+def test_one_tenants_counter_never_lets_another_tenants_request_through(store: CosmosUsageStore) -> None:
+    """Counters of every tenant share their ids (one per minute), each in its tenant's partition: the condition
+    is the target counter's own (the stand-in once checked it against any document of that id)."""
+    window = "20260301T1100"
+    generous, capped = f"g{uuid.uuid4().hex[:6]}", f"c{uuid.uuid4().hex[:6]}"
+    assert store.count_request(generous, window, lambda: 0)
+
+    counted = [store.count_request(capped, window, lambda: 2) for _ in range(4)]
+
+    assert counted == [True, True, False, False]
+    assert store.requests_in(capped, window) == 2
