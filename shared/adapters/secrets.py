@@ -21,11 +21,12 @@ VAULT_NAME_PATTERN = re.compile(r"^[0-9A-Za-z-]{1,127}$")
 
 
 def vault_name(tenant_id: str, name: str) -> str:
-    """The one store-wide name of a tenant's secret (`t-<tenant>-<name>`) or the platform's (`p-<name>`): the
-    prefixes differ in their first letter, so no tenant id (not even "public") can reach another owner's name."""
+    """The one store-wide name of a tenant's secret (`t<length of the id>-<tenant>-<name>`) or the platform's
+    (`p-<name>`): the prefixes differ in their first letter, so no tenant id (not even "public") reaches the
+    platform's names, and the length says where the id ends, so two (tenant, name) pairs never share one."""
     if tenant_id and not TENANT_ID_PATTERN.fullmatch(tenant_id):
         raise ValueError(f"{tenant_id!r} is not a tenant id")
-    full = f"t-{tenant_id}-{name}" if tenant_id else f"p-{name}"
+    full = f"t{len(tenant_id)}-{tenant_id}-{name}" if tenant_id else f"p-{name}"
     if not VAULT_NAME_PATTERN.fullmatch(name) or not VAULT_NAME_PATTERN.fullmatch(full):
         raise ValueError(f"secret name {name!r} is not 1-127 letters, digits and dashes")
     return full

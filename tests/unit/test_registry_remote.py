@@ -217,11 +217,11 @@ def test_5xx_429_and_timeouts_are_retried_then_given_up(v2: V2Server) -> None:
 
 def test_a_4xx_is_the_records_fault_not_retried(v2: V2Server) -> None:
     predictor = predictor_for(scorer_card(v2.url))
-    with pytest.raises(InvalidRecord, match="^the model endpoint refused the input$"):  # its reason is logged only
+    with pytest.raises(InvalidRecord, match=r"^the model endpoint refused the input$"):  # its reason is logged only
         predictor.predict([predictor.prepare({"a": -1, "b": 1, "c": 1})])
     assert len(v2.requests) == 1
     wrong = predictor_for(scorer_card(v2.url, endpoint=f"{v2.url}/v2/models/missing"))
-    with pytest.raises(InvalidRecord, match="^the model endpoint refused the input$"):
+    with pytest.raises(InvalidRecord, match=r"^the model endpoint refused the input$"):
         wrong.predict([[1.0, 1.0, 1.0]])
 
 
@@ -240,7 +240,7 @@ def test_the_credential_lives_in_the_secret_store_never_in_a_blob_a_card_or_a_lo
     assert "s3cr3t" not in json.dumps(registry.get_model("acme", "remote-scorer"))
     assert "s3cr3t" not in json.dumps(registry.list_models("acme"))
     [stored] = list(directory.iterdir())
-    assert stored.name.startswith("t-acme-oip-") and stored.read_text() == "s3cr3t-token"
+    assert stored.name.startswith("t4-acme-oip-") and stored.read_text() == "s3cr3t-token"
     assert stat.S_IMODE(stored.stat().st_mode) == 0o600 and stat.S_IMODE(directory.stat().st_mode) == 0o700
 
     worker = BlobModelRegistry(blobs, secrets=LocalSecretStore(directory))  # another process, same data dir
