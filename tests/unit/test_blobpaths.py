@@ -150,3 +150,23 @@ def test_an_artifact_path_out_of_the_container_is_400(platform: Platform, acme_k
     )
 
     assert_error(answer, 400, "InvalidBlobPath")
+
+
+def test_the_local_watcher_names_a_copied_blob_copyblob_as_the_storage_system_topic_does(fakes: Fakes) -> None:
+    from shared.localhost.watcher import InboxWatcher
+
+    fakes.blobs.write_bytes("tenant-acme", f"inbox/{MODEL_NAME}/u1/rows.jsonl", ROWS)
+    fakes.blobs.copy_blob("tenant-acme", f"inbox/{MODEL_NAME}/u2/rows.jsonl", "http://x/tenant-globex/a.jsonl", ROWS)
+    delivered: list[tuple[str, str]] = []
+    watcher = InboxWatcher(
+        fakes.blobs,
+        lambda event: delivered.append((event.subject.rsplit("/blobs/", 1)[1], event.get_json()["api"])),
+        account="devstoreaccount1",
+        blob_endpoint="http://127.0.0.1:10000/devstoreaccount1",
+    )
+
+    assert watcher.scan() == 2
+    assert sorted(delivered) == [
+        (f"inbox/{MODEL_NAME}/u1/rows.jsonl", "PutBlob"),
+        (f"inbox/{MODEL_NAME}/u2/rows.jsonl", "CopyBlob"),
+    ]
