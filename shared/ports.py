@@ -301,6 +301,10 @@ class UsageStore(Protocol):
         """The tenant's records of jobs that ended in [ended_from, ended_before) (stored timestamps)."""
         ...
 
+    def records_ended(self, tenant_id: str, *, ended_from: str, ended_before: str) -> int:
+        """The sum of `records` over those (admission's check: one aggregate, not every record)."""
+        ...
+
     def get_quota(self, tenant_id: str) -> dict[str, int | None]:
         """The tenant's own limits (camelCase names, as QUOTA_FIELDS); missing or None: the default."""
         ...

@@ -471,6 +471,9 @@ class InMemoryUsageStore:
             docs = [copy.deepcopy(doc) for (tenant, _), doc in self.records.items() if tenant == tenant_id]
         return [UsageRecord.from_doc(doc) for doc in docs if ended_from <= doc["endedAt"] < ended_before]
 
+    def records_ended(self, tenant_id: str, *, ended_from: str, ended_before: str) -> int:
+        return sum(r.records for r in self.list_usage(tenant_id, ended_from=ended_from, ended_before=ended_before))
+
     def get_quota(self, tenant_id: str) -> dict[str, int | None]:
         with self._lock:
             return dict(self.quotas.get(tenant_id, {}))

@@ -66,6 +66,15 @@ class CosmosUsageStore:
         docs = self._c.query_items(query, parameters=params, partition_key=tenant_id)
         return [UsageRecord.from_doc(doc) for doc in docs]
 
+    def records_ended(self, tenant_id: str, *, ended_from: str, ended_before: str) -> int:
+        query = (
+            "SELECT VALUE SUM(c.records) FROM c WHERE c.tenantId = @tenantId AND c.kind = 'usage' "
+            "AND c.endedAt >= @from AND c.endedAt < @before"
+        )
+        params = _params(tenantId=tenant_id, before=ended_before, **{"from": ended_from})
+        # One partition's aggregate: a single number back, however many jobs ended that day (none: 0 or nothing).
+        return sum(int(value or 0) for value in self._c.query_items(query, parameters=params, partition_key=tenant_id))
+
     def get_quota(self, tenant_id: str) -> dict[str, int | None]:
         try:
             doc = self._c.read_item(QUOTA_ID, partition_key=tenant_id)

@@ -27,7 +27,7 @@ def ended_records_today(platform: Platform, tenant_id: str, now: datetime) -> in
     """Records of the tenant's jobs that ended today (UTC), from their usage records."""
     day = now.date().isoformat()
     start, end = time_range(day, day)
-    return sum(r.records for r in platform.usage.list_usage(tenant_id, ended_from=start, ended_before=end))
+    return platform.usage.records_ended(tenant_id, ended_from=start, ended_before=end)
 
 
 def check_admission(platform: Platform, tenant_id: str, size: int) -> QuotaExceeded | None:
@@ -57,8 +57,7 @@ def check_admission(platform: Platform, tenant_id: str, size: int) -> QuotaExcee
         used = ended_records_today(platform, tenant_id, now) + activity.records_in_flight
         if used >= quota.records_per_day:
             return QuotaExceeded(
-                f"the tenant's limit of {quota.records_per_day} records per day is reached "
-                f"({used} records today, UTC)",
+                f"the tenant's limit of {quota.records_per_day} records per day is reached ({used} records today, UTC)",
                 retry_after_seconds=seconds_to_next_day(now),
             )
     return None

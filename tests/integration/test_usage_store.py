@@ -55,6 +55,13 @@ def test_a_jobs_usage_written_twice_is_one_record(store: CosmosUsageStore) -> No
 
     assert day_one == [record(tenant, "job1", "2026-03-01T10:00:00.000Z")]
     assert sorted(r.job_id for r in both) == ["job1", "job2"]
+    assert (
+        store.records_ended(tenant, ended_from="2026-03-01T00:00:00.000Z", ended_before="2026-03-03T00:00:00.000Z")
+        == 13
+    )
+    assert (
+        store.records_ended(tenant, ended_from="2027-01-01T00:00:00.000Z", ended_before="2027-01-02T00:00:00.000Z") == 0
+    )
 
 
 def test_quota_overrides_merge_and_read_back(store: CosmosUsageStore) -> None:
