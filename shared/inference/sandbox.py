@@ -34,6 +34,7 @@ from shared.domain.models import ModelCard
 
 logger = logging.getLogger(__name__)
 MAX_FRAME_BYTES = 256 * 1024 * 1024
+PING_SECONDS = 10.0  # an idle child answers at once; one that does not is dead or wedged
 _ROOT = str(Path(__file__).resolve().parents[2])
 
 
@@ -141,6 +142,14 @@ def _spawn(mode: str, limits: SandboxLimits) -> _Child:
     return _Child(process, Connection(request_write, readable=False), Connection(reply_read, writable=False))
 
 
+def _answers_ping(child: _Child) -> bool:
+    try:
+        _send(child.requests, {"ping": True})
+        return child.replies.poll(PING_SECONDS) and _receive(child.replies).get("pong") is True
+    except (EOFError, OSError, ValueError):
+        return False
+
+
 def _package_message(card: ModelCard, artifact: bytes, files: dict[str, bytes]) -> dict[str, Any]:
     return {"card": card.raw, "artifact": artifact, "files": files}
 
@@ -244,8 +253,9 @@ class SandboxPool:
         return list(answer["results"])
 
     def _ready(self, sandbox: _Sandbox) -> _Child:
-        """The sandbox's live child, started (package sent, model loaded) if it has none or it died."""
-        if sandbox.child is not None and sandbox.child.process.poll() is None:
+        """The sandbox's live child, started (package sent, model loaded) if it has none or it died: a child
+        killed a moment ago may not look dead yet, but it never answers the ping."""
+        if sandbox.child is not None and sandbox.child.process.poll() is None and _answers_ping(sandbox.child):
             return sandbox.child
         if sandbox.child is not None:
             logger.warning("sandbox of %s@%s had died; starting another", sandbox.key[1], sandbox.key[2])
@@ -345,7 +355,7 @@ def _serve(requests: Connection, replies: Connection, limits: SandboxLimits, mod
         try:
             check_package(card, artifact, files, threads=limits.threads)
         except InvalidInput as err:
-            _send(replies, {"problem": err.message})
+            _send(replies, {"problem": _explained(err.message, limits)})
             return
         _send(replies, {"ok": True})
         return
@@ -361,7 +371,14 @@ def _serve(requests: Connection, replies: Connection, limits: SandboxLimits, mod
             request = _receive(requests)
         except EOFError:  # the parent closed the pipe or died
             return
-        _send(replies, _answer(predictor, request))
+        _send(replies, {"pong": True} if request.get("ping") else _answer(predictor, request))
+
+
+def _explained(problem: str, limits: SandboxLimits) -> str:
+    """The problem, saying so first when it was the memory limit (ONNX Runtime reports only `bad_alloc`)."""
+    if "bad_alloc" in problem or "MemoryError" in problem or "failed to allocate" in problem.lower():
+        return f"the model needs more than the {limits.memory_bytes // 1024**2} MiB of memory it may use: {problem}"
+    return problem
 
 
 def _answer(predictor: Any, request: dict[str, Any]) -> dict[str, Any]:
