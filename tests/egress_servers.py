@@ -51,9 +51,17 @@ class LoopbackServer:
     certificate; `hits` counts the requests that reached it. `stall` makes every request wait until stop."""
 
     def __init__(
-        self, behaviour: Behaviour = echo_validation, *, host: str = "127.0.0.1", tls: bool = False, stall: bool = False
+        self,
+        behaviour: Behaviour = echo_validation,
+        *,
+        host: str = "127.0.0.1",
+        tls: bool = False,
+        stall: bool = False,
+        cert_files: tuple[str, str] | None = None,
     ) -> None:
         self.hits = 0
+        self.host_headers: list[str] = []
+        self.sni_names: list[str | None] = []
         self.released = threading.Event()
         server = self
 
@@ -63,6 +71,7 @@ class LoopbackServer:
 
             def _handle(self) -> None:
                 server.hits += 1
+                server.host_headers.append(self.headers.get("Host", ""))
                 if stall:
                     server.released.wait(30)
                     return
@@ -77,10 +86,11 @@ class LoopbackServer:
         self._httpd = Server((host, 0), Handler)
         self.port = self._httpd.server_address[1]
         self.host = host
-        self.scheme = "https" if tls else "http"
-        if tls:
+        self.scheme = "https" if tls or cert_files else "http"
+        if tls or cert_files:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            context.load_cert_chain(*_self_signed_files())
+            context.load_cert_chain(*(cert_files or _self_signed_files()))
+            context.sni_callback = lambda _sock, name, _ctx: self.sni_names.append(name)  # type: ignore[func-returns-value]
             self._httpd.socket = context.wrap_socket(self._httpd.socket, server_side=True)
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
 
@@ -139,6 +149,48 @@ def _self_signed_files() -> tuple[str, str]:
         )
         _CERT = (str(directory / "cert.pem"), str(directory / "key.pem"))
     return _CERT
+
+
+def ca_and_certificate(dns_name: str) -> tuple[ssl.SSLContext, tuple[str, str]]:
+    """A throwaway CA (as a client trust store) and a certificate it signed for `dns_name` (cert and key files)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "egress-test-ca")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    leaf = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, dns_name)]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(dns_name)]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    directory = Path(tempfile.mkdtemp(prefix="egress-ca-"))
+    (directory / "cert.pem").write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+    (directory / "key.pem").write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    trust = ssl.create_default_context(cadata=ca.public_bytes(serialization.Encoding.PEM).decode())
+    return trust, (str(directory / "cert.pem"), str(directory / "key.pem"))
 
 
 class RecordingConnector(httpcore.NetworkBackend):

@@ -10,10 +10,12 @@ environment and bounded timeouts. `read_bounded` reads an answer with a size cap
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import ipaddress
 import logging
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -95,9 +97,20 @@ class Timeouts:
         return httpx.Timeout(limits.read, connect=limits.connect, pool=limits.connect)
 
 
+# getaddrinfo has no timeout of its own (the system resolver's retries can take tens of seconds): lookups run on a
+# few threads and the caller waits at most RESOLVE_SECONDS; a lookup still running then is abandoned, not awaited.
+RESOLVE_SECONDS = 5.0
+_RESOLVERS = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="egress-resolve")
+
+
 def system_resolver(host: str, port: int) -> list[str]:
-    """Every address getaddrinfo answers for (host, port)."""
-    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    """Every address getaddrinfo answers for (host, port), within RESOLVE_SECONDS."""
+    lookup = _RESOLVERS.submit(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
+    try:
+        infos = lookup.result(timeout=RESOLVE_SECONDS)
+    except concurrent.futures.TimeoutError as err:
+        lookup.cancel()
+        raise OSError(f"no answer from the resolver within {RESOLVE_SECONDS:.0f}s") from err
     return [str(info[4][0]) for info in infos]
 
 
@@ -169,14 +182,19 @@ class EgressPolicy:
         return list(dict.fromkeys(addresses))
 
     def client(
-        self, timeouts: Timeouts | None = None, *, connector: httpcore.NetworkBackend | None = None
+        self,
+        timeouts: Timeouts | None = None,
+        *,
+        connector: httpcore.NetworkBackend | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> httpx.Client:
         """An httpx client under this policy: no redirects, no environment proxies, pinned connections.
 
-        `connector` replaces the socket layer (tests: a stub that records where it was asked to connect).
+        `connector` replaces the socket layer (tests: a stub that records where it was asked to connect);
+        `ssl_context` the trust store (tests: a throwaway CA; it must verify, see PinnedTransport).
         """
         return httpx.Client(
-            transport=PinnedTransport(self, connector=connector),
+            transport=PinnedTransport(self, connector=connector, ssl_context=ssl_context),
             timeout=(timeouts or Timeouts()).httpx(),
             follow_redirects=False,
             trust_env=False,
@@ -253,13 +271,23 @@ class _PinnedBackend(httpcore.NetworkBackend):
 class PinnedTransport(httpx.HTTPTransport):
     """httpx's own transport over a connection pool whose sockets go only to the checked addresses."""
 
-    def __init__(self, policy: EgressPolicy, *, connector: httpcore.NetworkBackend | None = None) -> None:
+    def __init__(
+        self,
+        policy: EgressPolicy,
+        *,
+        connector: httpcore.NetworkBackend | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         super().__init__(trust_env=False, retries=0)
         self._policy = policy
         self._backend = _PinnedBackend(connector)
+        # The URL keeps its name, so TLS sends it as SNI and checks the certificate against it (check_hostname).
+        context = ssl_context or httpx.create_ssl_context(trust_env=False)
+        if context.verify_mode != ssl.CERT_REQUIRED or not context.check_hostname:
+            raise ValueError("the egress client always verifies certificates against the URL's name")
         default_pool = self._pool
         self._pool = httpcore.ConnectionPool(
-            ssl_context=httpx.create_ssl_context(trust_env=False),  # verifies the certificate against the name
+            ssl_context=context,
             max_connections=20,
             max_keepalive_connections=10,
             keepalive_expiry=5.0,

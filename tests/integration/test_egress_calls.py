@@ -19,7 +19,7 @@ from shared.domain.models import ModelCard
 from shared.inference.remote import RemoteEndpointUnavailable, RemoteOipPredictor
 from shared.localhost.broker import LocalEventBroker
 from shared.localhost.emulators import free_port
-from tests.egress_servers import LoopbackServer, answer, redirect
+from tests.egress_servers import LoopbackServer, answer, ca_and_certificate, redirect
 from tests.fakes import InMemoryBlobStore, InMemorySubscriptionStore
 
 pytestmark = pytest.mark.integration
@@ -149,3 +149,34 @@ def test_a_remote_card_cannot_raise_retries_or_timeouts() -> None:
             predictor.predict(["hello"])
         assert down.hits == 4  # one call and at most 3 retries, whatever the card says
     assert str(failed.value) == "the model endpoint failed 4 times"  # no address, status or body
+
+
+def test_tls_goes_to_the_pinned_address_but_is_verified_against_the_name() -> None:
+    trust, cert_files = ca_and_certificate("hooks.egress.test")
+    lookups: list[str] = []
+
+    def resolver(host: str, port: int) -> list[str]:
+        lookups.append(host)
+        return ["127.0.0.1"]
+
+    with LoopbackServer(answer(200, b"{}"), cert_files=cert_files) as server:
+        client = EgressPolicy(allow_loopback=True, resolver=resolver).client(ssl_context=trust)
+        url = f"https://hooks.egress.test:{server.port}/hook"
+        assert send_bounded(client, "POST", url, max_bytes=1024, content=b"[]").status_code == 200
+        assert server.host_headers == [f"hooks.egress.test:{server.port}"] and server.sni_names == ["hooks.egress.test"]
+        assert lookups == ["hooks.egress.test"]
+
+        # The same server under another name: the certificate does not match, so the call fails.
+        other = EgressPolicy(allow_loopback=True, resolver=resolver).client(ssl_context=trust)
+        with pytest.raises(httpx.ConnectError, match="certificate"):
+            other.get(f"https://other.egress.test:{server.port}/hook")
+        assert server.hits == 1
+
+
+def test_the_client_refuses_a_trust_store_that_does_not_verify() -> None:
+    import ssl
+
+    lax = ssl.create_default_context()
+    lax.check_hostname = False
+    with pytest.raises(ValueError, match="verifies certificates"):
+        EgressPolicy().client(ssl_context=lax)

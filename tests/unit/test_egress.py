@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import pytest
@@ -307,3 +308,24 @@ def test_loopback_endpoints_are_refused_outside_development() -> None:
         )
     assert Settings(environment="development").allow_loopback_endpoints is False
     assert Settings(environment="development", allow_loopback_endpoints=True).allow_loopback_endpoints is True
+
+
+def test_a_resolver_that_hangs_is_given_up_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+    import threading
+
+    from shared.adapters import egress
+
+    release = threading.Event()
+
+    def hanging(*args: Any, **kwargs: Any) -> Any:
+        release.wait(10)
+        raise OSError("released")
+
+    monkeypatch.setattr(egress, "RESOLVE_SECONDS", 0.05)
+    monkeypatch.setattr(socket, "getaddrinfo", hanging)
+    try:
+        with pytest.raises(EndpointRefused):
+            EgressPolicy().check_url("https://slow-dns.example.org/hook")
+    finally:
+        release.set()
