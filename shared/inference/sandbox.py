@@ -1,6 +1,6 @@
 """Tenants' ONNX models out of the API process: checked and served by child processes with resource limits.
 
-A child (`python -m shared.inference.sandbox check|serve`) sets its own rlimits (address space, CPU seconds, no
+A child (`python -m shared.inference.sandbox_child check|serve`) sets its own rlimits (address space, CPU seconds, no
 core file) before it imports ONNX Runtime, gets no AIAAS_/Azure environment, and talks over two pipes in frames
 of JSON (bytes as {"$bytes": base64}), never pickle: nothing a child sends can run code in the parent.
 
@@ -87,11 +87,11 @@ def _unpack(value: Any) -> Any:
     return value
 
 
-def _send(conn: Connection, message: dict[str, Any]) -> None:
+def send_frame(conn: Connection, message: dict[str, Any]) -> None:
     conn.send_bytes(json.dumps(_pack(message), separators=(",", ":")).encode())
 
 
-def _receive(conn: Connection) -> dict[str, Any]:
+def receive_frame(conn: Connection) -> dict[str, Any]:
     message = json.loads(conn.recv_bytes(MAX_FRAME_BYTES))
     if not isinstance(message, dict):
         raise ValueError("a sandbox frame is not an object")
@@ -128,7 +128,7 @@ def _spawn(mode: str, limits: SandboxLimits) -> _Child:
     reply_read, reply_write = os.pipe()
     try:
         process = subprocess.Popen(
-            [sys.executable, "-m", "shared.inference.sandbox", mode, str(request_read), str(reply_write)],
+            [sys.executable, "-m", "shared.inference.sandbox_child", mode, str(request_read), str(reply_write)],
             pass_fds=(request_read, reply_write),
             env={**_child_environment(), "SANDBOX_LIMITS": json.dumps(asdict(limits))},
             cwd="/",
@@ -144,8 +144,8 @@ def _spawn(mode: str, limits: SandboxLimits) -> _Child:
 
 def _answers_ping(child: _Child) -> bool:
     try:
-        _send(child.requests, {"ping": True})
-        return child.replies.poll(PING_SECONDS) and _receive(child.replies).get("pong") is True
+        send_frame(child.requests, {"ping": True})
+        return child.replies.poll(PING_SECONDS) and receive_frame(child.replies).get("pong") is True
     except (EOFError, OSError, ValueError):
         return False
 
@@ -176,13 +176,13 @@ def check_in_sandbox(
     child = _spawn("check", limits)
     try:
         try:
-            _send(child.requests, _package_message(card, artifact, files))
+            send_frame(child.requests, _package_message(card, artifact, files))
             if not child.replies.poll(limits.wall_seconds):
                 raise InvalidInput(
                     f"the model was not loaded and run on one record within {limits.wall_seconds:g} s",
                     code="InvalidModelPackage",
                 )
-            answer = _receive(child.replies)
+            answer = receive_frame(child.replies)
         except (EOFError, OSError):
             reason = _death(child, limits)
             raise InvalidInput(f"the model could not be checked: {reason}", code="InvalidModelPackage") from None
@@ -235,10 +235,10 @@ class SandboxPool:
         with sandbox.lock:
             child = self._ready(sandbox)
             try:
-                _send(child.requests, {"records": records, "parameters": parameters})
+                send_frame(child.requests, {"records": records, "parameters": parameters})
                 if not child.replies.poll(self.limits.call_seconds):
                     raise TimeoutError(f"no answer within {self.limits.call_seconds:g} s")
-                answer = _receive(child.replies)
+                answer = receive_frame(child.replies)
             except (EOFError, OSError, TimeoutError, ValueError) as err:
                 sandbox.child = None
                 child.kill()
@@ -265,11 +265,11 @@ class SandboxPool:
         artifact, files = sandbox.read_package()
         child = _spawn("serve", self.limits)
         try:
-            _send(child.requests, _package_message(sandbox.card, artifact, files))
+            send_frame(child.requests, _package_message(sandbox.card, artifact, files))
             del artifact, files
             if not child.replies.poll(self.limits.wall_seconds):
                 raise TimeoutError("the model did not load in time")
-            answer = _receive(child.replies)
+            answer = receive_frame(child.replies)
             if not answer.get("ready"):
                 raise RuntimeError(str(answer.get("problem") or answer))
         except Exception as err:
@@ -342,87 +342,3 @@ class SandboxedPredictor:
         if not records:
             return []
         return [dict(result) for result in self._pool.call(self._key, records, self._parameters)]
-
-
-def _serve(requests: Connection, replies: Connection, limits: SandboxLimits, mode: str) -> None:
-    from shared.inference.onnx_checks import check_package
-    from shared.inference.predictors import build_predictor
-
-    package = _receive(requests)
-    card = ModelCard(package["card"])
-    artifact, files = package["artifact"], dict(package["files"])
-    if mode == "check":
-        try:
-            check_package(card, artifact, files, threads=limits.threads)
-        except InvalidInput as err:
-            _send(replies, {"problem": _explained(err.message, limits)})
-            return
-        _send(replies, {"ok": True})
-        return
-    try:
-        predictor = build_predictor(card, artifact, files, threads=limits.threads, bounded=True)
-    except Exception as err:  # reported to the parent, which answers 503
-        _send(replies, {"problem": str(err)})
-        return
-    del package, artifact, files
-    _send(replies, {"ready": True})
-    while True:
-        try:
-            request = _receive(requests)
-        except EOFError:  # the parent closed the pipe or died
-            return
-        _send(replies, {"pong": True} if request.get("ping") else _answer(predictor, request))
-
-
-def _explained(problem: str, limits: SandboxLimits) -> str:
-    """The problem, saying so first when it was the memory limit (ONNX Runtime reports only `bad_alloc`)."""
-    if "bad_alloc" in problem or "MemoryError" in problem or "failed to allocate" in problem.lower():
-        return f"the model needs more than the {limits.memory_bytes // 1024**2} MiB of memory it may use: {problem}"
-    return problem
-
-
-def _answer(predictor: Any, request: dict[str, Any]) -> dict[str, Any]:
-    parameters = request.get("parameters") or {}
-    try:
-        bound = predictor.with_parameters(parameters) if parameters and hasattr(predictor, "with_parameters") else None
-        model = bound if bound is not None else predictor
-        prepared = []
-        for row, record in enumerate(request["records"]):
-            try:
-                prepared.append(model.prepare(record))
-            except InvalidRecord as err:
-                return {"invalid": {"row": row, "message": err.message, "field": err.field}}
-        results: list[Any] = []
-        for start in range(0, len(prepared), 1000):
-            results.extend(model.predict(prepared[start : start + 1000]))
-        return {"results": results}
-    except InvalidInput as err:
-        return {"invalid": {"row": 0, "message": err.message, "field": None}}
-    except Exception as err:  # the model's own failure: the parent raises it as a model error
-        return {"error": f"{type(err).__name__}: {err}"}
-
-
-def _limit(limits: SandboxLimits, mode: str) -> None:
-    import resource
-
-    cpu = limits.cpu_seconds if mode == "check" else limits.serve_cpu_seconds
-    resource.setrlimit(resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes))
-    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-
-
-def main(argv: list[str]) -> int:
-    mode, request_fd, reply_fd = argv[0], int(argv[1]), int(argv[2])
-    limits = SandboxLimits(**json.loads(os.environ.pop("SANDBOX_LIMITS", "{}")))
-    _limit(limits, mode)  # before ONNX Runtime is imported: everything it maps counts
-    requests, replies = Connection(request_fd, writable=False), Connection(reply_fd, readable=False)
-    try:
-        _serve(requests, replies, limits, mode)
-    except (EOFError, BrokenPipeError):
-        return 0
-    return 0
-
-
-if __name__ == "__main__":
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    sys.exit(main(sys.argv[1:]))
