@@ -63,13 +63,13 @@ def check_admission(platform: Platform, tenant_id: str, size: int) -> QuotaExcee
     return None
 
 
-def check_request_rate(platform: Platform, tenant_id: str) -> None:
+def check_request_rate(platform: Platform, tenant_id: str, *, now: datetime | None = None) -> None:
     """Count one authenticated request of the tenant; raise RateLimited when over its requests-per-minute limit.
 
     One conditional write to the store per request (the counter of the tenant's current minute); the
     quota itself is read once a minute, by the request that starts the minute's counter.
     """
-    window, seconds_left = rate_window(datetime.now(UTC))
+    window, seconds_left = rate_window(now or datetime.now(UTC))
     if platform.usage.count_request(tenant_id, window, lambda: quota_of(platform, tenant_id).requests_per_minute):
         return
     raise RateLimited(
@@ -78,7 +78,9 @@ def check_request_rate(platform: Platform, tenant_id: str) -> None:
     )
 
 
-def set_quota(platform: Platform, tenant_id: str, **limits: int | None) -> dict[str, int | None]:
+def set_quota(
+    platform: Platform, tenant_id: str, *, now: datetime | None = None, **limits: int | None
+) -> dict[str, int | None]:
     """The operator's per-tenant limits (camelCase names of QUOTA_FIELDS; 0: no limit, None: unchanged)."""
     platform.tenants.get_tenant(tenant_id)  # NotFound for a tenant the platform does not know
     overrides: dict[str, int | None] = {}
@@ -93,7 +95,7 @@ def set_quota(platform: Platform, tenant_id: str, **limits: int | None) -> dict[
     platform.usage.put_quota(tenant_id, overrides)
     quota = quota_of(platform, tenant_id)
     if "requestsPerMinute" in overrides:  # the minute under way too, not only the next one
-        window, _ = rate_window(datetime.now(UTC))
+        window, _ = rate_window(now or datetime.now(UTC))
         platform.usage.set_rate_limit(tenant_id, window, quota.requests_per_minute)
     logger.info("quota of tenant %s set: %s", tenant_id, overrides, extra={"tenant_id": tenant_id})
     return quota_view(quota)

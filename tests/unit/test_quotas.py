@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from fastapi.testclient import TestClient
@@ -151,31 +151,34 @@ def test_set_quota_refuses_unknown_tenants_and_negative_limits(platform: Platfor
         set_quota(platform, "acme", concurrentJobs=-1)
 
 
+NOON = datetime(2026, 3, 1, 12, 0, 20, tzinfo=UTC)
+
+
 def test_requests_over_the_per_minute_rate_are_refused_until_the_next_minute(platform: Platform) -> None:
-    set_quota(platform, "acme", requestsPerMinute=3)
+    set_quota(platform, "acme", requestsPerMinute=3, now=NOON)
     add_tenant(platform, "globex")
     for _ in range(3):
-        check_request_rate(platform, "acme")
+        check_request_rate(platform, "acme", now=NOON)
 
     with pytest.raises(RateLimited) as raised:
-        check_request_rate(platform, "acme")
+        check_request_rate(platform, "acme", now=NOON)
 
-    assert 1 <= raised.value.retry_after_seconds <= 60  # type: ignore[operator]
+    assert raised.value.retry_after_seconds == 40  # the rest of the minute
     assert raised.value.code == "RateLimited" and isinstance(raised.value, QuotaExceeded)
-    check_request_rate(platform, "globex")  # another tenant's count
-    set_quota(platform, "acme", requestsPerMinute=10)  # raised within the minute: takes effect now
-    check_request_rate(platform, "acme")
+    check_request_rate(platform, "globex", now=NOON)  # another tenant's count
+    check_request_rate(platform, "acme", now=NOON + timedelta(minutes=1))  # the next minute
+    set_quota(platform, "acme", requestsPerMinute=10, now=NOON)  # raised within the minute: takes effect now
+    check_request_rate(platform, "acme", now=NOON)
 
 
 def test_a_lowered_rate_takes_effect_within_the_minute(platform: Platform, fakes: Fakes) -> None:
     for _ in range(3):
-        check_request_rate(platform, "acme")
-    set_quota(platform, "acme", requestsPerMinute=3)
+        check_request_rate(platform, "acme", now=NOON)
+    set_quota(platform, "acme", requestsPerMinute=3, now=NOON)
 
     with pytest.raises(RateLimited):
-        check_request_rate(platform, "acme")
-    window, _ = rate_window(datetime.now(UTC))
-    assert fakes.usage.requests_in("acme", window) in (3, 0)  # 0: the minute turned over meanwhile
+        check_request_rate(platform, "acme", now=NOON)
+    assert fakes.usage.requests_in("acme", rate_window(NOON)[0]) == 3
 
 
 @pytest.fixture
