@@ -25,7 +25,7 @@ from typing import Any
 import httpcore
 import httpx
 
-from shared.domain.egress import IPAddress, is_loopback_name, parse_host_literal, refusal_reason
+from shared.domain.egress import IPAddress, is_loopback_name, parse_host_literal, redact_url, refusal_reason
 from shared.domain.errors import InvalidInput
 
 logger = logging.getLogger(__name__)
@@ -218,7 +218,7 @@ def _is_loopback(address: IPAddress) -> bool:
 
 
 def _refuse(url: object, reason: str) -> EndpointRefused:
-    logger.info("egress refused for %s: %s", url, reason)
+    logger.info("egress refused for %s: %s", redact_url(url), reason)
     return EndpointRefused(reason)
 
 

@@ -12,7 +12,7 @@ import httpcore
 import httpx
 
 from shared.adapters.egress import EgressPolicy, Resolver, Timeouts, send_bounded
-from shared.domain.egress import endpoint_validation_failed
+from shared.domain.egress import endpoint_validation_failed, redact_url
 from shared.domain.errors import InvalidInput
 from shared.domain.events import PlatformEvent
 from shared.domain.jobs import utcnow
@@ -65,7 +65,9 @@ class HttpEndpointValidator:
             else:
                 _eventgrid_handshake(client, endpoint_url, self._timeouts.total)
         except (httpx.HTTPError, HandshakeFailed, InvalidInput) as err:
-            logger.info("validation handshake with %s failed: %s: %s", endpoint_url, type(err).__name__, err)
+            logger.info(
+                "validation handshake with %s failed: %s: %s", redact_url(endpoint_url), type(err).__name__, err
+            )
             raise endpoint_validation_failed() from None
 
     def close(self) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from urllib.parse import urlsplit
 
 from shared.domain.errors import InvalidInput
 
@@ -79,6 +80,23 @@ def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | No
     if address in _NAT64 or (packed[:12] == bytes(12) and int(address) > 1):  # NAT64, or IPv4-compatible ::a.b.c.d
         return ipaddress.IPv4Address(packed[12:])
     return None
+
+
+def redact_url(url: object) -> str:
+    """The URL for a log line: no credentials, query or fragment (a webhook's query often carries its secret, as
+    a Logic App callback's `sig` does)."""
+    text = str(url)
+    try:
+        parts = urlsplit(text)
+        netloc = parts.hostname or ""
+        if ":" in netloc:
+            netloc = f"[{netloc}]"
+        if parts.port is not None:
+            netloc += f":{parts.port}"
+    except ValueError:
+        return "<not a URL>"
+    hidden = "?..." if parts.query or parts.fragment else ""
+    return f"{parts.scheme}://{netloc}{parts.path}{hidden}" if parts.scheme else "<not an absolute URL>"
 
 
 def is_loopback_name(host: str) -> bool:

@@ -36,6 +36,7 @@ import httpx
 import orjson
 
 from shared.adapters.egress import EgressPolicy, Timeouts, default_policy, send_bounded
+from shared.domain.egress import redact_url
 from shared.domain.errors import InvalidRecord
 from shared.domain.models import ModelCard
 from shared.inference.features import feature_values
@@ -69,6 +70,7 @@ class RemoteOipPredictor:
         self.card = card
         oip = dict(card.raw.get("oip") or {})
         self._url = str(card.raw["endpoint"]).rstrip("/") + "/infer"
+        self._log_url = redact_url(self._url)
         self._features: list[str] | None = list(card.raw["features"]) if "features" in card.raw else None
         self._labels: list[str] = [str(label) for label in card.raw.get("labels") or []]
         self._text_field = str(oip.get("textField", "text"))
@@ -138,28 +140,28 @@ class RemoteOipPredictor:
                 )
             except httpx.TransportError as err:  # timeouts, connection failures, refused: the endpoint may come back
                 problem = f"{type(err).__name__}: {err}"
-                logger.warning("model endpoint %s: %s (attempt %d)", self._url, problem, attempt + 1)
+                logger.warning("model endpoint %s: %s (attempt %d)", self._log_url, problem, attempt + 1)
                 continue
             except httpx.HTTPError as err:  # an answer over the size cap: not the records' fault, not retried
-                logger.warning("model endpoint %s: %s", self._url, err)
+                logger.warning("model endpoint %s: %s", self._log_url, err)
                 raise RemoteEndpointUnavailable(
                     "the model endpoint answered with more than the platform reads"
                 ) from err
             if response.status_code == 429 or response.status_code >= 500:
                 problem = f"HTTP {response.status_code}"
                 retry_after = response.headers.get("retry-after")
-                logger.warning("model endpoint %s: %s (attempt %d)", self._url, problem, attempt + 1)
+                logger.warning("model endpoint %s: %s (attempt %d)", self._log_url, problem, attempt + 1)
                 continue
             if response.status_code >= 400:
                 logger.info(
                     "model endpoint %s refused the input: HTTP %d: %s",
-                    self._url,
+                    self._log_url,
                     response.status_code,
                     _error_text(response.content),
                 )
                 raise InvalidRecord("the model endpoint refused the input")
             if response.status_code != 200:  # a redirect (never followed) or an answer without a body
-                logger.warning("model endpoint %s answered HTTP %d", self._url, response.status_code)
+                logger.warning("model endpoint %s answered HTTP %d", self._log_url, response.status_code)
                 raise RuntimeError("the model endpoint did not answer the inference request")
             try:
                 answer = orjson.loads(response.content)
@@ -168,7 +170,7 @@ class RemoteOipPredictor:
             if not isinstance(answer, dict) or not isinstance(answer.get("outputs"), list):
                 raise RuntimeError("the model endpoint answered without an `outputs` list")
             return answer
-        logger.warning("model endpoint %s failed %d times; last: %s", self._url, self._max_retries + 1, problem)
+        logger.warning("model endpoint %s failed %d times; last: %s", self._log_url, self._max_retries + 1, problem)
         raise RemoteEndpointUnavailable(f"the model endpoint failed {self._max_retries + 1} times")
 
     def _delay(self, attempt: int, retry_after: str | None) -> float:

@@ -329,3 +329,11 @@ def test_a_resolver_that_hangs_is_given_up_on(monkeypatch: pytest.MonkeyPatch) -
             EgressPolicy().check_url("https://slow-dns.example.org/hook")
     finally:
         release.set()
+
+
+def test_the_reason_is_logged_server_side_without_the_urls_secrets(caplog: pytest.LogCaptureFixture) -> None:
+    url = "https://10.0.0.1/workflows/1/invoke?api-version=2016-10-01&sig=s3cr3t"
+    with caplog.at_level("INFO", logger="shared.adapters.egress"), pytest.raises(EndpointRefused) as refused:
+        EgressPolicy(resolver=no_resolver).check_url(url)
+    assert "10.0.0.1 is private" in caplog.text and "s3cr3t" not in caplog.text
+    assert "10.0.0.1" not in refused.value.message
