@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from azure.core import MatchConditions
 from azure.cosmos import DatabaseProxy, PartitionKey
@@ -73,7 +74,8 @@ class CosmosUsageStore:
         )
         params = _params(tenantId=tenant_id, before=ended_before, **{"from": ended_from})
         # One partition's aggregate: a single number back, however many jobs ended that day (none: 0 or nothing).
-        return sum(int(value or 0) for value in self._c.query_items(query, parameters=params, partition_key=tenant_id))
+        values: list[Any] = list(self._c.query_items(query, parameters=params, partition_key=tenant_id))
+        return sum(int(value or 0) for value in values)
 
     def get_quota(self, tenant_id: str) -> dict[str, int | None]:
         try:
