@@ -1,5 +1,6 @@
 """The model registry on the local stack: promoting and rolling back an alias changes the version new jobs run
-(and say so); a tenant's private model is invisible and unusable for every other tenant."""
+(and say so); a tenant's private model is invisible and unusable for every other tenant, and served online by a
+sandbox child of the API's process; a remote model's credential is kept in the secret store, in no blob."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import base64
 import json
 import os
 import shutil
+import signal
+import stat
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +19,8 @@ import httpx
 import pytest
 from azure.storage.blob import BlobClient
 
-from shared.bootstrap import get_platform
+from shared.bootstrap import build_platform_blobs, get_platform
+from shared.inference.registry import BlobModelRegistry
 from shared.localhost.host import LocalHost
 from shared.localhost.webhook_receiver import WebhookReceiver
 
@@ -140,3 +144,71 @@ def test_a_private_model_is_its_owners_alone(stack: LocalHost, create_tenant: Ca
     assert event["eventType"] == "AIaaS.Job.Succeeded"
     assert event["data"]["model"] == {"name": "privy-cancer", "version": "1"}
     assert event["data"]["counts"]["succeeded"] == 5
+
+
+def infer(client: httpx.Client, model: str, rows: list[list[float]]) -> httpx.Response:
+    body = {"inputs": [{"name": "input", "shape": [len(rows), len(rows[0])], "datatype": "FP32", "data": rows}]}
+    return client.post(f"/v2/models/{model}/infer", json=body)
+
+
+def test_a_private_model_is_served_online_by_a_sandbox_that_may_die(
+    stack: LocalHost, create_tenant: Callable[[str], httpx.Client]
+) -> None:
+    owner = create_tenant("boxed")
+    card = json.loads((SOURCE / "card.json").read_text())
+    card.update(name="boxed-cancer", version="1", description="boxed's own copy")
+    body = {"card": card, "artifactBase64": base64.b64encode((SOURCE / "model.onnx").read_bytes()).decode()}
+    assert owner.post("/v1/models", json=body).status_code == 201
+    rows = [[1.0] * len(card["features"]), [0.5] * len(card["features"])]
+
+    answer = infer(owner, "boxed-cancer", rows)
+    assert answer.status_code == 200, answer.text
+    registry = get_platform().models
+    assert isinstance(registry, BlobModelRegistry)
+    pid = registry.sandboxes.pid(("boxed", "boxed-cancer", "1"))
+    assert pid is not None and pid != os.getpid()
+    # A child of the API's process, and not its worker: ONNX Runtime maps the model there, not here.
+    assert int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1]) == os.getpid()
+    assert "boxed-cancer@1" not in registry.loaded()
+
+    os.kill(pid, signal.SIGKILL)
+    again = infer(owner, "boxed-cancer", rows)
+    assert again.status_code == 200, again.text
+    assert again.json()["outputs"] == answer.json()["outputs"]
+    assert registry.sandboxes.pid(("boxed", "boxed-cancer", "1")) not in (None, pid)
+    assert owner.get("/health").status_code == 200  # the API carried on throughout
+    registry.close()
+
+
+def test_a_remote_models_credential_is_in_the_local_secret_store_and_in_no_blob(
+    stack: LocalHost, create_tenant: Callable[[str], httpx.Client]
+) -> None:
+    owner = create_tenant("keyed")
+    card = {
+        "name": "keyed-remote",
+        "version": "1",
+        "task": "tabular-classification",
+        "handler": "tabular-classifier",
+        "runtime": "remote-oip",
+        "endpoint": "https://127.0.0.1:9/v2/models/m",
+        "inputTypes": [".jsonl"],
+        "features": ["a", "b"],
+        "labels": ["no", "yes"],
+        "auth": {"type": "bearer"},
+    }
+    answer = owner.post("/v1/models", json={"card": card, "credential": "e2e-s3cr3t-token"})
+    assert answer.status_code == 201, answer.text
+    assert "s3cr3t" not in answer.text
+    assert "s3cr3t" not in owner.get("/v1/models/keyed-remote").text
+    assert "s3cr3t" not in owner.get("/v1/models").text
+
+    platform = get_platform()
+    settings = stack.settings
+    for blob in platform.blobs.list_blobs("tenant-keyed"):
+        assert b"s3cr3t" not in platform.blobs.read_bytes("tenant-keyed", blob.name), blob.name
+    models_blobs = build_platform_blobs(settings)  # the platform's own account, where models live
+    for blob in models_blobs.list_blobs(settings.models_container):
+        assert b"s3cr3t" not in models_blobs.read_bytes(settings.models_container, blob.name), blob.name
+    stored = [p for p in (Path(settings.data_dir) / "secrets").iterdir() if p.name.startswith("t5-keyed-")]
+    assert [p.read_text() for p in stored] == ["e2e-s3cr3t-token"]
+    assert stat.S_IMODE(stored[0].stat().st_mode) == 0o600
