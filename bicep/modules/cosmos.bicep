@@ -156,6 +156,52 @@ resource usageContainer 'Microsoft.DocumentDB/databaseAccounts/sqlDatabases/cont
   }
 }
 
+// Identity (shared/adapters/cosmos_identity.py). The Entra tenant map is read by a token's tid before the platform
+// tenant is known, so the tid is its partition key (one point read; a conditional create: one tid, one tenant).
+resource entraTenantsContainer 'Microsoft.DocumentDB/databaseAccounts/sqlDatabases/containers@2024-05-15' = {
+  parent: database
+  name: 'entraTenants'
+  properties: {
+    resource: {
+      id: 'entraTenants'
+      partitionKey: {
+        paths: ['/tid']
+        kind: 'Hash'
+      }
+      indexingPolicy: defaultIndexingPolicy
+    }
+  }
+}
+
+// The audit log: append-only per tenant (the app only creates and reads entries), no ttl; read by time and action
+// (the same as AUDIT_INDEXING in shared/adapters/cosmos_identity.py).
+resource auditContainer 'Microsoft.DocumentDB/databaseAccounts/sqlDatabases/containers@2024-05-15' = {
+  parent: database
+  name: 'audit'
+  properties: {
+    resource: {
+      id: 'audit'
+      partitionKey: {
+        paths: ['/tenantId']
+        kind: 'Hash'
+      }
+      indexingPolicy: {
+        indexingMode: 'consistent'
+        automatic: true
+        includedPaths: [
+          { path: '/tenantId/?' }
+          { path: '/time/?' }
+          { path: '/action/?' }
+        ]
+        excludedPaths: [
+          { path: '/*' }
+          { path: '/"_etag"/?' }
+        ]
+      }
+    }
+  }
+}
+
 // Data-plane requests, control-plane operations and RBAC decisions go to the stamp's workspace.
 resource cosmosDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
   name: 'to-log-analytics'
@@ -182,4 +228,9 @@ output name string = account.name
 output resourceId string = account.id
 output endpoint string = account.properties.documentEndpoint
 output databaseName string = database.name
-output containerNames array = concat(tenantScopedContainers, [resultsContainer.name, usageContainer.name])
+output containerNames array = concat(tenantScopedContainers, [
+  resultsContainer.name
+  usageContainer.name
+  entraTenantsContainer.name
+  auditContainer.name
+])

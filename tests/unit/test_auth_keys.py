@@ -267,3 +267,16 @@ def test_no_api_changes_or_deletes_an_audit_entry(platform: Platform, client: Te
 
     assert {r.status_code for r in answers} <= {404, 405}
     assert audit_of(platform, "acme")[: len(before)] == before
+
+
+def test_a_key_costs_one_tenant_read_per_request_and_no_cache_outlives_a_revocation(
+    platform: Platform, admin_key: str
+) -> None:
+    counting = CountingTenants(platform.tenants)
+    platform.tenants = counting  # type: ignore[assignment]
+    client = TestClient(create_app(lambda: platform), raise_server_exceptions=False)
+
+    for _ in range(3):
+        assert client.get("/api/v1/subscriptions", headers=auth(admin_key)).status_code == 200
+
+    assert counting.reads == 3
