@@ -31,7 +31,8 @@ class LazyAsgiApp:
                 settings = get_settings()
                 self._app = create_app(
                     get_platform,
-                    allow_loopback_webhooks=settings.is_development,
+                    # Loopback webhooks only by the explicit development setting (refused in production).
+                    allow_loopback_webhooks=settings.allow_loopback_endpoints,
                     auth=AuthOptions.from_settings(settings),
                 )
         return self._app

@@ -337,3 +337,26 @@ def test_the_reason_is_logged_server_side_without_the_urls_secrets(caplog: pytes
         EgressPolicy(resolver=no_resolver).check_url(url)
     assert "10.0.0.1 is private" in caplog.text and "s3cr3t" not in caplog.text
     assert "10.0.0.1" not in refused.value.message
+
+
+@pytest.mark.parametrize(("flag", "expected"), [(None, False), ("false", False), ("true", True)])
+def test_the_api_allows_loopback_webhooks_by_the_setting_not_by_being_in_development(
+    monkeypatch: pytest.MonkeyPatch, flag: str | None, expected: bool
+) -> None:
+    import shared.api.app
+    from functions.http_api import LazyAsgiApp
+    from shared.config import get_settings
+
+    built: dict[str, Any] = {}
+    monkeypatch.setattr(shared.api.app, "create_app", lambda factory, **options: built.update(options))
+    monkeypatch.setenv("AIAAS_ENVIRONMENT", "development")
+    if flag is None:
+        monkeypatch.delenv("AIAAS_ALLOW_LOOPBACK_ENDPOINTS", raising=False)
+    else:
+        monkeypatch.setenv("AIAAS_ALLOW_LOOPBACK_ENDPOINTS", flag)
+    get_settings.cache_clear()
+    try:
+        LazyAsgiApp()._build()
+    finally:
+        get_settings.cache_clear()
+    assert built["allow_loopback_webhooks"] is expected
