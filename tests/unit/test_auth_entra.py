@@ -177,3 +177,29 @@ def test_every_forged_broken_or_foreign_token_is_refused(issuer: OidcIssuer, ver
             continue
         accepted.append(name)
     assert accepted == [] and len(tokens) >= 20
+
+
+@pytest.mark.parametrize(
+    ("authority", "environment", "accepted"),
+    [
+        ("https://login.microsoftonline.com", "development", True),
+        ("http://127.0.0.1:8400", "development", True),
+        ("http://login.example.com", "development", False),
+        ("http://127.0.0.1:8400", "production", False),
+        ("https://login.microsoftonline.com?x=1", "development", False),
+        ("not a url", "development", False),
+    ],
+)
+def test_the_authority_is_https_unless_loopback_in_development(
+    authority: str, environment: str, accepted: bool
+) -> None:
+    from pydantic import ValidationError
+
+    from shared.config import Settings
+
+    try:
+        Settings(environment=environment, entra_authority=authority)  # type: ignore[arg-type]
+    except (ValidationError, ValueError) as err:
+        assert not accepted and "AIAAS_ENTRA_AUTHORITY" in str(err), err
+        return
+    assert accepted
