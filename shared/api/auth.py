@@ -196,8 +196,12 @@ class Authenticator:
         try:
             caller = self._authenticate(scheme, credential)
         except (Unauthorized, Forbidden) as err:
-            request.state.refused = self._refusal(credential, err)
             self.throttle.failed(source)
+            try:
+                request.state.refused = self._refusal(credential, err)
+            except Exception:  # the store is busy: the refusal still stands, filed where no tenant claims it
+                logger.warning("could not tell whose refusal this is", exc_info=True)
+                request.state.refused = Refusal(PLATFORM_PARTITION, "anonymous", "")
             raise
         quotas.check_request_rate(self._platform(), caller.tenant_id)
         return caller

@@ -280,3 +280,96 @@ def test_a_key_costs_one_tenant_read_per_request_and_no_cache_outlives_a_revocat
         assert client.get("/api/v1/subscriptions", headers=auth(admin_key)).status_code == 200
 
     assert counting.reads == 3
+
+
+@pytest.mark.parametrize(
+    ("forwarded", "source"),
+    [
+        ("203.0.113.5", "203.0.113.5"),
+        ("203.0.113.5:51234", "203.0.113.5"),
+        ("[2001:db8::1]:443", "2001:db8::1"),
+        ("2001:db8::1", "2001:db8::1"),
+        ("10.0.0.1, 203.0.113.5", "203.0.113.5"),
+        ("not-an-address", "testclient"),
+    ],
+)
+def test_the_source_behind_the_front_end_is_its_last_forwarded_address(forwarded: str, source: str) -> None:
+    from starlette.requests import Request
+
+    from shared.api.auth import client_address
+
+    scope = {
+        "type": "http",
+        "headers": [(b"x-forwarded-for", forwarded.encode())],
+        "client": ("testclient", 50000),
+    }
+
+    assert client_address(Request(scope), behind_trusted_proxy=True) == source
+    assert client_address(Request(scope), behind_trusted_proxy=False) == "testclient"
+
+
+# Entra ID tokens through the app (the issuer's documents through httpx's MockTransport)
+
+
+@pytest.fixture
+def entra(platform: Platform) -> tuple[TestClient, OidcIssuer, str]:
+    import uuid
+
+    import httpx
+
+    from shared.services.tenants import map_entra_tenant
+    from tests.oidc_issuer import AUDIENCE
+
+    issuer = OidcIssuer()
+    app = create_app(lambda: platform, auth=AuthOptions(entra_authority=issuer.base_url, entra_audience=AUDIENCE))
+    app.state.authenticate.verifier._http = httpx.Client(transport=issuer.mock_transport())
+    tid = str(uuid.uuid4())
+    map_entra_tenant(platform, tid, "acme")
+    return TestClient(app, raise_server_exceptions=False), issuer, tid
+
+
+def test_a_token_acts_for_its_mapped_tenant_with_its_highest_role(
+    platform: Platform, entra: tuple[TestClient, OidcIssuer, str]
+) -> None:
+    client, issuer, tid = entra
+    token = issuer.token(tid, oid="actor-1", roles=["AIaaS.Reader", "AIaaS.Admin"])
+
+    created = client.post("/api/v1/keys", json={"name": "from-entra", "role": READER}, headers=auth(token))
+
+    assert created.status_code == 201
+    entry = audit_of(platform, "acme")[-1]
+    assert (entry.action, entry.actor_kind, entry.actor_id) == ("keys.create", "entra", "actor-1")
+
+
+def test_a_refused_token_is_filed_under_the_tenant_its_tid_maps_to_or_the_platform(
+    platform: Platform, entra: tuple[TestClient, OidcIssuer, str]
+) -> None:
+    import uuid
+
+    client, issuer, tid = entra
+    forged = issuer.token(tid, aud="api://other")
+    unmapped = issuer.token(str(uuid.uuid4()), roles=["AIaaS.Admin"])
+
+    assert client.get("/api/v1/jobs", headers=auth(forged)).status_code == 401
+    assert client.get("/api/v1/jobs", headers=auth(unmapped)).json() == {
+        "error": {"code": "Forbidden", "message": "not allowed"}
+    }
+    assert [(e.actor_kind, e.outcome) for e in audit_of(platform, "acme")] == [("entra", "denied")]
+    assert [e.status_code for e in audit_of(platform, PLATFORM_PARTITION)] == [403]
+
+
+def test_a_busy_store_while_filing_a_refusal_still_answers_the_refusal(
+    platform: Platform, entra: tuple[TestClient, OidcIssuer, str]
+) -> None:
+    from shared.domain.errors import ServiceUnavailable
+
+    client, issuer, tid = entra
+
+    def busy(tid: str) -> str:
+        raise ServiceUnavailable("the platform's database is throttling requests")
+
+    platform.identities.tenant_for = busy  # type: ignore[method-assign]
+    answer = client.get("/api/v1/jobs", headers=auth(issuer.token(tid, aud="api://other")))
+
+    assert answer.status_code == 401 and answer.json()["error"]["message"] == "the credential is not valid"
+    assert len(audit_of(platform, PLATFORM_PARTITION)) == 1
