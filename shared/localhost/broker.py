@@ -26,7 +26,8 @@ from shared.domain.jobs import utcnow
 from shared.services.platform import Platform
 
 logger = logging.getLogger(__name__)
-NO_RETRY_STATUSES = frozenset({400, 403, 413})  # Event Grid dead-letters these at once instead of retrying
+# Event Grid dead-letters these at once instead of retrying (Event Grid delivery and retry: 400, 401, 403, 413).
+NO_RETRY_STATUSES = frozenset({400, 401, 403, 413})
 # What a delivery that got no HTTP answer records: the same for a refused address, a closed port and a TLS error,
 # so that the delivery log tells a tenant nothing about the platform's network (the reason is logged at INFO).
 UNREACHABLE = "the endpoint could not be reached"

@@ -180,3 +180,29 @@ def test_the_client_refuses_a_trust_store_that_does_not_verify() -> None:
     lax.check_hostname = False
     with pytest.raises(ValueError, match="verifies certificates"):
         EgressPolicy().client(ssl_context=lax)
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 413])
+def test_a_delivery_refused_by_the_endpoint_is_dead_lettered_at_once(status: int) -> None:
+    ports = _Ports(InMemorySubscriptionStore(), InMemoryBlobStore())
+    ports.blobs.ensure_container("deadletter")
+    with LoopbackServer(answer(status, b"{}")) as refusing:
+        ports.subscriptions.put_subscription(Subscription("acme", "sub", refusing.url))
+        broker = LocalEventBroker(
+            lambda: ports,  # type: ignore[arg-type,return-value]
+            key="k",
+            max_attempts=5,
+            first_retry_seconds=0.01,
+            egress=EgressPolicy(allow_loopback=True),
+        )
+        broker.start()
+        try:
+            broker.accept(
+                [PlatformEvent("e3", "AIaaS.Job.Failed", "/tenants/acme/jobs/j", {}, "2026-12-01T00:00:00Z", "acme")]
+            )
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and broker.deliveries[0].status != "dead-lettered":
+                time.sleep(0.02)
+        finally:
+            broker.stop()
+        assert broker.deliveries[0].status == "dead-lettered" and refusing.hits == 1
