@@ -90,7 +90,7 @@ class LoopbackServer:
         if tls or cert_files:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             context.load_cert_chain(*(cert_files or _self_signed_files()))
-            context.sni_callback = lambda _sock, name, _ctx: self.sni_names.append(name)  # type: ignore[func-returns-value]
+            context.sni_callback = lambda _sock, name, _ctx: self.sni_names.append(name)
             self._httpd.socket = context.wrap_socket(self._httpd.socket, server_side=True)
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
 
