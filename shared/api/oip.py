@@ -706,7 +706,9 @@ def oip_router(platform_dep: Any) -> APIRouter:
 
     def ready(plat: Platform, tenant: Caller, name: str, version: str | None) -> dict[str, Any]:
         card = _resolve(plat, tenant, name, version)
-        _load(plat, card)
+        predictor = _load(plat, card)
+        if isinstance(predictor, SandboxedPredictor):  # ready means loaded: in its child, then
+            predictor.start()
         return {"name": card.name, "version": card.version, "ready": True}
 
     @router.get("/models/{name}/ready")

@@ -230,6 +230,13 @@ class SandboxPool:
         child = sandbox.child if sandbox else None
         return child.process.pid if child and child.process.poll() is None else None
 
+    def start(self, key: tuple[str, str, str]) -> None:
+        """Starts the child now (a readiness probe) unless it runs; raises SandboxUnavailable."""
+        sandbox = self._sandboxes[key]
+        with sandbox.lock:
+            self._ready(sandbox)
+            sandbox.used_at = time.monotonic()
+
     def call(self, key: tuple[str, str, str], records: list[Any], parameters: dict[str, Any]) -> list[Any]:
         sandbox = self._sandboxes[key]
         with sandbox.lock:
@@ -286,15 +293,25 @@ class SandboxPool:
         with self._lock:
             self._sandboxes.move_to_end(key)
             running = [s for s in self._sandboxes.values() if s.child is not None and s.key != key]
-        for sandbox in running[: max(0, len(running) + 1 - self._max)]:
-            self._stop(sandbox, "the pool is full")
+        excess = len(running) + 1 - self._max
+        for sandbox in running:
+            # Never wait for another sandbox's lock while holding this one's (two calls making room at once would
+            # deadlock): one in use is not the one to stop anyway.
+            if excess > 0 and self._stop(sandbox, "the pool is full", wait=False):
+                excess -= 1
 
-    def _stop(self, sandbox: _Sandbox, why: str) -> None:
-        with sandbox.lock:
-            if sandbox.child is not None:
-                logger.info("sandbox of %s@%s stopped: %s", sandbox.key[1], sandbox.key[2], why)
-                sandbox.child.kill()
-                sandbox.child = None
+    def _stop(self, sandbox: _Sandbox, why: str, *, wait: bool = True) -> bool:
+        if not sandbox.lock.acquire(blocking=wait):
+            return False
+        try:
+            if sandbox.child is None:
+                return False
+            logger.info("sandbox of %s@%s stopped: %s", sandbox.key[1], sandbox.key[2], why)
+            sandbox.child.kill()
+            sandbox.child = None
+            return True
+        finally:
+            sandbox.lock.release()
 
     def _reap(self) -> None:
         while True:
@@ -303,7 +320,7 @@ class SandboxPool:
             with self._lock:
                 idle = [s for s in self._sandboxes.values() if s.child and now - s.used_at > self.limits.idle_seconds]
             for sandbox in idle:
-                self._stop(sandbox, "idle")
+                self._stop(sandbox, "idle", wait=False)  # one in a call now is not idle
 
     def close(self) -> None:
         with self._lock:
@@ -327,6 +344,10 @@ class SandboxedPredictor:
     def pid(self) -> int | None:
         """The child's pid while it runs."""
         return self._pool.pid(self._key)
+
+    def start(self) -> None:
+        """Loads the model in its child now rather than at the first call."""
+        self._pool.start(self._key)
 
     def with_parameters(self, parameters: dict[str, Any]) -> SandboxedPredictor:
         return SandboxedPredictor(self.card, self._pool, self._key, {**self._parameters, **parameters})

@@ -279,3 +279,44 @@ def test_the_batch_path_runs_a_private_model_with_bounded_session_options() -> N
     assert options.intra_op_num_threads == 2 and options.inter_op_num_threads == 1
     assert options.enable_cpu_mem_arena is False
     assert str(options.graph_optimization_level).endswith("ORT_ENABLE_BASIC")
+
+
+def test_ready_loads_the_model_in_its_child(served: tuple[Platform, TestClient, dict[str, str]]) -> None:
+    plat, client, headers = served
+    registry = plat.models
+    assert isinstance(registry, BlobModelRegistry)
+    assert registry.sandboxes.pid(("acme", "spin", "1")) is None  # registered, never called
+    answer = client.get("/api/v2/models/spin/ready", headers=headers)
+    assert answer.status_code == 200 and answer.json()["ready"] is True
+    assert registry.sandboxes.pid(("acme", "spin", "1")) is not None
+
+
+@pytest.mark.timeout(120)
+def test_children_stop_when_idle_and_the_pool_keeps_at_most_its_size() -> None:
+    blobs = InMemoryBlobStore()
+    limits = SandboxLimits(idle_seconds=0.5)
+    registry = BlobModelRegistry(blobs, sandbox_limits=limits, max_sandboxes=2)
+    cards = []
+    for name in ("one", "two", "three"):
+        registry.register_private("acme", tiny_card(name), tiny_onnx())
+        cards.append(registry.resolve("acme", ModelRef(name)))
+    pids = []
+    for card in cards:
+        predictor: Any = registry.load(card, isolated=True)
+        assert predictor.predict([{"f0": 1, "f1": 2, "f2": 3}])[0]["label"] in ("no", "yes")
+        pids.append(predictor.pid)
+    running = [registry.sandboxes.pid(("acme", card.name, "1")) for card in cards]
+    assert running[0] is None and running[1:] == pids[1:]  # the least recently used one made room
+    with pytest.raises(ProcessLookupError):
+        os.kill(pids[0], 0)  # and it is gone, not orphaned
+    for _ in range(1000):  # the reaper wakes every idle_seconds / 4
+        if all(registry.sandboxes.pid(("acme", card.name, "1")) is None for card in cards):
+            break
+        threading.Event().wait(0.05)
+    assert all(registry.sandboxes.pid(("acme", card.name, "1")) is None for card in cards)
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    again: Any = registry.load(cards[0], isolated=True)  # and a call after that starts one again
+    assert again.predict([{"f0": 1, "f1": 2, "f2": 3}])[0]["label"] in ("no", "yes")
+    registry.close()
