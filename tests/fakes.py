@@ -495,7 +495,7 @@ class InMemoryUsageStore:
             return TenantActivity(
                 unfinished_jobs=len(docs),
                 records_in_flight=sum(int(doc["counts"]["records"]) for doc in docs),
-                job_ids=frozenset(doc["id"] for doc in docs),
+                jobs=tuple(sorted((doc["createdAt"], doc["id"]) for doc in docs)),
             )
 
     def count_request(self, tenant_id: str, window: str, limit: Callable[[], int]) -> bool:

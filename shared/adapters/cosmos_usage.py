@@ -109,14 +109,14 @@ class CosmosUsageStore:
     def activity(self, tenant_id: str) -> TenantActivity:
         terminal = ", ".join(f"'{status.value}'" for status in sorted(TERMINAL_STATUSES))
         query = (
-            "SELECT c.id, c.counts.records AS records FROM c "
+            "SELECT c.id, c.createdAt, c.counts.records AS records FROM c "
             f"WHERE c.tenantId = @tenantId AND NOT ARRAY_CONTAINS([{terminal}], c.status)"
         )
         docs = list(self._jobs.query_items(query, parameters=_params(tenantId=tenant_id), partition_key=tenant_id))
         return TenantActivity(
             unfinished_jobs=len(docs),
             records_in_flight=sum(int(doc.get("records") or 0) for doc in docs),
-            job_ids=frozenset(str(doc["id"]) for doc in docs),
+            jobs=tuple(sorted((str(doc.get("createdAt") or ""), str(doc["id"])) for doc in docs)),
         )
 
     def count_request(self, tenant_id: str, window: str, limit: Callable[[], int]) -> bool:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
@@ -214,7 +214,12 @@ class TenantActivity:
 
     unfinished_jobs: int = 0
     records_in_flight: int = 0
-    job_ids: frozenset[str] = field(default_factory=frozenset)
+    # (createdAt, jobId) of each: the order in which they took the tenant's job slots.
+    jobs: tuple[tuple[str, str], ...] = ()
+
+    def ahead_of(self, created_at: str, job_id: str) -> int:
+        """How many of these jobs were created before that one (ties broken by id, as every process sees them)."""
+        return sum(1 for key in self.jobs if key < (created_at, job_id))
 
 
 def rate_window(now: datetime) -> tuple[str, int]:

@@ -10,7 +10,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from shared.domain.blobpaths import parse_tenant_blob_path
-from shared.domain.errors import InvalidInput, NotFound, PlatformError, PreconditionFailed, UnknownModel
+from shared.domain.errors import (
+    InvalidInput,
+    NotFound,
+    PlatformError,
+    PreconditionFailed,
+    QuotaExceeded,
+    UnknownModel,
+)
 from shared.domain.events import terminal_event_id
 from shared.domain.jobs import (
     INBOX_PREFIX,
@@ -30,7 +37,7 @@ from shared.ports import BlobInfo
 from shared.services.dispatch import dispatch
 from shared.services.outcomes import publish_terminal_event
 from shared.services.platform import Platform
-from shared.services.quotas import check_admission
+from shared.services.quotas import check_admission, check_slot_after_create
 
 logger = logging.getLogger(__name__)
 
@@ -131,6 +138,9 @@ def admit(
         logger.info("job %s exists; replayed event ignored", job.job_id, extra=_ids(job))
         job = platform.jobs.get_job(tenant_id, job.job_id)
     else:
+        lost_slot = check_slot_after_create(platform, job)
+        if lost_slot is not None:  # another admission took the last job slot at the same instant
+            return _reject_created(platform, job, lost_slot, raise_it=not record_rejection)
         logger.info("job %s queued: %s over %s", job.job_id, card.name, blob_path, extra=_ids(job))
         if job.shard_count == 0:
             platform.queue.enqueue(shards)  # planning is one quick streaming pass: not rationed
@@ -370,6 +380,32 @@ def submit_job(
         error_threshold=error_threshold,
         record_rejection=False,
     )
+
+
+def _reject_created(platform: Platform, job: Job, error: QuotaExceeded, *, raise_it: bool) -> Job:
+    """Rejects a job that was created but lost its slot (before any shard of it was queued by this call).
+
+    An API caller gets the error (429) and the job stays rejected in the listing; an upload gets its event.
+    """
+    for _ in range(10):
+        if job.terminal:  # another process's dispatcher ran it to its end meanwhile: it counts as run
+            return job
+        job.status = JobStatus.REJECTED
+        job.error = {"code": error.code, "message": error.message}
+        job.completed_at = job.updated_at = utcnow()
+        job.event_id = terminal_event_id(job.job_id)
+        try:
+            job = platform.jobs.replace_job(job)
+            break
+        except PreconditionFailed:
+            job = platform.jobs.get_job(job.tenant_id, job.job_id)
+    else:
+        raise PreconditionFailed(f"job {job.job_id} kept changing while it was rejected")
+    logger.info("job %s rejected: %s", job.job_id, error.message, extra=_ids(job))
+    job = publish_terminal_event(platform, job)
+    if raise_it:
+        raise error
+    return job
 
 
 def _exists(platform: Platform, tenant_id: str, job_id: str) -> bool:

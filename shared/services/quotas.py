@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from shared.domain.errors import InvalidInput, QuotaExceeded, RateLimited
+from shared.domain.jobs import Job
 from shared.domain.usage import QUOTA_FIELDS, Quota, rate_window, seconds_to_next_day, time_range
 from shared.services.platform import Platform
 
@@ -61,6 +62,21 @@ def check_admission(platform: Platform, tenant_id: str, size: int) -> QuotaExcee
                 retry_after_seconds=seconds_to_next_day(now),
             )
     return None
+
+
+def check_slot_after_create(platform: Platform, job: Job) -> QuotaExceeded | None:
+    """For a job just created: whether it lost the tenant's last job slot to one created at the same time.
+
+    Two admissions (on two instances) can both pass check_admission when one slot is left; once both jobs
+    are stored, every process orders the tenant's unfinished jobs the same way (createdAt, then id), and a job
+    with `concurrent_jobs` others ahead of it is over the limit.
+    """
+    limit = quota_of(platform, job.tenant_id).concurrent_jobs
+    if not limit or platform.usage.activity(job.tenant_id).ahead_of(job.created_at, job.job_id) < limit:
+        return None
+    return QuotaExceeded(
+        f"the tenant's limit of {limit} concurrent jobs is reached", retry_after_seconds=CONCURRENT_RETRY_SECONDS
+    )
 
 
 def check_request_rate(platform: Platform, tenant_id: str, *, now: datetime | None = None) -> None:

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from shared.api.app import create_app
 from shared.domain.errors import InvalidInput, NotFound, QuotaExceeded, RateLimited
 from shared.domain.jobs import Job, JobStatus
-from shared.domain.usage import Quota, rate_window
+from shared.domain.usage import Quota, TenantActivity, rate_window
 from shared.services.ingest import admit_blob_created, submit_job
 from shared.services.platform import Platform
 from shared.services.quotas import check_request_rate, quota_of, set_quota
@@ -72,6 +72,36 @@ def test_a_replayed_event_of_an_admitted_job_is_not_taken_for_a_new_one_at_the_l
 
     assert replayed is not None and replayed.job_id == job.job_id and replayed.status == JobStatus.QUEUED
     assert fakes.events.of_job(job.job_id) == []
+
+
+def test_of_two_admissions_racing_for_the_last_slot_the_later_job_is_rejected(
+    platform: Platform, fakes: Fakes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another instance admitted a job between this admission's check and its create: both passed the check."""
+    set_quota(platform, "acme", concurrentJobs=1)
+    real_activity = fakes.usage.activity
+    calls = 0
+
+    def first_look_is_stale(tenant_id: str) -> TenantActivity:
+        nonlocal calls
+        calls += 1
+        return TenantActivity() if calls == 1 else real_activity(tenant_id)  # before the other job was stored
+
+    other = arrive(platform, "other.jsonl", rows(3))
+    monkeypatch.setattr(fakes.usage, "activity", first_look_is_stale)
+
+    late = arrive(platform, "late.jsonl", rows(3))
+
+    assert platform.jobs.get_job("acme", other.job_id).status == JobStatus.QUEUED
+    assert late.status == JobStatus.REJECTED
+    assert rejected_events(fakes, late) == [
+        {"code": "QuotaExceeded", "message": "the tenant's limit of 1 concurrent jobs is reached"}
+    ]
+    assert all(message.job_id != late.job_id for message in fakes.queue.messages)
+    calls = 0
+    upload(platform, "acme", "data/c.jsonl", rows(2))
+    with pytest.raises(QuotaExceeded):  # POST /api/v1/jobs: the caller gets the 429
+        submit_job(platform, "acme", MODEL_NAME, "data/c.jsonl")
 
 
 def test_a_finished_job_frees_its_slot(platform: Platform) -> None:
