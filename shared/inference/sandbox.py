@@ -116,7 +116,8 @@ def _child_environment() -> dict[str, str]:
     """Only what Python needs: no AIAAS_ settings, keys or Azure identity variables reach a tenant's model."""
     return {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "PYTHONPATH": _ROOT,
+        # The parent's own import path: in Azure the app's packages are on sys.path only (.python_packages).
+        "PYTHONPATH": os.pathsep.join([_ROOT, *(entry for entry in sys.path if entry and os.path.isdir(entry))]),
         "PYTHONDONTWRITEBYTECODE": "1",
         "OMP_NUM_THREADS": "1",
         "LANG": "C.UTF-8",

@@ -320,3 +320,18 @@ def test_children_stop_when_idle_and_the_pool_keeps_at_most_its_size() -> None:
     again: Any = registry.load(cards[0], isolated=True)  # and a call after that starts one again
     assert again.predict([{"f0": 1, "f1": 2, "f2": 3}])[0]["label"] in ("no", "yes")
     registry.close()
+
+
+def test_a_child_gets_none_of_the_platforms_settings_or_identity(
+    served: tuple[Platform, TestClient, dict[str, str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AIAAS_COSMOS_KEY", "platform-key")
+    monkeypatch.setenv("AZURE_CLIENT_SECRET", "identity-secret")
+    plat, client, headers = served
+    assert client.get("/api/v2/models/spin/ready", headers=headers).status_code == 200
+    registry = plat.models
+    assert isinstance(registry, BlobModelRegistry)
+    pid = registry.sandboxes.pid(("acme", "spin", "1"))
+    environment = Path(f"/proc/{pid}/environ").read_bytes()
+    assert b"platform-key" not in environment and b"identity-secret" not in environment
+    assert b"AIAAS_" not in environment and b"AZURE_" not in environment
