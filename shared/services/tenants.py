@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import random
+import time
 
 from shared.domain.errors import AlreadyExists, Forbidden, InvalidInput, NotFound, PreconditionFailed, Unauthorized
 from shared.domain.jobs import utcnow
@@ -23,8 +25,13 @@ from shared.services.platform import Platform
 
 logger = logging.getLogger(__name__)
 
-# A tenant document replaced by two writers at once (a key created while another is revoked): re-read and retry.
-_WRITE_ATTEMPTS = 5
+# A tenant document replaced by two writers at once (a key created while another is revoked): re-read and retry,
+# after a short random pause so that the writers do not collide again in step.
+_WRITE_ATTEMPTS = 10
+
+
+def _pause(attempt: int) -> None:
+    time.sleep(random.uniform(0, 0.02 * (attempt + 1)))
 
 
 def create_tenant(platform: Platform, tenant_id: str, *, entra_tenant: str | None = None) -> str:
@@ -32,6 +39,13 @@ def create_tenant(platform: Platform, tenant_id: str, *, entra_tenant: str | Non
     only as a hash."""
     validate_tenant_id(tenant_id)
     tid = validate_entra_tenant(entra_tenant) if entra_tenant else None
+    if tid:  # refused before anything is created: a tid acts for one tenant only
+        try:
+            taken_by = platform.identities.tenant_for(tid)
+        except NotFound:
+            pass
+        else:
+            raise AlreadyExists(f"Entra tenant {tid} already acts for tenant {taken_by}")
     key, api_key = new_api_key(tenant_id, "initial", ADMIN, utcnow())
     platform.blobs.ensure_container(container_for(tenant_id))
     platform.tenants.create_tenant(Tenant(tenant_id=tenant_id, created_at=utcnow(), keys=[key], entra_tenant=tid))
@@ -62,7 +76,7 @@ def _validate_key_request(name: str, role: str) -> None:
 def create_key(platform: Platform, tenant_id: str, name: str, role: str) -> tuple[ApiKey, str]:
     """A new key of the tenant with that role: what is stored, and the key (shown once)."""
     _validate_key_request(name, role)
-    for _ in range(_WRITE_ATTEMPTS):
+    for attempt in range(_WRITE_ATTEMPTS):
         tenant = platform.tenants.get_tenant(tenant_id)
         if len(tenant.keys) >= MAX_KEYS_PER_TENANT:
             raise InvalidInput(f"a tenant has at most {MAX_KEYS_PER_TENANT} keys; revoke one first", code="TooManyKeys")
@@ -71,6 +85,7 @@ def create_key(platform: Platform, tenant_id: str, name: str, role: str) -> tupl
         try:
             platform.tenants.replace_tenant(tenant)
         except PreconditionFailed:
+            _pause(attempt)
             continue
         logger.info("created key %s (%s) of tenant %s", key.key_id, role, tenant_id, extra={"tenant_id": tenant_id})
         return key, api_key
@@ -83,7 +98,7 @@ def list_keys(platform: Platform, tenant_id: str) -> list[ApiKey]:
 
 def revoke_key(platform: Platform, tenant_id: str, key_id: str) -> None:
     """Removes the key: from the next request on, on every process, it is refused. NotFound if it is not one."""
-    for _ in range(_WRITE_ATTEMPTS):
+    for attempt in range(_WRITE_ATTEMPTS):
         tenant = platform.tenants.get_tenant(tenant_id)
         kept = [key for key in tenant.keys if key.key_id != key_id]
         if len(kept) == len(tenant.keys):
@@ -92,6 +107,7 @@ def revoke_key(platform: Platform, tenant_id: str, key_id: str) -> None:
         try:
             platform.tenants.replace_tenant(tenant)
         except PreconditionFailed:
+            _pause(attempt)
             continue
         logger.info("revoked key %s of tenant %s", key_id, tenant_id, extra={"tenant_id": tenant_id})
         return

@@ -68,8 +68,10 @@ def test_tenants_create_maps_the_entra_tenant_and_refuses_one_already_taken(cosm
     create_tenant(platform, (owner := tenant_id()), entra_tenant=tid)
 
     with pytest.raises(AlreadyExists):
-        create_tenant(platform, tenant_id(), entra_tenant=tid)
+        create_tenant(platform, (late := tenant_id()), entra_tenant=tid)
     assert platform.identities.tenant_for(tid) == owner
+    with pytest.raises(NotFound):  # refused before the tenant was made: no tenant with a key nobody saw
+        platform.tenants.get_tenant(late)
     assert platform.tenants.get_tenant(owner).entra_tenant == tid
 
 
