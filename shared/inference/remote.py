@@ -10,8 +10,8 @@ The card says where and how (`runtime: "remote-oip"`):
              "timeoutSeconds": 30, "maxRetries": 3, "headers": {"azureml-model-deployment": "blue"}},
      "auth": {"type": "none" | "bearer" | "header", "headerName": "api-key"}}
 
-The card never holds the credential: the registry hands the ready headers to the predictor (see registry.py for
-where credentials live). A card with `features` is tabular (records are objects of numbers, sent as one FP32
+The card never holds the credential: the registry's loader reads it from the SecretStore (Key Vault in Azure;
+see loading.py) and hands the ready headers to the predictor. A card with `features` is tabular (records are objects of numbers, sent as one FP32
 tensor [n, features]); any other is text (records are strings or {"text": ...}, sent as a BYTES tensor [n]).
 Outputs come back per record: `{"label", "probabilities"}` when the card has labels and the endpoint returns the
 probabilities, else `{output name: value}` for every output tensor.
