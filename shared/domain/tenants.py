@@ -81,11 +81,6 @@ def parse_api_key(api_key: str) -> KeyParts | None:
     return KeyParts(tenant_id, key_id)
 
 
-def tenant_of_key(api_key: str) -> str | None:
-    parts = parse_api_key(api_key)
-    return parts.tenant_id if parts else None
-
-
 @dataclass(frozen=True)
 class ApiKey:
     """One key of a tenant, as stored: the secret only as its sha256 (it has 256 random bits: no salt needed)."""
