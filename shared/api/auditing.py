@@ -23,16 +23,31 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 REQUEST_ID_HEADER = "x-request-id"
 # Route names (the endpoint functions) whose action reads better than the verb_noun rule below makes it.
 ACTIONS = {
+    "create_upload": "uploads.create",
     "submit_job": "jobs.submit",
     "cancel_job": "jobs.cancel",
-    "create_upload": "uploads.create",
+    "list_jobs": "jobs.list",
+    "get_job": "jobs.get",
+    "get_results": "jobs.results",
     "create_subscription": "subscriptions.create",
     "delete_subscription": "subscriptions.delete",
+    "list_subscriptions": "subscriptions.list",
+    "get_subscription": "subscriptions.get",
+    "list_models": "models.list",
+    "get_model": "models.get",
     "register_model": "models.register",
+    "get_aliases": "models.aliases",
+    "move_alias": "models.alias",
+    "get_model_metadata": "models.metadata",
+    "get_model_version_metadata": "models.metadata",
+    "model_ready": "models.ready",
+    "model_version_ready": "models.ready",
     "infer": "models.infer",
     "infer_version": "models.infer",
     "create_key": "keys.create",
+    "list_keys": "keys.list",
     "revoke_key": "keys.revoke",
+    "list_audit": "audit.list",
 }
 
 
