@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
+import jwt
 from fastapi import Depends, Header, Request
 
 from shared.adapters.entra import EntraTokenVerifier, claimed_tid, looks_like_jwt
@@ -244,8 +245,6 @@ class Authenticator:
 
 
 def _claimed_actor(token: str) -> str:
-    import jwt
-
     try:
         claims = jwt.decode(token, options={"verify_signature": False})
     except jwt.PyJWTError:
