@@ -13,7 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from shared.bootstrap import get_platform
+from shared.bootstrap import build_platform_blobs, get_platform
+from shared.config import get_settings
 from shared.localhost.host import LocalHost
 from shared.localhost.webhook_receiver import WebhookReceiver
 from tests.e2e._api import all_results
@@ -78,7 +79,7 @@ def test_a_shard_that_keeps_failing_ends_its_job_after_bounded_deliveries(
     create_tenant: Callable[[str], httpx.Client],
 ) -> None:
     api = create_tenant("fragile")
-    blobs = get_platform().blobs
+    blobs = build_platform_blobs(get_settings())  # models live in the platform's own account
     card = json.loads((REPO / "build/models/breast-cancer-classifier/1/card.json").read_text())
     card["name"] = "fragile-model"
     # The artifact no longer matches the card's sha256: every delivery fails to load it.
