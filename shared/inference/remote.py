@@ -10,11 +10,11 @@ The card says where and how (`runtime: "remote-oip"`):
              "timeoutSeconds": 30, "maxRetries": 3, "headers": {"azureml-model-deployment": "blue"}},
      "auth": {"type": "none" | "bearer" | "header", "headerName": "api-key"}}
 
-The card never holds the credential: the registry's loader reads it from the SecretStore (Key Vault in Azure;
-see loading.py) and hands the ready headers to the predictor. A card with `features` is tabular (records are objects of numbers, sent as one FP32
-tensor [n, features]); any other is text (records are strings or {"text": ...}, sent as a BYTES tensor [n]).
-Outputs come back per record: `{"label", "probabilities"}` when the card has labels and the endpoint returns the
-probabilities, else `{output name: value}` for every output tensor.
+The card never holds the credential: the registry's loader reads it from the SecretStore (Key Vault in Azure; see
+loading.py) and hands the ready headers to the predictor. A card with `features` is tabular (records are objects of
+numbers, sent as one FP32 tensor [n, features]); any other is text (records are strings or {"text": ...}, sent as a
+BYTES tensor [n]). Outputs come back per record: `{"label", "probabilities"}` when the card has labels and the
+endpoint returns the probabilities, else `{output name: value}` for every output tensor.
 
 Failures: timeouts, connection errors, 5xx and 429 are retried with exponential back-off (honouring Retry-After);
 a 4xx is the endpoint refusing the input, raised as InvalidRecord so the shard isolates the record(s) at fault.
