@@ -1,9 +1,10 @@
 """Loading: a model version's bytes read and verified against its card, a Predictor built over them, and the
 models of this process kept in a least-recently-used cache bounded by bytes (MLServer's runtime side).
 
-Public models load in this process with the operator's thread setting. A tenant's own ONNX model loads with
-bounded session options (predictors.BOUNDED_MAX_THREADS, basic optimisations, no arena) or, with `isolated`,
-in a sandbox child (sandbox.py): the API serves online calls of private models that way.
+Public models load in this process with the operator's thread setting. A tenant's own ONNX model never has its
+session here: for batch jobs its handler runs here over a session in a sandbox child (sandbox_session.py), and
+with `isolated` (the API's online calls) handler and session both run in the child (sandbox.py); either way with
+bounded session options (predictors.BOUNDED_MAX_THREADS, basic optimisations, no arena) and rlimits.
 """
 
 from __future__ import annotations
@@ -82,13 +83,26 @@ class ModelLoader:
         elif isolated:
             predictor = self._sandbox_pool().predictor(card, lambda: self.read_package(card))
             size = SANDBOX_FOOTPRINT_BYTES
+        elif card.owner:  # a tenant's model: its session in a sandbox child, its handler here
+            predictor, size = self._load_private(card)
         else:
             artifact, files = self.read_package(card)
-            predictor = build_predictor(card, artifact, files, threads=self._onnx_threads, bounded=bool(card.owner))
+            predictor = build_predictor(card, artifact, files, threads=self._onnx_threads)
             size = len(artifact) + sum(len(data) for data in files.values())
         logger.info("loaded %s@%s in %.0f ms", card.name, card.version, (time.perf_counter() - started) * 1000)
         self._remember(key, predictor, size)
         return predictor
+
+    def _load_private(self, card: ModelCard) -> tuple[Predictor, int]:
+        from shared.inference.predictors import HANDLERS, handler_over
+        from shared.inference.sandbox_session import SessionProxy
+
+        if card.handler not in HANDLERS:
+            raise RuntimeError(f"model {card.name}@{card.version}: no handler {card.handler!r}")
+        files = self.read_package(card)[1]
+        session = SessionProxy(self._sandbox_pool(), card, lambda: self.read_package(card))
+        predictor: Predictor = handler_over(card, session, files)
+        return predictor, SANDBOX_FOOTPRINT_BYTES + sum(len(data) for data in files.values())
 
     def _sandbox_pool(self) -> SandboxPool:
         with self._lock:

@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -193,14 +193,19 @@ def check_in_sandbox(
         raise InvalidInput(str(answer["problem"]), code="InvalidModelPackage")
 
 
+Key = tuple[str, str, str]  # (owner, name, version)
+
+
 @dataclass
 class _Sandbox:
-    key: tuple[str, str, str]
+    key: Key
+    mode: str  # "serve": records in, results out; "session": tensors in and out (sandbox_session.py)
     card: ModelCard
     read_package: Callable[[], tuple[bytes, dict[str, bytes]]]
     lock: threading.Lock
     child: _Child | None = None
     used_at: float = 0.0
+    ready: dict[str, Any] | None = None  # what the child answered when it had loaded the model
 
 
 class SandboxPool:
@@ -210,7 +215,7 @@ class SandboxPool:
         self.limits = limits
         self._max = max_children
         self._lock = threading.Lock()
-        self._sandboxes: OrderedDict[tuple[str, str, str], _Sandbox] = OrderedDict()
+        self._sandboxes: OrderedDict[tuple[str, str, str, str], _Sandbox] = OrderedDict()
         self._reaper: threading.Thread | None = None
 
     def predictor(
@@ -218,41 +223,58 @@ class SandboxPool:
     ) -> SandboxedPredictor:
         """A predictor whose model lives in a child; the package is read (and the child started) on first call."""
         key = (card.owner or "", card.name, card.version)
+        self.register(card, read_package, "serve")
+        return SandboxedPredictor(card, self, key)
+
+    def register(self, card: ModelCard, read_package: Callable[[], tuple[bytes, dict[str, bytes]]], mode: str) -> Key:
+        key = (card.owner or "", card.name, card.version)
         with self._lock:
-            if key not in self._sandboxes:
-                self._sandboxes[key] = _Sandbox(key, card, read_package, threading.Lock())
+            if (*key, mode) not in self._sandboxes:
+                self._sandboxes[(*key, mode)] = _Sandbox(key, mode, card, read_package, threading.Lock())
             if self._reaper is None:
                 self._reaper = threading.Thread(target=self._reap, name="sandbox-reaper", daemon=True)
                 self._reaper.start()
-        return SandboxedPredictor(card, self, key)
+        return key
 
-    def pid(self, key: tuple[str, str, str]) -> int | None:
-        sandbox = self._sandboxes.get(key)
+    def pid(self, key: Key, mode: str = "serve") -> int | None:
+        sandbox = self._sandboxes.get((*key, mode))
         child = sandbox.child if sandbox else None
         return child.process.pid if child and child.process.poll() is None else None
 
-    def start(self, key: tuple[str, str, str]) -> None:
-        """Starts the child now (a readiness probe) unless it runs; raises SandboxUnavailable."""
-        sandbox = self._sandboxes[key]
+    def start(self, key: Key, mode: str = "serve") -> dict[str, Any]:
+        """Starts the child now unless it runs; its ready answer; raises SandboxUnavailable."""
+        sandbox = self._sandboxes[(*key, mode)]
         with sandbox.lock:
             self._ready(sandbox)
             sandbox.used_at = time.monotonic()
+            return dict(sandbox.ready or {})
 
-    def call(self, key: tuple[str, str, str], records: list[Any], parameters: dict[str, Any]) -> list[Any]:
-        sandbox = self._sandboxes[key]
+    def exchange(
+        self, key: Key, mode: str, message: dict[str, Any], frames: Sequence[bytes] = ()
+    ) -> tuple[dict[str, Any], list[bytes]]:
+        """One request (a JSON frame, then raw frames) and its answer (a JSON frame naming how many raw frames
+        follow in `frames`), to a live child; raises SandboxUnavailable if it dies or overruns meanwhile."""
+        sandbox = self._sandboxes[(*key, mode)]
         with sandbox.lock:
             child = self._ready(sandbox)
             try:
-                send_frame(child.requests, {"records": records, "parameters": parameters})
+                send_frame(child.requests, message)
+                for frame in frames:
+                    child.requests.send_bytes(frame)
                 if not child.replies.poll(self.limits.call_seconds):
                     raise TimeoutError(f"no answer within {self.limits.call_seconds:g} s")
                 answer = receive_frame(child.replies)
+                raw = [child.replies.recv_bytes(MAX_FRAME_BYTES) for _ in range(int(answer.get("frames", 0)))]
             except (EOFError, OSError, TimeoutError, ValueError) as err:
                 sandbox.child = None
                 child.kill()
                 logger.warning("sandbox of %s@%s failed during a call: %s", key[1], key[2], err)
                 raise SandboxUnavailable(f"model {key[1]!r} version {key[2]!r} is not available right now") from None
             sandbox.used_at = time.monotonic()
+        return answer, raw
+
+    def call(self, key: Key, records: list[Any], parameters: dict[str, Any]) -> list[Any]:
+        answer, _ = self.exchange(key, "serve", {"records": records, "parameters": parameters})
         if "invalid" in answer:
             refused = answer["invalid"]
             raise RecordRefused(int(refused["row"]), str(refused["message"]), field=refused.get("field"))
@@ -269,9 +291,9 @@ class SandboxPool:
             logger.warning("sandbox of %s@%s had died; starting another", sandbox.key[1], sandbox.key[2])
             sandbox.child.kill()
             sandbox.child = None
-        self._make_room(sandbox.key)
+        self._make_room(sandbox)
         artifact, files = sandbox.read_package()
-        child = _spawn("serve", self.limits)
+        child = _spawn(sandbox.mode, self.limits)
         try:
             send_frame(child.requests, _package_message(sandbox.card, artifact, files))
             del artifact, files
@@ -287,13 +309,13 @@ class SandboxPool:
                 f"model {sandbox.key[1]!r} version {sandbox.key[2]!r} is not available right now"
             ) from None
         logger.info("sandbox of %s@%s started (pid %d)", sandbox.key[1], sandbox.key[2], child.process.pid)
-        sandbox.child, sandbox.used_at = child, time.monotonic()
+        sandbox.child, sandbox.used_at, sandbox.ready = child, time.monotonic(), answer
         return child
 
-    def _make_room(self, key: tuple[str, str, str]) -> None:
+    def _make_room(self, sandbox: _Sandbox) -> None:
         with self._lock:
-            self._sandboxes.move_to_end(key)
-            running = [s for s in self._sandboxes.values() if s.child is not None and s.key != key]
+            self._sandboxes.move_to_end((*sandbox.key, sandbox.mode))
+            running = [s for s in self._sandboxes.values() if s.child is not None and s is not sandbox]
         excess = len(running) + 1 - self._max
         for sandbox in running:
             # Never wait for another sandbox's lock while holding this one's (two calls making room at once would
@@ -333,9 +355,7 @@ class SandboxPool:
 class SandboxedPredictor:
     """A Predictor whose model runs in the pool's child: records go there as they are and come back scored."""
 
-    def __init__(
-        self, card: ModelCard, pool: SandboxPool, key: tuple[str, str, str], parameters: dict[str, Any] | None = None
-    ) -> None:
+    def __init__(self, card: ModelCard, pool: SandboxPool, key: Key, parameters: dict[str, Any] | None = None) -> None:
         self.card = card
         self._pool = pool
         self._key = key

@@ -30,6 +30,9 @@ def _serve(requests: Connection, replies: Connection, limits: SandboxLimits, mod
             return
         send_frame(replies, {"ok": True})
         return
+    if mode == "session":
+        _serve_session(requests, replies, limits, artifact)
+        return
     try:
         predictor = build_predictor(card, artifact, files, threads=limits.threads, bounded=True)
     except Exception as err:  # reported to the parent, which answers 503
@@ -43,6 +46,55 @@ def _serve(requests: Connection, replies: Connection, limits: SandboxLimits, mod
         except EOFError:  # the parent closed the pipe or died
             return
         send_frame(replies, {"pong": True} if request.get("ping") else _answer(predictor, request))
+
+
+def _serve_session(requests: Connection, replies: Connection, limits: SandboxLimits, artifact: bytes) -> None:
+    """Only the ONNX Runtime session: tensors in, tensors out (the handler runs in the parent)."""
+    from shared.inference.predictors import new_session
+    from shared.inference.sandbox_session import decode, encode
+
+    try:
+        session = new_session(artifact, threads=limits.threads, bounded=True)
+    except Exception as err:  # reported to the parent, which fails the batch (and the shard is tried again)
+        send_frame(replies, {"problem": str(err)})
+        return
+    del artifact
+    options = session.get_session_options()
+
+    def node(arg: Any) -> dict[str, Any]:
+        return {"name": arg.name, "shape": list(arg.shape), "type": arg.type}
+
+    send_frame(
+        replies,
+        {
+            "ready": True,
+            "inputs": [node(i) for i in session.get_inputs()],
+            "outputs": [node(o) for o in session.get_outputs()],
+            "options": {
+                "intraOpThreads": options.intra_op_num_threads,
+                "interOpThreads": options.inter_op_num_threads,
+                "cpuMemArena": options.enable_cpu_mem_arena,
+                "graphOptimization": str(options.graph_optimization_level),
+            },
+        },
+    )
+    while True:
+        try:
+            request = receive_frame(requests)
+            if request.get("ping"):
+                send_frame(replies, {"pong": True})
+                continue
+            feeds = {str(m["name"]): decode(m, requests.recv_bytes()) for m in request.get("feeds", [])}
+        except EOFError:  # the parent closed the pipe or died
+            return
+        try:
+            encoded = [encode(value) for value in session.run(request.get("run") or None, feeds)]
+        except Exception as err:  # the model's own failure: the parent raises it for these records
+            send_frame(replies, {"error": f"{type(err).__name__}: {err}", "frames": 0})
+            continue
+        send_frame(replies, {"outputs": [meta for meta, _ in encoded], "frames": len(encoded)})
+        for _, raw in encoded:
+            replies.send_bytes(raw)
 
 
 def _explained(problem: str, limits: SandboxLimits) -> str:

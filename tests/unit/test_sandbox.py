@@ -16,7 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from shared.api.app import create_app
-from shared.domain.errors import InvalidInput
+from shared.domain.errors import InvalidInput, InvalidRecord
 from shared.domain.models import ModelRef
 from shared.inference.registry import BlobModelRegistry
 from shared.inference.sandbox import SandboxLimits
@@ -272,14 +272,23 @@ def _wait_until_spinning(pid: int) -> None:
     raise AssertionError("the sandbox never started the slow call")
 
 
-def test_the_batch_path_runs_a_private_model_with_bounded_session_options() -> None:
+def test_the_batch_path_runs_a_private_models_session_in_a_child_with_bounded_options() -> None:
     registry = BlobModelRegistry(InMemoryBlobStore(), onnx_threads=8, sandbox_limits=LIMITS)
     registry.register_private("acme", tiny_card("churn"), tiny_onnx())
-    predictor: Any = registry.load(registry.resolve("acme", ModelRef("churn")))  # in this (the worker's) process
-    options = predictor._session.get_session_options()
-    assert options.intra_op_num_threads == 2 and options.inter_op_num_threads == 1
-    assert options.enable_cpu_mem_arena is False
-    assert str(options.graph_optimization_level).endswith("ORT_ENABLE_BASIC")
+    before = sessions()
+    predictor: Any = registry.load(registry.resolve("acme", ModelRef("churn")))  # as a worker loads it
+    assert predictor.predict([predictor.prepare({"f0": 1, "f1": 2, "f2": 3})])[0]["label"] in ("no", "yes")
+    with pytest.raises(InvalidRecord, match="'f1' is missing"):  # records are checked here, as for any model
+        predictor.prepare({"f0": 1, "f2": 3})
+    assert sessions() == before
+    session = predictor._session
+    assert session.pid is not None and session.pid != os.getpid()
+    assert session.options["intraOpThreads"] == LIMITS.threads == 1 and session.options["interOpThreads"] == 1
+    assert session.options["cpuMemArena"] is False and session.options["graphOptimization"].endswith("BASIC")
+
+    os.kill(session.pid, signal.SIGKILL)  # a batch after its child died gets a fresh one
+    assert predictor.predict([predictor.prepare({"f0": 0, "f1": 0, "f2": 0})])[0]["label"] in ("no", "yes")
+    registry.close()
 
 
 def test_ready_loads_the_model_in_its_child(served: tuple[Platform, TestClient, dict[str, str]]) -> None:
