@@ -39,7 +39,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from shared.api.auth import AS_READER, AS_SUBMITTER, Caller
 from shared.domain.errors import InvalidRecord, PlatformError, UnknownModel
 from shared.domain.models import MODEL_NAME_PATTERN, SELECTOR_PATTERN, ModelCard, ModelRef
-from shared.inference.sandbox import RecordRefused, SandboxedPredictor
+from shared.inference.sandbox import RecordRefused
+from shared.inference.sandbox_session import SandboxedPredictor
 from shared.ports import Predictor
 from shared.services.platform import Platform
 

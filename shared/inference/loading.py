@@ -81,7 +81,10 @@ class ModelLoader:
         if card.raw.get("runtime") == REMOTE_RUNTIME:
             predictor, size = self._load_remote(card), REMOTE_FOOTPRINT_BYTES
         elif isolated:
-            predictor = self._sandbox_pool().predictor(card, lambda: self.read_package(card))
+            from shared.inference.sandbox_session import SandboxedPredictor
+
+            pool = self._sandbox_pool()
+            predictor = SandboxedPredictor(card, pool, pool.register(card, lambda: self.read_package(card), "serve"))
             size = SANDBOX_FOOTPRINT_BYTES
         elif card.owner:  # a tenant's model: its session in a sandbox child, its handler here
             predictor, size = self._load_private(card)

@@ -218,14 +218,6 @@ class SandboxPool:
         self._sandboxes: OrderedDict[tuple[str, str, str, str], _Sandbox] = OrderedDict()
         self._reaper: threading.Thread | None = None
 
-    def predictor(
-        self, card: ModelCard, read_package: Callable[[], tuple[bytes, dict[str, bytes]]]
-    ) -> SandboxedPredictor:
-        """A predictor whose model lives in a child; the package is read (and the child started) on first call."""
-        key = (card.owner or "", card.name, card.version)
-        self.register(card, read_package, "serve")
-        return SandboxedPredictor(card, self, key)
-
     def register(self, card: ModelCard, read_package: Callable[[], tuple[bytes, dict[str, bytes]]], mode: str) -> Key:
         key = (card.owner or "", card.name, card.version)
         with self._lock:
@@ -350,37 +342,3 @@ class SandboxPool:
             sandboxes = list(self._sandboxes.values())
         for sandbox in sandboxes:
             self._stop(sandbox, "closed")
-
-
-class SandboxedPredictor:
-    """A Predictor whose model runs in the pool's child: records go there as they are and come back scored."""
-
-    def __init__(self, card: ModelCard, pool: SandboxPool, key: Key, parameters: dict[str, Any] | None = None) -> None:
-        self.card = card
-        self._pool = pool
-        self._key = key
-        self._parameters = dict(parameters or {})
-
-    @property
-    def pid(self) -> int | None:
-        """The child's pid while it runs."""
-        return self._pool.pid(self._key)
-
-    def start(self) -> None:
-        """Loads the model in its child now rather than at the first call."""
-        self._pool.start(self._key)
-
-    def with_parameters(self, parameters: dict[str, Any]) -> SandboxedPredictor:
-        return SandboxedPredictor(self.card, self._pool, self._key, {**self._parameters, **parameters})
-
-    def prepare(self, record: Any) -> Any:
-        return record  # prepared in the child, with the model's own code
-
-    def predict(self, prepared: list[Any]) -> list[dict[str, Any]]:
-        return self.run_records(prepared)
-
-    def run_records(self, records: list[Any]) -> list[dict[str, Any]]:
-        """Prepares and predicts every record in the child; raises RecordRefused for the first bad one."""
-        if not records:
-            return []
-        return [dict(result) for result in self._pool.call(self._key, records, self._parameters)]

@@ -1,6 +1,8 @@
-"""An ONNX Runtime session in a sandbox child, as the handlers see one: `get_inputs`, `get_outputs`, `run`.
+"""Predictors over sandbox children: SandboxedPredictor (records in, results out: online calls, handler and
+session both in the child) and SessionProxy (an ONNX Runtime session in a child as the handlers see one:
+`get_inputs`, `get_outputs`, `run`).
 
-The batch path uses it for a tenant's model: the handler (record checks, tokenizing, image decoding: the
+The batch path uses SessionProxy for a tenant's model: the handler (record checks, tokenizing, image decoding: the
 platform's own code) runs in the worker as for any model, so records fail exactly as they would in-process, while
 the tenant's bytes are parsed and executed only by the child. Tensors cross the pipe as raw bytes with their dtype
 and shape, checked on the way back (numbers and booleans only).
@@ -13,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.domain.models import ModelCard
-from shared.inference.sandbox import SandboxPool
+from shared.inference.sandbox import Key, SandboxPool
 
 # What a tensor coming back from a child may be: numbers and booleans (never object arrays).
 SAFE_KINDS = frozenset("fiub")
@@ -88,3 +90,37 @@ class SessionProxy:
         if len(outputs) != len(raw_outputs):
             raise RuntimeError("the sandbox answered a different number of tensors than it described")
         return [decode(meta, raw) for meta, raw in zip(outputs, raw_outputs, strict=True)]
+
+
+class SandboxedPredictor:
+    """A Predictor whose model runs in the pool's child: records go there as they are and come back scored."""
+
+    def __init__(self, card: ModelCard, pool: SandboxPool, key: Key, parameters: dict[str, Any] | None = None) -> None:
+        self.card = card
+        self._pool = pool
+        self._key = key
+        self._parameters = dict(parameters or {})
+
+    @property
+    def pid(self) -> int | None:
+        """The child's pid while it runs."""
+        return self._pool.pid(self._key)
+
+    def start(self) -> None:
+        """Loads the model in its child now rather than at the first call."""
+        self._pool.start(self._key)
+
+    def with_parameters(self, parameters: dict[str, Any]) -> SandboxedPredictor:
+        return SandboxedPredictor(self.card, self._pool, self._key, {**self._parameters, **parameters})
+
+    def prepare(self, record: Any) -> Any:
+        return record  # prepared in the child, with the model's own code
+
+    def predict(self, prepared: list[Any]) -> list[dict[str, Any]]:
+        return self.run_records(prepared)
+
+    def run_records(self, records: list[Any]) -> list[dict[str, Any]]:
+        """Prepares and predicts every record in the child; raises RecordRefused for the first bad one."""
+        if not records:
+            return []
+        return [dict(result) for result in self._pool.call(self._key, records, self._parameters)]
