@@ -320,3 +320,21 @@ def test_the_batch_pipeline_runs_a_remote_model(platform: Platform, v2: V2Server
     [error] = [e for page in pages for e in page.errors]
     # Generic: what the endpoint said about the record goes to the server-side log, not into the tenant's errors.
     assert error["id"] == "bad" and "the model endpoint refused the input" in error["message"]
+
+
+def test_without_a_secret_store_a_credential_is_refused_and_the_old_blob_path_is_never_read(tmp_path: Path) -> None:
+    blobs = InMemoryBlobStore()
+    card = {**scorer_card("https://models.example.com"), "auth": {"type": "bearer"}}
+    bare = BlobModelRegistry(blobs, check_endpoint=lambda url: None)
+    with pytest.raises(InvalidInput) as err:
+        bare.register_private("acme", card, None, credential="s3cr3t-token")
+    assert err.value.code == "CredentialStoreMissing" and list(blobs.list_blobs("models")) == []
+
+    first = BlobModelRegistry(blobs, secrets=LocalSecretStore(tmp_path / "a"), check_endpoint=lambda url: None)
+    first.register_private("acme", card, None, credential="s3cr3t-token")
+    # A credential where the registry once kept them, a blob of the models container, is never read:
+    blobs.write_bytes("models", "secrets/acme/remote-scorer/1.json", json.dumps({"credential": "old"}).encode())
+    other = BlobModelRegistry(blobs, secrets=LocalSecretStore(tmp_path / "b"))  # a store without it
+    with pytest.raises(RuntimeError, match="credential is not available"):
+        other.load(other.resolve("acme", ModelRef("remote-scorer")))
+    assert [m["name"] for m in other.list_models("acme")] == ["remote-scorer"]  # and `secrets/` is no model

@@ -345,3 +345,19 @@ def test_a_child_gets_none_of_the_platforms_settings_or_identity(
     environment = Path(f"/proc/{pid}/environ").read_bytes()
     assert b"platform-key" not in environment and b"identity-secret" not in environment
     assert b"AIAAS_" not in environment and b"AZURE_" not in environment
+
+
+def test_the_api_answers_a_refused_registration_with_its_reason(
+    served: tuple[Platform, TestClient, dict[str, str]],
+) -> None:
+    import base64
+
+    _, client, headers = served
+    body = {
+        "card": tiny_card("too-new"),
+        "artifactBase64": base64.b64encode(onnx_model([softmax()], opsets={"": 22})).decode(),
+    }
+    answer = client.post("/api/v1/models", json=body, headers=headers)
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"]["code"] == "InvalidModelPackage" and "opset 22" in answer.json()["error"]["message"]
+    assert "too-new" not in [m["name"] for m in client.get("/api/v1/models", headers=headers).json()["items"]]
