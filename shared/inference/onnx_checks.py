@@ -194,7 +194,9 @@ def check_package(card: ModelCard, artifact: bytes, files: dict[str, bytes], *, 
     if "features" in card.raw:
         example = _check_features(card, session, example)
     elif example is None and ".txt" in card.input_types:
-        example = "An example sentence."
+        example = {"text": "An example sentence."}  # the form every text handler takes (a line of a .txt file)
+        if card.handler.startswith("zero-shot") or card.task.startswith("zero-shot"):
+            example["labels"] = ["one", "two"]  # zero-shot labels come per job or per record
     try:
         predictor = handler_over(card, session, files)
         if example is not None:
@@ -211,7 +213,9 @@ def _check_features(card: ModelCard, session: Any, example: Any) -> Any:
     features = card.raw["features"]
     if not isinstance(features, list) or not features or not all(isinstance(f, str) for f in features):
         raise bad('"features" must be a non-empty list of feature names')
-    if not isinstance(card.raw.get("labels"), list) or not card.raw["labels"]:
+    if card.handler == "tabular-classifier" and (
+        not isinstance(card.raw.get("labels"), list) or not card.raw["labels"]
+    ):
         raise bad('a classifier card needs "labels"')
     input_name = (card.raw.get("onnx") or {}).get("inputName")
     inputs = {item.name: item for item in session.get_inputs()}

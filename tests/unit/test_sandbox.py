@@ -361,3 +361,51 @@ def test_the_api_answers_a_refused_registration_with_its_reason(
     assert answer.status_code == 400, answer.text
     assert answer.json()["error"]["code"] == "InvalidModelPackage" and "opset 22" in answer.json()["error"]["message"]
     assert "too-new" not in [m["name"] for m in client.get("/api/v1/models", headers=headers).json()["items"]]
+
+
+@pytest.mark.timeout(300)
+def test_every_built_model_registered_privately_scores_as_the_public_one(tmp_path: Path) -> None:
+    """Batch (handler here, session in a child) and online (both in a child) agree with the public model in-process."""
+    import json
+
+    from tests.unit._model_packages import MODELS_DIR
+
+    samples = MODELS_DIR.parent / "samples"
+    packages = sorted(MODELS_DIR.glob("*/1"))
+    if not packages or not (samples / "digit-7.png").is_file():
+        pytest.skip("run `make models` to build the model packages and samples")
+    registry = BlobModelRegistry(InMemoryBlobStore(), sandbox_limits=LIMITS)
+    first_line = {p.name: json.loads(p.read_text().splitlines()[0]) for p in samples.glob("*.jsonl")}
+    for package in packages:
+        card = json.loads((package / "card.json").read_text())
+        registry.publish_package(package)
+        private = {**card, "name": f"own-{card['name']}"}
+        files = {f["file"]: (package / f["file"]).read_bytes() for f in card.get("files", [])}
+        registry.register_private("acme", private, (package / card["artifact"]["file"]).read_bytes(), files=files)
+        if ".png" in card["inputTypes"]:
+            record: Any = {"image": (samples / "digit-7.png").read_bytes(), "id": None}
+        elif card["handler"].startswith("zero-shot"):
+            record = {**first_line["zero-shot.jsonl"], "labels": ["sport", "money"]}
+        elif ".txt" in card["inputTypes"]:
+            record = {"text": "the delivery was late and the box was damaged"}
+        else:
+            record = dict.fromkeys(card["features"], 0.25)
+        public: Any = registry.load(registry.resolve("", ModelRef(card["name"])))
+        batch: Any = registry.load(registry.resolve("acme", ModelRef(private["name"])))
+        online: Any = registry.load(registry.resolve("acme", ModelRef(private["name"])), isolated=True)
+        expected = json.loads(json.dumps(public.predict([public.prepare(record)])))
+        # Basic graph optimisations only, one thread: the same model, to float rounding.
+        assert _close(json.loads(json.dumps(batch.predict([batch.prepare(record)]))), expected), card["name"]
+        assert _close(online.run_records([record]), expected), card["name"]
+        assert batch._session.pid not in (None, os.getpid()) and online.pid not in (None, os.getpid())
+    registry.close()
+
+
+def _close(got: Any, want: Any) -> bool:
+    if isinstance(want, dict):
+        return isinstance(got, dict) and got.keys() == want.keys() and all(_close(got[k], want[k]) for k in want)
+    if isinstance(want, list):
+        return isinstance(got, list) and len(got) == len(want) and all(map(_close, got, want))
+    if isinstance(want, float) and not isinstance(want, bool):
+        return isinstance(got, int | float) and abs(got - want) <= 1e-4
+    return bool(got == want)
