@@ -22,6 +22,7 @@ import subprocess
 import sys
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -98,7 +99,7 @@ def receive_frame(conn: Connection) -> dict[str, Any]:
     return dict(_unpack(message))
 
 
-@dataclass
+@dataclass(eq=False)  # hashed by identity: the pool keeps a set of them
 class _Child:
     process: subprocess.Popen[bytes]
     requests: Connection
@@ -217,6 +218,10 @@ class SandboxPool:
         self._lock = threading.Lock()
         self._sandboxes: OrderedDict[tuple[str, str, str, str], _Sandbox] = OrderedDict()
         self._reaper: threading.Thread | None = None
+        # Every child started, so that a pool dropped without close() (a registry that goes away) stops them:
+        # the finalizer holds this set, never the pool.
+        self._children: set[_Child] = set()
+        weakref.finalize(self, _kill_all, self._children)
 
     def register(self, card: ModelCard, read_package: Callable[[], tuple[bytes, dict[str, bytes]]], mode: str) -> Key:
         key = (card.owner or "", card.name, card.version)
@@ -224,7 +229,9 @@ class SandboxPool:
             if (*key, mode) not in self._sandboxes:
                 self._sandboxes[(*key, mode)] = _Sandbox(key, mode, card, read_package, threading.Lock())
             if self._reaper is None:
-                self._reaper = threading.Thread(target=self._reap, name="sandbox-reaper", daemon=True)
+                self._reaper = threading.Thread(
+                    target=_reap, args=(weakref.ref(self), self.limits.idle_seconds), name="sandbox-reaper", daemon=True
+                )
                 self._reaper.start()
         return key
 
@@ -259,7 +266,7 @@ class SandboxPool:
                 raw = [child.replies.recv_bytes(MAX_FRAME_BYTES) for _ in range(int(answer.get("frames", 0)))]
             except (EOFError, OSError, TimeoutError, ValueError) as err:
                 sandbox.child = None
-                child.kill()
+                self._kill(child)
                 logger.warning("sandbox of %s@%s failed during a call: %s", key[1], key[2], err)
                 raise SandboxUnavailable(f"model {key[1]!r} version {key[2]!r} is not available right now") from None
             sandbox.used_at = time.monotonic()
@@ -281,7 +288,7 @@ class SandboxPool:
             return sandbox.child
         if sandbox.child is not None:
             logger.warning("sandbox of %s@%s had died; starting another", sandbox.key[1], sandbox.key[2])
-            sandbox.child.kill()
+            self._kill(sandbox.child)
             sandbox.child = None
         self._make_room(sandbox)
         artifact, files = sandbox.read_package()
@@ -295,13 +302,14 @@ class SandboxPool:
             if not answer.get("ready"):
                 raise RuntimeError(str(answer.get("problem") or answer))
         except Exception as err:
-            child.kill()
+            self._kill(child)
             logger.warning("sandbox of %s@%s did not start: %s", sandbox.key[1], sandbox.key[2], err)
             raise SandboxUnavailable(
                 f"model {sandbox.key[1]!r} version {sandbox.key[2]!r} is not available right now"
             ) from None
         logger.info("sandbox of %s@%s started (pid %d)", sandbox.key[1], sandbox.key[2], child.process.pid)
         sandbox.child, sandbox.used_at, sandbox.ready = child, time.monotonic(), answer
+        self._children.add(child)
         return child
 
     def _make_room(self, sandbox: _Sandbox) -> None:
@@ -322,23 +330,42 @@ class SandboxPool:
             if sandbox.child is None:
                 return False
             logger.info("sandbox of %s@%s stopped: %s", sandbox.key[1], sandbox.key[2], why)
-            sandbox.child.kill()
+            self._kill(sandbox.child)
             sandbox.child = None
             return True
         finally:
             sandbox.lock.release()
 
-    def _reap(self) -> None:
-        while True:
-            time.sleep(max(0.05, self.limits.idle_seconds / 4))
-            now = time.monotonic()
-            with self._lock:
-                idle = [s for s in self._sandboxes.values() if s.child and now - s.used_at > self.limits.idle_seconds]
-            for sandbox in idle:
-                self._stop(sandbox, "idle", wait=False)  # one in a call now is not idle
+    def reap_idle(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            idle = [s for s in self._sandboxes.values() if s.child and now - s.used_at > self.limits.idle_seconds]
+        for sandbox in idle:
+            self._stop(sandbox, "idle", wait=False)  # one in a call now is not idle
+
+    def _kill(self, child: _Child) -> None:
+        child.kill()
+        self._children.discard(child)
 
     def close(self) -> None:
         with self._lock:
             sandboxes = list(self._sandboxes.values())
         for sandbox in sandboxes:
             self._stop(sandbox, "closed")
+
+
+def _reap(pool: weakref.ref[SandboxPool], idle_seconds: float) -> None:
+    """The reaper thread: holds its pool only while it looks, and ends when the pool is gone."""
+    while True:
+        time.sleep(max(0.05, idle_seconds / 4))
+        alive = pool()
+        if alive is None:
+            return
+        alive.reap_idle()
+        del alive
+
+
+def _kill_all(children: set[_Child]) -> None:
+    for child in list(children):
+        child.kill()
+    children.clear()

@@ -409,3 +409,15 @@ def _close(got: Any, want: Any) -> bool:
     if isinstance(want, float) and not isinstance(want, bool):
         return isinstance(got, int | float) and abs(got - want) <= 1e-4
     return bool(got == want)
+
+
+def test_a_registry_dropped_without_close_leaves_no_child_behind() -> None:
+    registry = BlobModelRegistry(InMemoryBlobStore(), sandbox_limits=LIMITS)
+    registry.register_private("acme", tiny_card("churn"), tiny_onnx())
+    predictor: Any = registry.load(registry.resolve("acme", ModelRef("churn")))
+    pid = predictor._session.pid
+    assert pid is not None
+    del registry, predictor
+    gc.collect()
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
