@@ -39,6 +39,14 @@ param deployBlobEventSubscription bool = false
 @description('Optional resource group name override.')
 param resourceGroupName string = ''
 
+@description('The region this stamp serves (AIAAS_REGION); defaults to the deployment location.')
+param region string = location
+
+@description('The global tenant directory (global.bicep outputs): its Cosmos DB account, resource group and endpoint.')
+param directoryAccountName string
+param directoryResourceGroupName string
+param directoryEndpoint string
+
 @description('Email address that receives the operator alerts (modules/alerts.bicep). Empty: alerts show in the portal only.')
 param alertEmail string = ''
 
@@ -216,6 +224,18 @@ module functionApp 'modules/functionapp.bicep' = {
     eventGridDomainId: eventGridDomain.outputs.resourceId
     keyVaultUri: keyVault.outputs.vaultUri
     logAnalyticsWorkspaceId: monitoring.outputs.logAnalyticsWorkspaceId
+    region: region
+    directoryEndpoint: directoryEndpoint
+  }
+}
+
+// The stamp reads the global directory (which stamp serves a tenant) and can never write it.
+module directoryReader 'modules/directory-reader.bicep' = {
+  name: 'directory-reader-${region}'
+  scope: resourceGroup(directoryResourceGroupName)
+  params: {
+    directoryAccountName: directoryAccountName
+    functionPrincipalId: identity.outputs.principalId
   }
 }
 
@@ -232,6 +252,8 @@ module rbac 'modules/rbac.bicep' = {
     eventGridDomainName: eventGridDomain.outputs.name
     cosmosAccountName: cosmos.outputs.name
     cosmosDatabaseName: cosmos.outputs.databaseName
+    cosmosContainerNames: cosmos.outputs.writableContainerNames
+    cosmosAuditContainerName: cosmos.outputs.auditContainerName
     applicationInsightsName: monitoring.outputs.applicationInsightsName
     keyVaultName: keyVault.outputs.name
     functionPrincipalId: identity.outputs.principalId
@@ -299,6 +321,8 @@ output AZURE_EVENTGRID_DOMAIN_NAME string = eventGridDomain.outputs.name
 output AZURE_EVENTGRID_SYSTEM_TOPIC_NAME string = systemTopic.outputs.name
 output BLOB_EVENT_SUBSCRIPTION_DEPLOYED bool = deployBlobEventSubscription
 
+output AIAAS_REGION string = region
+output AIAAS_DIRECTORY_ENDPOINT string = directoryEndpoint
 output AIAAS_KEYVAULT_URL string = keyVault.outputs.vaultUri
 output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.applicationInsightsName
 output AZURE_LOG_ANALYTICS_NAME string = monitoring.outputs.logAnalyticsName

@@ -90,12 +90,32 @@ def build_platform(settings: Settings) -> Platform:
         shard_timeout_seconds=settings.shard_timeout_seconds,
         max_archive_bytes=settings.max_archive_bytes,
         max_archive_entries=settings.max_archive_entries,
+        region=settings.region or "local",
+        directory=build_directory(settings, cosmos),
         default_quota=Quota(
             records_per_day=settings.default_records_per_day,
             concurrent_jobs=settings.default_concurrent_jobs,
             max_file_bytes=settings.default_max_file_bytes,
             requests_per_minute=settings.default_requests_per_minute,
         ),
+    )
+
+
+def build_directory(settings: Settings, stamp_cosmos: Any) -> Any:
+    """The global tenant directory: its own account when AIAAS_DIRECTORY_ENDPOINT is set (Azure: global.bicep),
+    else a database of its own on this stamp's account (locally: shared by every stamp on the Cosmos stand-in)."""
+    from shared.adapters.cosmos_client import make_cosmos_client
+    from shared.adapters.cosmos_directory import CosmosTenantDirectory, directory_database
+
+    client = stamp_cosmos
+    if settings.directory_endpoint:
+        client = make_cosmos_client(
+            settings.directory_endpoint,
+            settings.cosmos_key if settings.is_development else None,
+            credential=None if settings.is_development and settings.cosmos_key else azure_credential(),
+        )
+    return CosmosTenantDirectory(
+        directory_database(client, settings.directory_database, create=settings.is_development)
     )
 
 

@@ -41,7 +41,9 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     _local_stack(args.workers)
     settings = get_settings()
-    host = LocalHost(settings, workers=args.workers, log_level=args.log_level)
+    if args.regions:
+        return _up_stamps(args, [region.strip() for region in args.regions.split(",")])
+    host = LocalHost(settings, workers=args.workers, log_level=args.log_level, stand_ins_running=args.stand_ins_running)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with host:
@@ -58,6 +60,63 @@ def cmd_up(args: argparse.Namespace) -> int:
         print(f"error: {host.failure}", file=sys.stderr, flush=True)
         return 1
     return 0
+
+
+def _up_stamps(args: argparse.Namespace, regions: list[str]) -> int:
+    """`aiaas up --regions a,b`: one stamp per region side by side (shared.localhost.stamps)."""
+    from shared.localhost.stamps import LocalStamps
+
+    settings = get_settings()
+    try:
+        stamps = LocalStamps(settings, regions, workers=args.workers, log_level=args.log_level)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        stamps.start()
+    except RuntimeError as err:
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        return 1
+    try:
+        print(f"aiaas local stamps up: {len(stamps.stamps)} regions  (Ctrl-C stops everything)", flush=True)
+        for stamp in stamps.stamps:
+            print(
+                f"  region {stamp.region}: API {stamp.api_url}  storage account {stamp.account}  "
+                f"Cosmos database {stamp.database}",
+                flush=True,
+            )
+        print(
+            f"  Azurite {stamps.azurite.blob_endpoint}  Cosmos {stamps.cosmos.endpoint}  "
+            f"directory database {settings.directory_database}  data {settings.data_dir}",
+            flush=True,
+        )
+        print("  tenants: aiaas tenants create ID --region R", flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            stamps.wait(stop)
+        print("stopping...", flush=True)
+    finally:
+        stamps.stop()
+    if stamps.failure is not None:
+        print(f"error: {stamps.failure}", file=sys.stderr, flush=True)
+        return 1
+    return 0
+
+
+def _select_stamp(region: str | None) -> None:
+    """With --region of another stamp of `aiaas up --regions` on this machine, the command acts on that stamp
+    (its settings from the stamps file); anything else stays with this process's settings."""
+    from shared import bootstrap
+    from shared.localhost.stamps import stamp_environment
+
+    settings = get_settings()
+    if region is None or region == settings.region or not settings.is_development:
+        return
+    env = stamp_environment(settings.data_dir, region)
+    if env is not None:
+        os.environ.update(env)
+        bootstrap.reset()
 
 
 def _audit_operator(tenant_id: str, action: str, target: str, outcome: str) -> None:
@@ -80,9 +139,13 @@ def _audit_operator(tenant_id: str, action: str, target: str, outcome: str) -> N
 
 def cmd_tenants_create(args: argparse.Namespace) -> int:
     from shared.domain.errors import PlatformError
+    from shared.services.regions import place_tenant
     from shared.services.tenants import create_tenant
 
+    _select_stamp(args.region)
     try:
+        # The directory first: it reserves the tenant for this stamp, so no other stamp can make it too.
+        place_tenant(_platform(), args.tenant_id, args.region)
         api_key = create_tenant(_platform(), args.tenant_id, entra_tenant=args.entra_tenant)
     except PlatformError as err:
         print(f"error: {err.message}", file=sys.stderr)
@@ -261,6 +324,11 @@ def build_parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="run the local platform in the foreground until Ctrl-C")
     up.add_argument("--workers", type=int, default=None, help="worker processes (default AIAAS_WORKERS)")
     up.add_argument("--log-level", default="WARNING")
+    up.add_argument(
+        "--regions", metavar="A,B", help="run one stamp per region side by side (their APIs on AIAAS_API_PORT, +1, ...)"
+    )
+    # A stamp of `--regions`: the parent's stand-ins are up already at the settings' ports.
+    up.add_argument("--stand-ins-running", action="store_true", help=argparse.SUPPRESS)
     up.set_defaults(func=cmd_up)
 
     tenants = sub.add_parser("tenants", help="manage tenants").add_subparsers(dest="action", required=True)
@@ -268,6 +336,9 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("tenant_id")
     create.add_argument("--json", action="store_true", help='print {"tenantId": ..., "apiKey": ...}')
     create.add_argument("--entra-tenant", metavar="TID", help="Entra ID tokens of this tid act for the tenant")
+    create.add_argument(
+        "--region", help="the tenant's home region: made only in that stamp (default: this stamp's AIAAS_REGION)"
+    )
     create.set_defaults(func=cmd_tenants_create)
     tenants.add_parser("list", help="list tenants").set_defaults(func=cmd_tenants_list)
     set_quota = tenants.add_parser("set-quota", help="a tenant's own limits (0: no limit; unset: unchanged)")

@@ -73,6 +73,12 @@ class Settings(BaseSettings):
     eventgrid_domain_id: str | None = None
 
     public_api_url: str | None = None
+    # Regional stamps (README "Regional stamps"): the region this stamp serves (required in production; "local" in
+    # development), and the global tenant directory that says which stamp serves each tenant: a database of its own
+    # on AIAAS_DIRECTORY_ENDPOINT (unset: this stamp's Cosmos account, as locally), read-only for the stamps.
+    region: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9-]{0,30}$")
+    directory_endpoint: str | None = None
+    directory_database: str = "aiaas-global"
     models_container: str = "models"
     # Key Vault that keeps tenants' remote-model credentials (the managed identity only); unset in development,
     # where they are files under AIAAS_DATA_DIR/secrets (0600), out of reach of any SAS.
@@ -160,6 +166,7 @@ class Settings(BaseSettings):
                 self.eventgrid_key = self.eventgrid_key or LOCAL_EVENTGRID_KEY
             if not self.public_api_url:
                 self.public_api_url = f"http://{self.api_host}:{self.api_port}/api"
+            self.region = self.region or "local"
             return self
         self._refuse_unsafe_production_values()
         return self
@@ -217,6 +224,10 @@ class Settings(BaseSettings):
             problems.append("AIAAS_SERVICEBUS_NAMESPACE is required with the servicebus backend")
         if not self.public_api_url:
             problems.append("AIAAS_PUBLIC_API_URL is required")
+        if not self.region:
+            problems.append("AIAAS_REGION is required (the region of this stamp)")
+        if self.directory_endpoint and is_loopback_url(self.directory_endpoint):
+            problems.append("AIAAS_DIRECTORY_ENDPOINT must be a real Cosmos DB account")
         if self.allow_loopback_endpoints:
             problems.append("AIAAS_ALLOW_LOOPBACK_ENDPOINTS is for development only: tenants' endpoints must be public")
         if self.keyvault_url and not self.keyvault_url.startswith("https://"):

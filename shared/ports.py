@@ -11,6 +11,7 @@ from shared.domain.audit import AuditEntry
 from shared.domain.events import PlatformEvent, Subscription
 from shared.domain.jobs import Job, ResultPage, ShardMessage
 from shared.domain.models import ModelCard, ModelRef
+from shared.domain.regions import TenantHome
 from shared.domain.tenants import Tenant
 from shared.domain.usage import TenantActivity, UsageRecord
 
@@ -125,6 +126,19 @@ class EntraTenantMap(Protocol):
 
     def tenant_for(self, tid: str) -> str:
         """One point read; raises NotFound."""
+        ...
+
+
+class TenantDirectory(Protocol):
+    """The global tenant directory: which stamp (region, API URL) is each tenant's home. Stamps only read it."""
+
+    def home_of(self, tenant_id: str) -> TenantHome | None:
+        """One point read; None when the tenant is not in the directory."""
+        ...
+
+    def place(self, home: TenantHome) -> TenantHome:
+        """Records a new tenant's home (a conditional create); returns the home the directory holds, which is an
+        earlier one when the tenant was placed before (the caller compares)."""
         ...
 
 

@@ -23,6 +23,7 @@ from shared.domain.audit import AuditEntry
 from shared.domain.errors import AlreadyExists, InvalidInput, NotFound, PreconditionFailed
 from shared.domain.events import PlatformEvent, Subscription
 from shared.domain.jobs import TERMINAL_STATUSES, Job, ResultPage, ShardMessage
+from shared.domain.regions import TenantHome
 from shared.domain.tenants import Tenant, container_for
 from shared.domain.usage import TenantActivity, UsageRecord
 from shared.inference.registry import BlobModelRegistry
@@ -239,6 +240,24 @@ class InMemoryEntraTenantMap:
             if tid not in self.tenants:
                 raise NotFound(f"Entra tenant {tid} is not mapped")
             return self.tenants[tid]
+
+
+class InMemoryTenantDirectory:
+    """The global tenant directory; `reads` counts point reads (the per-process cache saves them)."""
+
+    def __init__(self) -> None:
+        self.homes: dict[str, TenantHome] = {}
+        self.reads = 0
+        self._lock = threading.Lock()
+
+    def home_of(self, tenant_id: str) -> TenantHome | None:
+        with self._lock:
+            self.reads += 1
+            return self.homes.get(tenant_id)
+
+    def place(self, home: TenantHome) -> TenantHome:
+        with self._lock:
+            return self.homes.setdefault(home.tenant_id, home)
 
 
 class InMemoryAuditLog:

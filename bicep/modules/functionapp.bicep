@@ -21,6 +21,12 @@ param applicationInsightsConnectionString string
 param cosmosEndpoint string
 param cosmosDatabaseName string = 'aiaas'
 
+@description('The region this stamp serves (AIAAS_REGION): tenants homed here are served, others answer 421 WrongRegion.')
+param region string
+@description('Endpoint of the global tenant directory\'s Cosmos DB account (global.bicep), read-only for the stamp.')
+param directoryEndpoint string
+param directoryDatabaseName string = 'aiaas-global'
+
 @description('Service Bus FQDN, e.g. <ns>.servicebus.windows.net')
 param serviceBusFullyQualifiedNamespace string
 param serviceBusQueueName string = 'shards'
@@ -171,6 +177,9 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     AIAAS_KEYVAULT_URL: keyVaultUri
     AIAAS_COSMOS_ENDPOINT: cosmosEndpoint
     AIAAS_COSMOS_DATABASE: cosmosDatabaseName
+    AIAAS_REGION: region
+    AIAAS_DIRECTORY_ENDPOINT: directoryEndpoint
+    AIAAS_DIRECTORY_DATABASE: directoryDatabaseName
     AIAAS_JOB_QUEUE_BACKEND: 'servicebus'
     AIAAS_JOB_QUEUE_NAME: serviceBusQueueName
     AIAAS_SERVICEBUS_NAMESPACE: serviceBusFullyQualifiedNamespace

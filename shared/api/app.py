@@ -24,6 +24,7 @@ from shared.domain.errors import (
     ServiceUnavailable,
     Unauthorized,
     UnknownModel,
+    WrongRegion,
 )
 from shared.domain.models import MODEL_NAME_PATTERN
 from shared.services import ingest, queries, subscriptions
@@ -32,6 +33,9 @@ from shared.services.platform import Platform
 logger = logging.getLogger(__name__)
 
 STATUS_BY_ERROR: list[tuple[type[PlatformError], int]] = [
+    # 421 Misdirected Request: this stamp cannot answer for the tenant; the same request goes to its home stamp
+    # (AIaaS-Home-Api-Url). Not a redirect: no client follows it with the credential on its own.
+    (WrongRegion, 421),
     (Unauthorized, 401),
     (Forbidden, 403),
     (UnknownModel, 404),
@@ -148,6 +152,8 @@ def create_app(
         if status in REFUSED_MESSAGES:
             code = "Unauthorized" if status == 401 else "Forbidden"
             return JSONResponse(error_body(code, public_message(status, err)), status_code=status, headers=headers)
+        if isinstance(err, WrongRegion):
+            headers = {"AIaaS-Home-Region": err.region, "AIaaS-Home-Api-Url": err.api_url}
         if isinstance(err, ServiceUnavailable):  # the database is busy: when to come back, as it told us
             headers = {"Retry-After": str(err.retry_after_seconds)}
         if isinstance(err, QuotaExceeded) and err.retry_after_seconds is not None:  # a quota or the request rate

@@ -19,9 +19,9 @@ from fastapi import Depends, Header, Request
 
 from shared.adapters.entra import EntraTokenVerifier, claimed_tid, looks_like_jwt
 from shared.domain.audit import PLATFORM_PARTITION
-from shared.domain.errors import Forbidden, NotFound, RateLimited, Unauthorized
+from shared.domain.errors import Forbidden, NotFound, RateLimited, Unauthorized, WrongRegion
 from shared.domain.tenants import ADMIN, API_KEY_PREFIX, READER, ROLES, SUBMITTER, parse_api_key
-from shared.services import quotas, tenants
+from shared.services import quotas, regions, tenants
 from shared.services.platform import Platform
 
 logger = logging.getLogger(__name__)
@@ -182,6 +182,7 @@ class Authenticator:
         self.verifier = (
             EntraTokenVerifier(options.entra_authority, options.entra_audience) if options.entra_audience else None
         )
+        self.homes = regions.HomeCache()
 
     def __call__(self, request: Request, authorization: str | None) -> Caller:
         source = client_address(request, behind_trusted_proxy=self.options.behind_trusted_proxy)
@@ -196,6 +197,11 @@ class Authenticator:
         credential = credential.strip()
         try:
             caller = self._authenticate(scheme, credential)
+        except WrongRegion:
+            # Counted like a failure (it names a tenant this stamp does not serve), and never audited here: the
+            # tenant's audit log lives in its home stamp, and nothing of it may be written in this one.
+            self.throttle.failed(source)
+            raise
         except (Unauthorized, Forbidden) as err:
             self.throttle.failed(source)
             try:
@@ -213,6 +219,12 @@ class Authenticator:
         if len(credential) > MAX_CREDENTIAL_CHARS:
             raise Unauthorized(f"a credential of {len(credential)} characters")
         if credential.startswith(API_KEY_PREFIX):
+            # The home first: a key of a tenant of another stamp is in no store of this one. The key's tenant id
+            # is no secret (its container, event subjects and URLs carry it), and which region serves a tenant
+            # is told to whoever names it; the key itself is checked only by the home stamp.
+            parts = parse_api_key(credential)
+            if parts is not None:
+                regions.check_home(self._platform(), parts.tenant_id, self.homes)
             tenant, key = tenants.authenticate(self._platform(), credential)
             return Caller(tenant.tenant_id, key.role, "key", key.key_id)
         if not looks_like_jwt(credential):
@@ -221,6 +233,7 @@ class Authenticator:
             raise Unauthorized("a token, and Entra ID is not configured (AIAAS_ENTRA_AUDIENCE)")
         identity = self.verifier.verify(credential)
         tenant = tenants.tenant_of_entra(self._platform(), identity.tid)
+        regions.check_home(self._platform(), tenant.tenant_id, self.homes)
         roles = [role for role in ROLES if role in identity.roles]
         if not roles:
             raise Forbidden(f"token of {identity.actor_id} in {identity.tid} carries no AIaaS role")

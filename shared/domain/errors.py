@@ -94,3 +94,15 @@ class Forbidden(PlatformError):
     """The caller is who they say but may not do this: no role for the route, or a tenant the platform does not know."""
 
     code = "Forbidden"
+
+
+class WrongRegion(PlatformError):
+    """The tenant's home is another stamp (regional stamps): answered 421 Misdirected Request with the home's API
+    URL, before any of the tenant's data is read or written here."""
+
+    code = "WrongRegion"
+
+    def __init__(self, message: str, *, region: str, api_url: str) -> None:
+        super().__init__(message)
+        self.region = region
+        self.api_url = api_url

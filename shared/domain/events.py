@@ -85,6 +85,8 @@ def terminal_event(job: Job, api_url: str) -> PlatformEvent:
         "createdAt": job.created_at,
         "completedAt": job.completed_at,
     }
+    if job.region:  # the stamp that produced it (regional stamps)
+        data["region"] = job.region
     if job.status != JobStatus.SUCCEEDED:
         data["error"] = job.error or {"code": "Unknown", "message": "the job did not succeed"}
     return PlatformEvent(

@@ -200,6 +200,8 @@ class Job:
     # Re-drives since the job last made progress (a shard recorded): the sweeper gives up on this count, so a
     # long job that was re-driven now and then for a slow queue is never failed for its total.
     idle_sweeps: int = 0
+    # The region of the stamp that took the job (regional stamps): its results and its events were made there.
+    region: str = ""
     doc_etag: str | None = None
 
     @property
@@ -313,6 +315,7 @@ class Job:
             "errorThreshold": self.error_threshold,
             "sweeps": self.sweeps,
             "idleSweeps": self.idle_sweeps,
+            "region": self.region,
         }
 
     @classmethod
@@ -351,6 +354,7 @@ class Job:
             error_threshold=int(doc.get("errorThreshold", -1)),
             sweeps=int(doc.get("sweeps", 0)),
             idle_sweeps=int(doc.get("idleSweeps", doc.get("sweeps", 0))),
+            region=str(doc.get("region") or ""),
             doc_etag=doc.get("_etag"),
         )
 
@@ -369,6 +373,8 @@ class Job:
             "errorThreshold": self.error_threshold,
             "shards": {"count": self.shard_count, "done": len(set(self.shards_done))},
         }
+        if self.region:
+            view["region"] = self.region
         if self.parameters:
             view["parameters"] = self.parameters
         if self.error:

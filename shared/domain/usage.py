@@ -34,6 +34,8 @@ class UsageRecord:
     bytes_read: int
     compute_seconds: float
     ended_at: str
+    # The stamp that metered it (regional stamps): the job's region.
+    region: str = ""
 
     @property
     def day(self) -> str:
@@ -60,6 +62,7 @@ class UsageRecord:
             bytes_read=job.content_length,
             compute_seconds=round(job.compute_seconds, 6),
             ended_at=job.completed_at or job.updated_at,
+            region=job.region,
         )
 
     def to_doc(self) -> dict[str, Any]:
@@ -77,6 +80,7 @@ class UsageRecord:
             "computeSeconds": self.compute_seconds,
             "endedAt": self.ended_at,
             "day": self.day,
+            "region": self.region,
         }
 
     @classmethod
@@ -94,6 +98,7 @@ class UsageRecord:
             bytes_read=int(doc.get("bytes", 0)),
             compute_seconds=float(doc.get("computeSeconds", 0.0)),
             ended_at=str(doc["endedAt"]),
+            region=str(doc.get("region") or ""),
         )
 
 

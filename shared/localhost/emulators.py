@@ -17,7 +17,7 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Literal, Self
@@ -355,11 +355,14 @@ class Azurite(_NodeStandIn):
         blob_port: int = 10000,
         queue_port: int = 10001,
         table_port: int = 10002,
+        extra_accounts: Sequence[tuple[str, str]] = (),
     ) -> None:
         super().__init__(data_dir=data_dir, host=host)
         self.blob_port = blob_port
         self.queue_port = queue_port
         self.table_port = table_port
+        # More (name, key) accounts on the same ports: each stamp's own of `aiaas up --regions`.
+        self.extra_accounts = list(extra_accounts)
 
     def _command(self) -> list[str]:
         package = _require_node_package("azurite")
@@ -385,6 +388,7 @@ class Azurite(_NodeStandIn):
         # default one, so the default is listed too. It copies across accounts only from a source the copy can
         # read without the destination's credentials (public or SAS), as Azure does (BlobHandler.validateCopySource).
         accounts = f"{AZURITE_ACCOUNT}:{AZURITE_KEY};{AZURITE_PLATFORM_ACCOUNT}:{AZURITE_PLATFORM_KEY}"
+        accounts += "".join(f";{name}:{key}" for name, key in self.extra_accounts)
         return {**os.environ, "AZURITE_ACCOUNTS": accounts}
 
     def _probe(self) -> bool:

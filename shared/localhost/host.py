@@ -87,8 +87,18 @@ class LocalHost:
     `failure` says why (`wait()` returns then).
     """
 
-    def __init__(self, settings: Settings, *, workers: int | None = None, log_level: str = "WARNING") -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        workers: int | None = None,
+        log_level: str = "WARNING",
+        stand_ins_running: bool = False,
+    ) -> None:
         self.settings = settings
+        # One stamp of `aiaas up --regions` (shared.localhost.stamps): the stand-ins are the parent's, already
+        # up at the settings' ports, and this host neither starts, supervises nor stops them.
+        self.stand_ins_running = stand_ins_running
         self.workers = settings.workers if workers is None else workers
         self.log_level = log_level
         data_dir = settings.data_dir.resolve()
@@ -131,8 +141,23 @@ class LocalHost:
             if value is not None:
                 env[f"AIAAS_{name.upper()}"] = str(value)
         env["AIAAS_ENVIRONMENT"] = "development"
-        env["AIAAS_STORAGE_CONNECTION_STRING"] = self.azurite.connection_string
+        env["AIAAS_STORAGE_CONNECTION_STRING"] = self.storage_connection_string
         return env
+
+    @property
+    def storage_connection_string(self) -> str:
+        """The tenants' storage account of this stamp: its own Azurite's, or the settings' (one of several
+        accounts on the parent's Azurite)."""
+        if self.stand_ins_running and self.settings.storage_connection_string:
+            return self.settings.storage_connection_string
+        return self.azurite.connection_string
+
+    def _storage_account(self) -> tuple[str, str]:
+        """The tenants' account name and blob endpoint, as the watcher names blobs."""
+        if not self.stand_ins_running:
+            return AZURITE_ACCOUNT, self.azurite.blob_endpoint
+        parts = dict(part.split("=", 1) for part in self.storage_connection_string.split(";") if "=" in part)
+        return parts["AccountName"], parts["BlobEndpoint"]
 
     def start(self) -> None:
         started = time.perf_counter()
@@ -147,8 +172,9 @@ class LocalHost:
         self._launched_at = time.monotonic()
         self._log_dir.mkdir(parents=True, exist_ok=True)
         # Started from this thread: the children die with the thread that spawned them (PR_SET_PDEATHSIG).
-        self.azurite.start()
-        self.cosmos.start()
+        if not self.stand_ins_running:
+            self.azurite.start()
+            self.cosmos.start()
         self._saved_environ = dict(os.environ)
         os.environ.update(self.environment())
         bootstrap.reset()
@@ -162,11 +188,12 @@ class LocalHost:
         from shared.localhost.functions_host import registered_function
         from shared.localhost.watcher import InboxWatcher
 
+        account, blob_endpoint = self._storage_account()
         self._watcher = InboxWatcher(
             platform.blobs,
             registered_function("ingest_blob"),
-            account=AZURITE_ACCOUNT,
-            blob_endpoint=self.azurite.blob_endpoint,
+            account=account,
+            blob_endpoint=blob_endpoint,
             interval=self.settings.watch_interval_seconds,
         )
         self._watcher.start()
@@ -277,7 +304,7 @@ class LocalHost:
         self._worker_states = [
             _Supervised(f"worker {index}", now, RestartBackoff()) for index in range(len(self.worker_processes))
         ]
-        self._azurite_state = _Supervised("azurite", now, RestartBackoff())
+        self._azurite_state = None if self.stand_ins_running else _Supervised("azurite", now, RestartBackoff())
         self._supervisor = threading.Thread(target=self._supervise, name="supervisor", daemon=True)
         self._supervisor.start()
         logger.info(

@@ -122,6 +122,7 @@ def admit(
         parameters=dict(parameters or {}),
         error_threshold=platform.default_error_threshold if threshold is None else threshold,
         shard_bytes=card.shard_bytes or platform.shard_bytes,
+        region=platform.region,
     )
     over_quota = check_admission(platform, tenant_id, info.size)
     if over_quota is not None and not _exists(platform, tenant_id, job.job_id):  # a replay is no new job
@@ -306,6 +307,7 @@ def _reject(
         shard_count=0,
         error={"code": error.code, "message": error.message},
         event_id=terminal_event_id(job_id),
+        region=platform.region,
     )
     if platform.jobs.create_job(job):
         logger.info("upload %s rejected: %s", blob_path, error.message, extra=_ids(job))

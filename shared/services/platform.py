@@ -17,6 +17,7 @@ from shared.ports import (
     ModelRegistry,
     ResultStore,
     SubscriptionStore,
+    TenantDirectory,
     TenantStore,
     UsageStore,
 )
@@ -56,3 +57,7 @@ class Platform:
     max_archive_entries: int = 50_000
     # Each tenant's limits unless the operator set its own (services.quotas); 0: no limit.
     default_quota: Quota = field(default_factory=Quota)
+    # Regional stamps: the region this stamp serves (recorded on every job and event it makes) and the global
+    # tenant directory (None: no directory, every tenant is served here, as in the unit tests).
+    region: str = "local"
+    directory: TenantDirectory | None = None

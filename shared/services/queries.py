@@ -89,6 +89,8 @@ def list_results(
         for item in page.items:
             if item["recordIndex"] < start:
                 continue
+            if job.region:  # the stamp that produced it: the job's, so it is not stored with every record
+                item = {**item, "region": job.region}
             item_size = len(orjson.dumps(item))
             if len(items) == limit or (items and size + item_size > RESULTS_RESPONSE_BYTES):
                 next_token = encode_token({"r": item["recordIndex"], "j": job_id})
@@ -97,4 +99,7 @@ def list_results(
             size += item_size
         if next_token:
             break
-    return {"jobId": job.job_id, "status": job.status.value, "items": items, "continuationToken": next_token}
+    answer = {"jobId": job.job_id, "status": job.status.value, "items": items, "continuationToken": next_token}
+    if job.region:
+        answer["region"] = job.region
+    return answer

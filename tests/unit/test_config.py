@@ -30,6 +30,7 @@ def production(monkeypatch: pytest.MonkeyPatch, **overrides: str | None) -> None
         "AIAAS_COSMOS_ENDPOINT": "https://aiaas-weu-01.documents.azure.com:443/",
         "AIAAS_EVENTGRID_ENDPOINT": "https://aiaas-weu-01.westeurope-1.eventgrid.azure.net/api/events",
         "AIAAS_PUBLIC_API_URL": "https://api.example.org/api",
+        "AIAAS_REGION": "westeurope",
         **overrides,
     }
     for name, value in values.items():

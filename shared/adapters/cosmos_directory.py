@@ -1,0 +1,41 @@
+"""The global tenant directory on Cosmos DB: one container `homes` (tenant id -> region and API URL)."""
+
+from __future__ import annotations
+
+from azure.cosmos import CosmosClient, DatabaseProxy, PartitionKey
+from azure.cosmos.exceptions import CosmosResourceExistsError, CosmosResourceNotFoundError
+
+from shared.adapters.cosmos import _container
+from shared.domain.regions import TenantHome
+
+DIRECTORY_CONTAINER = "homes"
+
+
+def directory_database(client: CosmosClient, database: str, *, create: bool) -> DatabaseProxy:
+    """The directory's database; created with its container only when asked (locally). In Azure global.bicep
+    creates them and each stamp's identity may only read (a data-plane role cannot create databases anyway)."""
+    if not create:
+        return client.get_database_client(database)
+    db = client.create_database_if_not_exists(database)
+    # Read by tenant id only: the id is the partition key, a point read per lookup.
+    db.create_container_if_not_exists(DIRECTORY_CONTAINER, partition_key=PartitionKey(path="/id"))
+    return db
+
+
+class CosmosTenantDirectory:
+    def __init__(self, db: DatabaseProxy) -> None:
+        self._c = _container(db, DIRECTORY_CONTAINER)
+
+    def home_of(self, tenant_id: str) -> TenantHome | None:
+        try:
+            return TenantHome.from_doc(self._c.read_item(tenant_id, partition_key=tenant_id))
+        except CosmosResourceNotFoundError:
+            return None
+
+    def place(self, home: TenantHome) -> TenantHome:
+        try:
+            self._c.create_item(home.to_doc())
+        except CosmosResourceExistsError:
+            earlier = self.home_of(home.tenant_id)
+            return earlier if earlier is not None else home
+        return home
