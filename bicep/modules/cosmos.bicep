@@ -234,3 +234,10 @@ output containerNames array = concat(tenantScopedContainers, [
   entraTenantsContainer.name
   auditContainer.name
 ])
+// What the app may read and write (Data Contributor, per container), apart from the append-only audit log.
+output writableContainerNames array = concat(tenantScopedContainers, [
+  resultsContainer.name
+  usageContainer.name
+  entraTenantsContainer.name
+])
+output auditContainerName string = auditContainer.name

@@ -10,7 +10,8 @@
 //      Monitoring Metrics Publisher on Application Insights (Entra ID ingestion).
 //      Key Vault Secrets Officer on the stamp's vault only: tenants' remote-model credentials (written at
 //        registration, read at load; Secrets User cannot write).
-//      Cosmos DB Built-in Data Contributor (SQL RBAC) on the `aiaas` database, not the account.
+//      Cosmos DB Built-in Data Contributor (SQL RBAC) on each of its containers but `audit`, and on `audit` a
+//        custom role that can create, read and query items and nothing else: no path deletes or changes an entry.
 //      Storage Blob Data Contributor on the platform account's `models` container only, and no Blob Delegator
 //        there: the app reads and publishes models but can sign no SAS that names the platform's data.
 //  - Event Grid system topic identity (system-assigned): Storage Blob Data Contributor on the `deadletter` container
@@ -24,6 +25,9 @@ param serviceBusQueueName string = 'shards'
 param eventGridDomainName string
 param cosmosAccountName string
 param cosmosDatabaseName string = 'aiaas'
+@description('The containers the app reads and writes (all but the audit log).')
+param cosmosContainerNames array
+param cosmosAuditContainerName string = 'audit'
 param applicationInsightsName string
 param keyVaultName string
 param deadLetterContainerName string = 'deadletter'
@@ -204,15 +208,56 @@ resource functionKeyVaultSecrets 'Microsoft.Authorization/roleAssignments@2022-0
   }
 }
 
-resource functionCosmosDataContributor 'Microsoft.DocumentDB/databaseAccounts/sqlRoleAssignments@2024-05-15' = {
-  parent: cosmos
-  name: guid(cosmos::database.id, functionPrincipalId, cosmosDataContributorRoleId)
-  properties: {
-    roleDefinitionId: cosmosDataContributorRole.id
-    principalId: functionPrincipalId
-    // A SQL role assignment's scope is the account-relative path of the database.
-    scope: '${cosmos.id}/dbs/${cosmosDatabaseName}'
+// Cosmos DB processes one SQL role assignment write at a time per account: one after the other.
+@batchSize(1)
+resource functionCosmosDataContributor 'Microsoft.DocumentDB/databaseAccounts/sqlRoleAssignments@2024-05-15' = [
+  for containerName in cosmosContainerNames: {
+    parent: cosmos
+    name: guid(cosmos::database.id, containerName, functionPrincipalId, cosmosDataContributorRoleId)
+    properties: {
+      roleDefinitionId: cosmosDataContributorRole.id
+      principalId: functionPrincipalId
+      // A SQL role assignment's scope is the account-relative path of the container.
+      scope: '${cosmos.id}/dbs/${cosmosDatabaseName}/colls/${containerName}'
+    }
   }
+]
+
+// The audit log is append-only for the app: create, read and query; no replace, upsert, patch or delete
+// (Cosmos DB data-plane actions: https://learn.microsoft.com/azure/cosmos-db/nosql/security/reference-data-plane-actions).
+resource auditAppenderRole 'Microsoft.DocumentDB/databaseAccounts/sqlRoleDefinitions@2024-05-15' = {
+  parent: cosmos
+  name: guid(cosmos::database.id, cosmosAuditContainerName, 'audit-appender')
+  properties: {
+    roleName: 'AIaaS audit appender'
+    type: 'CustomRole'
+    assignableScopes: [
+      '${cosmos.id}/dbs/${cosmosDatabaseName}/colls/${cosmosAuditContainerName}'
+    ]
+    permissions: [
+      {
+        dataActions: [
+          'Microsoft.DocumentDB/databaseAccounts/readMetadata'
+          'Microsoft.DocumentDB/databaseAccounts/sqlDatabases/containers/items/create'
+          'Microsoft.DocumentDB/databaseAccounts/sqlDatabases/containers/items/read'
+          'Microsoft.DocumentDB/databaseAccounts/sqlDatabases/containers/executeQuery'
+        ]
+      }
+    ]
+  }
+}
+
+resource functionAuditAppender 'Microsoft.DocumentDB/databaseAccounts/sqlRoleAssignments@2024-05-15' = {
+  parent: cosmos
+  name: guid(cosmos::database.id, cosmosAuditContainerName, functionPrincipalId, 'audit-appender')
+  properties: {
+    roleDefinitionId: auditAppenderRole.id
+    principalId: functionPrincipalId
+    scope: '${cosmos.id}/dbs/${cosmosDatabaseName}/colls/${cosmosAuditContainerName}'
+  }
+  dependsOn: [
+    functionCosmosDataContributor
+  ]
 }
 
 // ---------------------------------------------------------------- Event Grid system topic identity
@@ -283,6 +328,6 @@ resource userCosmosDataContributor 'Microsoft.DocumentDB/databaseAccounts/sqlRol
     scope: '${cosmos.id}/dbs/${cosmosDatabaseName}'
   }
   dependsOn: [
-    functionCosmosDataContributor
+    functionAuditAppender
   ]
 }

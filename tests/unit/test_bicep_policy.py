@@ -86,6 +86,7 @@ NO_DIAGNOSTICS = {
     "Microsoft.DocumentDB/databaseAccounts/sqlDatabases": "covered by the account's setting",
     "Microsoft.DocumentDB/databaseAccounts/sqlDatabases/containers": "covered by the account's setting",
     "Microsoft.DocumentDB/databaseAccounts/sqlRoleAssignments": "covered by the account's setting",
+    "Microsoft.DocumentDB/databaseAccounts/sqlRoleDefinitions": "covered by the account's setting",
     "Microsoft.Web/sites/config": "covered by the site's setting",
     "Microsoft.Web/sites/basicPublishingCredentialsPolicies": "covered by the site's setting",
     "Microsoft.EventGrid/systemTopics/eventSubscriptions": "delivery failures are the system topic's logs",
@@ -131,6 +132,13 @@ WELL_KNOWN = {
 }
 # Cosmos DB SQL (data-plane) roles: Built-in Data Reader and Data Contributor, on a database at most.
 COSMOS_ROLES = {"00000000-0000-0000-0000-000000000001", "00000000-0000-0000-0000-000000000002"}
+# A custom SQL role may only read and append: the audit log's (no replace, upsert, patch or delete of an item).
+APPEND_ONLY_ACTIONS = {
+    "Microsoft.DocumentDB/databaseAccounts/readMetadata",
+    "Microsoft.DocumentDB/databaseAccounts/sqlDatabases/containers/items/create",
+    "Microsoft.DocumentDB/databaseAccounts/sqlDatabases/containers/items/read",
+    "Microsoft.DocumentDB/databaseAccounts/sqlDatabases/containers/executeQuery",
+}
 GUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
@@ -228,11 +236,48 @@ def _cosmos_role_findings(
     ref = _expr(_get(r["body"], "properties.roleDefinitionId")).split(".")[0]
     definition = symbols.get(ref, {}).get("body", {})
     role = variables.get(_expr(definition.get("name", "")), _expr(definition.get("name", ref)))
-    if role not in COSMOS_ROLES:
+    scope = _expr(_get(r["body"], "properties.scope"))
+    if _get(definition, "properties.type") == "CustomRole":
+        actions = set()
+        for permission in _get(definition, "properties.permissions") or []:
+            actions |= (
+                {_expr(a) for a in (permission.get("dataActions") or [])} if isinstance(permission, dict) else set()
+            )
+        if not actions or not actions <= APPEND_ONLY_ACTIONS:
+            out.append(f"{where}: custom Cosmos DB SQL role grants more than append and read: {sorted(actions)}")
+        if "/colls/" not in scope:
+            out.append(f"{where}: custom Cosmos DB SQL role scoped above its container")
+    elif role not in COSMOS_ROLES:
         out.append(f"{where}: Cosmos DB SQL role {role} is not Built-in Data Reader/Contributor")
-    if "/dbs/" not in _expr(_get(r["body"], "properties.scope")):
+    if "/dbs/" not in scope:
         out.append(f"{where}: Cosmos DB SQL role scoped to the account, not the database")
     return out
+
+
+def test_the_app_cannot_change_or_delete_an_audit_entry() -> None:
+    """The app's Data Contributor is per container and never on `audit`; there it holds only the append-only role."""
+    rbac = next(f for f in parse_dir() if f["path"].endswith("rbac.bicep"))
+    grants = [
+        r
+        for r in rbac["resources"]
+        if r["type"] == "Microsoft.DocumentDB/databaseAccounts/sqlRoleAssignments"
+        and _expr(_get(r["body"], "properties.principalId")) == "functionPrincipalId"
+    ]
+    contributor = [
+        r for r in grants if "cosmosDataContributorRole" in _expr(_get(r["body"], "properties.roleDefinitionId"))
+    ]
+    assert contributor and all(
+        r["loop"] and "/colls/" in _expr(_get(r["body"], "properties.scope")) for r in contributor
+    )
+    main = next(f for f in parse_dir() if f["path"].endswith("main.bicep"))
+    assert "cosmosContainerNames: cosmos.outputs.writableContainerNames" in main["text"]
+    cosmos = next(f for f in parse_dir() if f["path"].endswith("cosmos.bicep"))
+    writable = cosmos["text"].split("output writableContainerNames", 1)[1].split("output ", 1)[0]
+    assert "auditContainer" not in writable
+    appender = [r for r in grants if "auditAppenderRole" in _expr(_get(r["body"], "properties.roleDefinitionId"))]
+    assert len(appender) == 1 and _expr(_get(appender[0]["body"], "properties.scope")).endswith(
+        "/colls/${cosmosAuditContainerName}'"
+    )
 
 
 def test_the_stamp_follows_the_policy() -> None:
@@ -308,11 +353,15 @@ BROKEN = [
     ),
     (
         "modules/rbac.bicep",
-        "    principalId: functionPrincipalId\n"
-        "    // A SQL role assignment's scope is the account-relative path of the database.\n"
-        "    scope: '${cosmos.id}/dbs/${cosmosDatabaseName}'\n",
-        "    principalId: functionPrincipalId\n    scope: cosmos.id\n",
+        "    principalId: userPrincipalId\n    scope: '${cosmos.id}/dbs/${cosmosDatabaseName}'\n",
+        "    principalId: userPrincipalId\n    scope: cosmos.id\n",
         "Cosmos DB SQL role scoped to the account",
+    ),
+    (
+        "modules/rbac.bicep",
+        "          'Microsoft.DocumentDB/databaseAccounts/sqlDatabases/containers/items/create'\n",
+        "          'Microsoft.DocumentDB/databaseAccounts/sqlDatabases/containers/items/*'\n",
+        "grants more than append and read",
     ),
     ("modules/servicebus.bicep", "  scope: namespace\n", "  scope: namespace::queue\n", "no diagnostic setting"),
     ("modules/identity.bicep", "output name string", VAULT + "output name string", "enablePurgeProtection"),
