@@ -126,6 +126,8 @@ def test_the_fleet_limit_is_what_the_fleet_runs_and_the_stamps_settings_are_acce
         "AIAAS_TENANT_MAX_SHARDS_IN_FLIGHT": str(tenant),
         # Set from other resources' outputs at deployment: stand-ins of the right shape.
         "AIAAS_STORAGE_ACCOUNT_NAME": "stexample",
+        "AIAAS_PLATFORM_STORAGE_ACCOUNT_NAME": "stplatformexample",
+        "AIAAS_REGION": "westeurope",
         "AIAAS_COSMOS_ENDPOINT": "https://cosmos-example.documents.azure.com:443/",
         "AIAAS_SERVICEBUS_NAMESPACE": "sb-example.servicebus.windows.net",
         "AIAAS_EVENTGRID_ENDPOINT": "https://evgd-example.westeurope-1.eventgrid.azure.net/api/events",
