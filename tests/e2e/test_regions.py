@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -45,8 +46,6 @@ def _two_free_ports() -> int:
         port = free_port()
         if port < 65535:
             try:
-                import socket
-
                 with socket.socket() as probe:
                     probe.bind(("127.0.0.1", port + 1))
                 return port
