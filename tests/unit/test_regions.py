@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -147,3 +149,90 @@ def test_jobs_results_events_and_usage_carry_the_region_that_made_them(stamps: t
     page = list_results(a, "acme", job.job_id, limit=10, continuation=None)
     assert page["region"] == "a" and [item["region"] for item in page["items"]] == ["a"]
     assert UsageRecord.from_doc(UsageRecord.of_job(job).to_doc()).region == "a"
+
+
+# Settings
+
+
+def test_a_production_stamp_must_say_its_region_and_development_is_local(monkeypatch: pytest.MonkeyPatch) -> None:
+    from shared.config import Settings
+
+    for name in list(os.environ):
+        if name.startswith("AIAAS_"):
+            monkeypatch.delenv(name)
+    production = {
+        "environment": "production",
+        "storage_account_name": "st1",
+        "platform_storage_account_name": "stp1",
+        "cosmos_endpoint": "https://c.documents.azure.com:443/",
+        "eventgrid_endpoint": "https://d.westeurope-1.eventgrid.azure.net/api/events",
+        "public_api_url": "https://api.example.org/api",
+    }
+    with pytest.raises(ValueError, match="AIAAS_REGION is required"):
+        Settings(**production)
+    assert Settings(**production, region="westeurope").region == "westeurope"
+    with pytest.raises(ValueError):
+        Settings(environment="development", region="West Europe")
+    assert Settings(environment="development").region == "local"
+
+
+# Local stamps (`aiaas up --regions`)
+
+
+def test_local_stamps_get_their_own_accounts_database_and_next_port(tmp_path: Path) -> None:
+    from shared.config import Settings
+    from shared.localhost.emulators import Azurite
+    from shared.localhost.stamps import plan_stamps
+
+    settings = Settings(environment="development", api_port=7100, data_dir=tmp_path)
+    a, b = plan_stamps(settings, ["a", "b"])
+    assert (a.api_url, b.api_url) == ("http://127.0.0.1:7100/api", "http://127.0.0.1:7101/api")
+    env_a, env_b = a.environment(), b.environment()
+    assert (env_a["AIAAS_REGION"], env_a["AIAAS_COSMOS_DATABASE"]) == ("a", "aiaas-a")
+    assert "AccountName=aiaasa;" in env_a["AIAAS_STORAGE_CONNECTION_STRING"]
+    assert "AccountName=aiaaspb;" in env_b["AIAAS_PLATFORM_STORAGE_CONNECTION_STRING"]
+    assert env_a["AIAAS_DIRECTORY_DATABASE"] == env_b["AIAAS_DIRECTORY_DATABASE"] == "aiaas-global"
+    accounts = [account for stamp in (a, b) for account in stamp.accounts()]
+    served = Azurite(data_dir=tmp_path, extra_accounts=accounts)._environment()["AZURITE_ACCOUNTS"]
+    assert all(f"{name}:{key}" in served.split(";") for name, key in accounts)
+    for bad in (["a", "a"], ["West"], [], ["a" * 13]):
+        with pytest.raises(ValueError):
+            plan_stamps(settings, bad)
+
+
+# Bicep: each stamp only reads the directory
+
+
+def _directory_role_findings(directory: Path) -> list[str]:
+    from tests.unit.test_bicep_parse import parse_dir
+
+    parsed = {p["path"]: p for p in parse_dir(directory)}
+    reader = parsed["modules/directory-reader.bicep"]
+    [assignment] = [r for r in reader["resources"] if r["type"].endswith("/sqlRoleAssignments")]
+    out = []
+    if reader["variables"].get("cosmosDataReaderRoleId") != "00000000-0000-0000-0000-000000000001":
+        out.append("a stamp's directory role is not Cosmos DB Built-in Data Reader")
+    if "/dbs/" not in str(assignment["body"]["properties"]["scope"]):
+        out.append("a stamp's directory role is not scoped to the directory's database")
+    main = (directory / "main.bicep").read_text()
+    if "modules/directory-reader.bicep" not in main or "AIAAS_REGION" not in main:
+        out.append("main.bicep neither grants the stamp the directory nor says its region")
+    return out
+
+
+def test_each_stamp_reads_the_directory_and_nothing_more() -> None:
+    from tests.unit.test_bicep_parse import BICEP_DIR
+
+    assert _directory_role_findings(BICEP_DIR) == []
+
+
+def test_a_stamp_that_could_write_the_directory_is_reported(tmp_path: Path) -> None:
+    from tests.unit.test_bicep_parse import broken_copy
+
+    copy = broken_copy(
+        tmp_path,
+        "modules/directory-reader.bicep",
+        "var cosmosDataReaderRoleId = '00000000-0000-0000-0000-000000000001'",
+        "var cosmosDataReaderRoleId = '00000000-0000-0000-0000-000000000002'",
+    )
+    assert _directory_role_findings(copy) == ["a stamp's directory role is not Cosmos DB Built-in Data Reader"]
