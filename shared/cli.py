@@ -145,7 +145,7 @@ def cmd_tenants_create(args: argparse.Namespace) -> int:
     _select_stamp(args.region)
     try:
         # The directory first: it reserves the tenant for this stamp, so no other stamp can make it too.
-        place_tenant(_platform(), args.tenant_id, args.region)
+        place_tenant(_platform(), args.tenant_id, args.region, entra_tenant=args.entra_tenant)
         api_key = create_tenant(_platform(), args.tenant_id, entra_tenant=args.entra_tenant)
     except PlatformError as err:
         print(f"error: {err.message}", file=sys.stderr)

@@ -141,6 +141,14 @@ class TenantDirectory(Protocol):
         earlier one when the tenant was placed before (the caller compares)."""
         ...
 
+    def home_of_entra(self, tid: str) -> TenantHome | None:
+        """The home of the tenant an Entra ID tenant (`tid`) acts for; None when the directory has no such tid."""
+        ...
+
+    def place_entra(self, tid: str, home: TenantHome) -> TenantHome:
+        """Records that tokens of `tid` act for home.tenant_id (conditional create); returns the held entry."""
+        ...
+
 
 class AuditLog(Protocol):
     """Append-only: there is no way to change or remove an entry through this port."""

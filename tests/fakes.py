@@ -259,6 +259,13 @@ class InMemoryTenantDirectory:
         with self._lock:
             return self.homes.setdefault(home.tenant_id, home)
 
+    def home_of_entra(self, tid: str) -> TenantHome | None:
+        return self.home_of(f"tid:{tid}")
+
+    def place_entra(self, tid: str, home: TenantHome) -> TenantHome:
+        with self._lock:
+            return self.homes.setdefault(f"tid:{tid}", home)
+
 
 class InMemoryAuditLog:
     """Append-only, as CosmosAuditLog: entries are only ever added."""

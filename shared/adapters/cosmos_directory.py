@@ -9,6 +9,8 @@ from shared.adapters.cosmos import _container
 from shared.domain.regions import TenantHome
 
 DIRECTORY_CONTAINER = "homes"
+# An Entra tenant's entry shares the container: "tid:<guid>" can never be a tenant id (no colon in one).
+ENTRA_PREFIX = "tid:"
 
 
 def directory_database(client: CosmosClient, database: str, *, create: bool) -> DatabaseProxy:
@@ -27,15 +29,27 @@ class CosmosTenantDirectory:
         self._c = _container(db, DIRECTORY_CONTAINER)
 
     def home_of(self, tenant_id: str) -> TenantHome | None:
+        return self._read(tenant_id)
+
+    def place(self, home: TenantHome) -> TenantHome:
+        return self._create(home.tenant_id, home)
+
+    def home_of_entra(self, tid: str) -> TenantHome | None:
+        return self._read(ENTRA_PREFIX + tid)
+
+    def place_entra(self, tid: str, home: TenantHome) -> TenantHome:
+        return self._create(ENTRA_PREFIX + tid, home)
+
+    def _read(self, doc_id: str) -> TenantHome | None:
         try:
-            return TenantHome.from_doc(self._c.read_item(tenant_id, partition_key=tenant_id))
+            return TenantHome.from_doc(self._c.read_item(doc_id, partition_key=doc_id))
         except CosmosResourceNotFoundError:
             return None
 
-    def place(self, home: TenantHome) -> TenantHome:
+    def _create(self, doc_id: str, home: TenantHome) -> TenantHome:
         try:
-            self._c.create_item(home.to_doc())
+            self._c.create_item({**home.to_doc(), "id": doc_id})
         except CosmosResourceExistsError:
-            earlier = self.home_of(home.tenant_id)
+            earlier = self._read(doc_id)
             return earlier if earlier is not None else home
         return home

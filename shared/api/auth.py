@@ -232,7 +232,11 @@ class Authenticator:
         if self.verifier is None:
             raise Unauthorized("a token, and Entra ID is not configured (AIAAS_ENTRA_AUDIENCE)")
         identity = self.verifier.verify(credential)
-        tenant = tenants.tenant_of_entra(self._platform(), identity.tid)
+        try:
+            tenant = tenants.tenant_of_entra(self._platform(), identity.tid)
+        except Forbidden:  # its tid acts for no tenant here: perhaps for one in another stamp
+            regions.check_entra_home(self._platform(), identity.tid, self.homes)
+            raise
         regions.check_home(self._platform(), tenant.tenant_id, self.homes)
         roles = [role for role in ROLES if role in identity.roles]
         if not roles:

@@ -82,6 +82,37 @@ def test_a_key_of_another_stamps_tenant_is_sent_home_and_nothing_of_it_is_read_o
     assert audit_b.entries == []  # not even the refusal: the tenant's audit log lives in stamp a
 
 
+def test_a_token_of_another_stamps_tenant_is_sent_home_too(stamps: tuple[Platform, Platform]) -> None:
+    import uuid
+
+    import httpx
+
+    from shared.api.auth import AuthOptions
+    from tests.oidc_issuer import AUDIENCE, OidcIssuer
+
+    a, b = stamps
+    tid, unmapped = str(uuid.uuid4()), str(uuid.uuid4())
+    place_tenant(a, "acme", entra_tenant=tid)
+    create_tenant(a, "acme", entra_tenant=tid)
+    issuer = OidcIssuer()
+    clients = {}
+    for plat in (a, b):
+        app = create_app(
+            lambda plat=plat: plat, auth=AuthOptions(entra_authority=issuer.base_url, entra_audience=AUDIENCE)
+        )
+        app.state.authenticate.verifier._http = httpx.Client(transport=issuer.mock_transport())
+        clients[plat.region] = TestClient(app, raise_server_exceptions=False)
+    token = issuer.token(tid, roles=["AIaaS.Reader"])
+    assert clients["a"].get("/api/v1/jobs", headers=auth(token)).status_code == 200
+    answer = clients["b"].get("/api/v1/jobs", headers=auth(token))
+    assert answer.status_code == 421 and answer.headers["AIaaS-Home-Api-Url"] == A_URL
+    # A valid token of a tid no stamp knows stays a plain 403.
+    assert (
+        clients["b"].get("/api/v1/jobs", headers=auth(issuer.token(unmapped, roles=["AIaaS.Reader"]))).status_code
+        == 403
+    )
+
+
 def test_a_key_no_directory_entry_names_is_refused_as_before_in_every_stamp(
     stamps: tuple[Platform, Platform],
 ) -> None:
