@@ -48,8 +48,11 @@ def cmd_up(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with host:
         print(f"aiaas local platform up: API {host.api_url}  (Ctrl-C stops everything)", flush=True)
+        blobs = (
+            host.azurite.blob_endpoint if not args.stand_ins_running else "the parent's, account " + account_of(host)
+        )
         print(
-            f"  Azurite {host.azurite.blob_endpoint}  Cosmos {host.cosmos.endpoint}  "
+            f"  Azurite {blobs}  Cosmos {host.cosmos.endpoint}  "
             f"workers {len(host.worker_processes)}  data {settings.data_dir}",
             flush=True,
         )
@@ -60,6 +63,12 @@ def cmd_up(args: argparse.Namespace) -> int:
         print(f"error: {host.failure}", file=sys.stderr, flush=True)
         return 1
     return 0
+
+
+def account_of(host: object) -> str:
+    """The tenants' storage account a stamp's host uses (its connection string's AccountName)."""
+    text = str(getattr(host, "storage_connection_string", ""))
+    return next((part[12:] for part in text.split(";") if part.startswith("AccountName=")), "?")
 
 
 def _up_stamps(args: argparse.Namespace, regions: list[str]) -> int:
