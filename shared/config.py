@@ -226,8 +226,9 @@ class Settings(BaseSettings):
             problems.append("AIAAS_PUBLIC_API_URL is required")
         if not self.region:
             problems.append("AIAAS_REGION is required (the region of this stamp)")
-        if self.directory_endpoint and is_loopback_url(self.directory_endpoint):
-            problems.append("AIAAS_DIRECTORY_ENDPOINT must be a real Cosmos DB account")
+        if not self.directory_endpoint or is_loopback_url(self.directory_endpoint):
+            # Without the directory a stamp would serve every tenant, wherever it lives: refused, not guessed.
+            problems.append("AIAAS_DIRECTORY_ENDPOINT must be the global tenant directory's Cosmos DB account")
         if self.allow_loopback_endpoints:
             problems.append("AIAAS_ALLOW_LOOPBACK_ENDPOINTS is for development only: tenants' endpoints must be public")
         if self.keyvault_url and not self.keyvault_url.startswith("https://"):

@@ -31,6 +31,7 @@ def production(monkeypatch: pytest.MonkeyPatch, **overrides: str | None) -> None
         "AIAAS_EVENTGRID_ENDPOINT": "https://aiaas-weu-01.westeurope-1.eventgrid.azure.net/api/events",
         "AIAAS_PUBLIC_API_URL": "https://api.example.org/api",
         "AIAAS_REGION": "westeurope",
+        "AIAAS_DIRECTORY_ENDPOINT": "https://cosmos-directory.documents.azure.com:443/",
         **overrides,
     }
     for name, value in values.items():

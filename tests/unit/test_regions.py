@@ -200,8 +200,11 @@ def test_a_production_stamp_must_say_its_region_and_development_is_local(monkeyp
         "public_api_url": "https://api.example.org/api",
     }
     with pytest.raises(ValueError, match="AIAAS_REGION is required"):
-        Settings(**production)
-    assert Settings(**production, region="westeurope").region == "westeurope"
+        Settings(**production, directory_endpoint="https://g.documents.azure.com:443/")
+    with pytest.raises(ValueError, match="AIAAS_DIRECTORY_ENDPOINT must be the global tenant directory"):
+        Settings(**production, region="westeurope")  # else it would serve every tenant, wherever it lives
+    stamp = Settings(**production, region="westeurope", directory_endpoint="https://g.documents.azure.com:443/")
+    assert stamp.region == "westeurope"
     with pytest.raises(ValueError):
         Settings(environment="development", region="West Europe")
     assert Settings(environment="development").region == "local"

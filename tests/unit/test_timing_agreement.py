@@ -128,6 +128,7 @@ def test_the_fleet_limit_is_what_the_fleet_runs_and_the_stamps_settings_are_acce
         "AIAAS_STORAGE_ACCOUNT_NAME": "stexample",
         "AIAAS_PLATFORM_STORAGE_ACCOUNT_NAME": "stplatformexample",
         "AIAAS_REGION": "westeurope",
+        "AIAAS_DIRECTORY_ENDPOINT": "https://cosmos-directory-example.documents.azure.com:443/",
         "AIAAS_COSMOS_ENDPOINT": "https://cosmos-example.documents.azure.com:443/",
         "AIAAS_SERVICEBUS_NAMESPACE": "sb-example.servicebus.windows.net",
         "AIAAS_EVENTGRID_ENDPOINT": "https://evgd-example.westeurope-1.eventgrid.azure.net/api/events",
