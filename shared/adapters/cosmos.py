@@ -8,7 +8,7 @@ import hashlib
 import heapq
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import orjson
@@ -143,6 +143,33 @@ class _Container:
             yield from self._proxy.query_items(query, **kwargs)
 
 
+def parse_keyset_token(continuation: str | None) -> tuple[str | None, set[str]]:
+    """A newest-first keyset token, "<time>|<ids already shown at that time>", as (time, ids)."""
+    if not continuation:
+        return None, set()
+    before, _, ids = continuation.partition("|")
+    return before, set(filter(None, ids.split(",")))
+
+
+def newest_first_page(
+    docs: Iterable[dict[str, Any]], time_field: str, *, limit: int, before: str | None, seen: set[str]
+) -> tuple[list[dict[str, Any]], str | None]:
+    """One page of documents queried `ORDER BY <time_field> DESC` (from `before` on, inclusive), and the token
+    of the next: documents of the same time are told apart by id, so none is skipped or shown twice."""
+    page: list[dict[str, Any]] = []
+    for doc in docs:
+        if doc[time_field] == before and doc["id"] in seen:
+            continue
+        if len(page) == limit:
+            last = page[-1][time_field]
+            same = [d["id"] for d in page if d[time_field] == last]
+            if last == before:
+                same += sorted(seen)
+            return page, f"{last}|{','.join(same)}"
+        page.append(doc)
+    return page, None
+
+
 def _container(db: DatabaseProxy, name: str) -> _Container:
     return _Container(db.get_container_client(name))
 
@@ -224,25 +251,13 @@ class CosmosJobStore:
 
     def list_jobs(self, tenant_id: str, *, limit: int, continuation: str | None = None) -> tuple[list[Job], str | None]:
         """Keyset paging on createdAt (newest first); `continuation` is "<createdAt>|<ids seen at it>"."""
-        before, seen = None, set()
-        if continuation:
-            before, _, ids = continuation.partition("|")
-            seen = set(filter(None, ids.split(",")))
+        before, seen = parse_keyset_token(continuation)
         where = "c.tenantId = @tenantId" + (" AND c.createdAt <= @before" if before else "")
         query = f"SELECT * FROM c WHERE {where} ORDER BY c.createdAt DESC"
         params = _params(tenantId=tenant_id, **({"before": before} if before else {}))
-        jobs: list[Job] = []
-        for doc in self._c.query_items(query, parameters=params, partition_key=tenant_id):
-            if doc["createdAt"] == before and doc["id"] in seen:
-                continue
-            if len(jobs) == limit:
-                last = jobs[-1].created_at
-                same = [j.job_id for j in jobs if j.created_at == last]
-                if last == before:
-                    same += sorted(seen)
-                return jobs, f"{last}|{','.join(same)}"
-            jobs.append(Job.from_doc(doc))
-        return jobs, None
+        docs = self._c.query_items(query, parameters=params, partition_key=tenant_id)
+        page, token = newest_first_page(docs, "createdAt", limit=limit, before=before, seen=seen)
+        return [Job.from_doc(doc) for doc in page], token
 
     def list_unfinished(self, *, updated_before: str) -> list[Job]:
         terminal = ", ".join(f"'{status.value}'" for status in TERMINAL_STATUSES)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from azure.cosmos import DatabaseProxy, PartitionKey
 from azure.cosmos.exceptions import CosmosResourceExistsError, CosmosResourceNotFoundError
 
-from shared.adapters.cosmos import _container, _params
+from shared.adapters.cosmos import _container, _params, newest_first_page, parse_keyset_token
 from shared.domain.audit import AuditEntry
 from shared.domain.errors import AlreadyExists, NotFound
 
@@ -65,10 +65,7 @@ class CosmosAuditLog:
         continuation: str | None = None,
     ) -> tuple[list[AuditEntry], str | None]:
         """Keyset paging on time (newest first); `continuation` is "<time>|<ids seen at it>"."""
-        before, seen = None, set()
-        if continuation:
-            before, _, ids = continuation.partition("|")
-            seen = set(filter(None, ids.split(",")))
+        before, seen = parse_keyset_token(continuation)
         where = ["c.tenantId = @tenantId"]
         values: dict[str, str] = {"tenantId": tenant_id}
         for clause, name, value in (
@@ -80,15 +77,6 @@ class CosmosAuditLog:
                 where.append(clause)
                 values[name] = value
         query = f"SELECT * FROM c WHERE {' AND '.join(where)} ORDER BY c.time DESC"
-        entries: list[AuditEntry] = []
-        for doc in self._c.query_items(query, parameters=_params(**values), partition_key=tenant_id):
-            if doc["time"] == before and doc["id"] in seen:
-                continue
-            if len(entries) == limit:
-                last = entries[-1].time
-                same = [e.entry_id for e in entries if e.time == last]
-                if last == before:
-                    same += sorted(seen)
-                return entries, f"{last}|{','.join(same)}"
-            entries.append(AuditEntry.from_doc(doc))
-        return entries, None
+        docs = self._c.query_items(query, parameters=_params(**values), partition_key=tenant_id)
+        page, token = newest_first_page(docs, "time", limit=limit, before=before, seen=seen)
+        return [AuditEntry.from_doc(doc) for doc in page], token
