@@ -10,8 +10,9 @@
 //      Monitoring Metrics Publisher on Application Insights (Entra ID ingestion).
 //      Key Vault Secrets Officer on the stamp's vault only: tenants' remote-model credentials (written at
 //        registration, read at load; Secrets User cannot write).
-//      Cosmos DB Built-in Data Contributor (SQL RBAC) on each of its containers but `audit`, and on `audit` a
-//        custom role that can create, read and query items and nothing else: no path deletes or changes an entry.
+//      Cosmos DB Built-in Data Reader (SQL RBAC) on the `aiaas` database, Data Contributor on each of its
+//        containers but `audit`, and on `audit` a custom role that can create, read and query items and nothing
+//        else: no path deletes or changes an entry.
 //      Storage Blob Data Contributor on the platform account's `models` container only, and no Blob Delegator
 //        there: the app reads and publishes models but can sign no SAS that names the platform's data.
 //  - Event Grid system topic identity (system-assigned): Storage Blob Data Contributor on the `deadletter` container
@@ -59,6 +60,8 @@ var roles = {
 
 // Cosmos DB Built-in Data Contributor (data-plane SQL role, not an Azure RBAC role)
 var cosmosDataContributorRoleId = '00000000-0000-0000-0000-000000000002'
+// Cosmos DB Built-in Data Reader: metadata, reads and queries, no writes
+var cosmosDataReaderRoleId = '00000000-0000-0000-0000-000000000001'
 
 var storageDataRoles = [
   roles.storageBlobDataContributor
@@ -126,6 +129,11 @@ resource cosmos 'Microsoft.DocumentDB/databaseAccounts@2024-05-15' existing = {
 resource cosmosDataContributorRole 'Microsoft.DocumentDB/databaseAccounts/sqlRoleDefinitions@2024-05-15' existing = {
   parent: cosmos
   name: cosmosDataContributorRoleId
+}
+
+resource cosmosDataReaderRole 'Microsoft.DocumentDB/databaseAccounts/sqlRoleDefinitions@2024-05-15' existing = {
+  parent: cosmos
+  name: cosmosDataReaderRoleId
 }
 
 resource applicationInsights 'Microsoft.Insights/components@2020-02-02' existing = {
@@ -208,6 +216,18 @@ resource functionKeyVaultSecrets 'Microsoft.Authorization/roleAssignments@2022-0
   }
 }
 
+// Reads on the database itself: the SDK reads the database's metadata at start (create-if-not-exists reads
+// first), which container-scoped roles do not cover. Reads only, so the audit log stays append-only.
+resource functionCosmosDataReader 'Microsoft.DocumentDB/databaseAccounts/sqlRoleAssignments@2024-05-15' = {
+  parent: cosmos
+  name: guid(cosmos::database.id, functionPrincipalId, cosmosDataReaderRoleId)
+  properties: {
+    roleDefinitionId: cosmosDataReaderRole.id
+    principalId: functionPrincipalId
+    scope: '${cosmos.id}/dbs/${cosmosDatabaseName}'
+  }
+}
+
 // Cosmos DB processes one SQL role assignment write at a time per account: one after the other.
 @batchSize(1)
 resource functionCosmosDataContributor 'Microsoft.DocumentDB/databaseAccounts/sqlRoleAssignments@2024-05-15' = [
@@ -220,6 +240,9 @@ resource functionCosmosDataContributor 'Microsoft.DocumentDB/databaseAccounts/sq
       // A SQL role assignment's scope is the account-relative path of the container.
       scope: '${cosmos.id}/dbs/${cosmosDatabaseName}/colls/${containerName}'
     }
+    dependsOn: [
+      functionCosmosDataReader
+    ]
   }
 ]
 

@@ -274,6 +274,9 @@ def test_the_app_cannot_change_or_delete_an_audit_entry() -> None:
     cosmos = next(f for f in parse_dir() if f["path"].endswith("cosmos.bicep"))
     writable = cosmos["text"].split("output writableContainerNames", 1)[1].split("output ", 1)[0]
     assert "auditContainer" not in writable
+    # Above a container the app may only read (the SDK reads the database's metadata).
+    wide = [r for r in grants if "/colls/" not in _expr(_get(r["body"], "properties.scope"))]
+    assert [_expr(_get(r["body"], "properties.roleDefinitionId")) for r in wide] == ["cosmosDataReaderRole.id"]
     appender = [r for r in grants if "auditAppenderRole" in _expr(_get(r["body"], "properties.roleDefinitionId"))]
     assert len(appender) == 1 and _expr(_get(appender[0]["body"], "properties.scope")).endswith(
         "/colls/${cosmosAuditContainerName}'"
