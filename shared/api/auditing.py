@@ -20,6 +20,9 @@ from shared.services.platform import Platform
 logger = logging.getLogger(__name__)
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# POST routes that change nothing (online inference, a read with a body): no entry unless refused, so that an
+# online prediction does not cost a store write.
+READ_ONLY_ROUTES = frozenset({"infer", "infer_version"})
 REQUEST_ID_HEADER = "x-request-id"
 # Route names (the endpoint functions) whose action reads better than the verb_noun rule below makes it.
 ACTIONS = {
@@ -123,6 +126,7 @@ class AuditMiddleware:
         caller: Caller | None = state.get("caller")
         if caller is None:
             return None
-        if scope.get("method") in SAFE_METHODS and status != 403:
+        read_only = scope.get("method") in SAFE_METHODS or getattr(route, "name", "") in READ_ONLY_ROUTES
+        if read_only and status != 403:
             return None
         return {"tenant_id": caller.tenant_id, "actor_kind": caller.actor_kind, "actor_id": caller.actor_id, **common}

@@ -197,11 +197,13 @@ def test_state_changes_and_refusals_are_audited_with_the_request_id(
     denied = client.post("/api/v1/keys", json={"name": "n", "role": ADMIN}, headers=auth(submitter[1]))
     refused = client.post("/api/v1/jobs", json={}, headers=auth(admin_key[:-2] + "xx"))
     read = client.get("/api/v1/jobs", headers=auth(admin_key))
+    infer = client.post(f"/api/v2/models/{MODEL_NAME}/infer", json={"inputs": []}, headers=auth(submitter[1]))
 
     assert (upload.status_code, failed.status_code, denied.status_code, refused.status_code) == (201, 400, 403, 401)
     assert read.status_code == 200
     entries = {e.request_id: e for e in audit_of(platform, "acme")}
     assert read.headers["x-request-id"] not in entries  # a read changes nothing
+    assert infer.headers["x-request-id"] not in entries  # nor does an online prediction, though it is a POST
     expected = [
         (upload, "uploads.create", "succeeded", "key", submitter[0].key_id),
         (failed, "jobs.submit", "failed", "key", submitter[0].key_id),
