@@ -223,8 +223,10 @@ class TenantActivity:
     jobs: tuple[tuple[str, str], ...] = ()
 
     def ahead_of(self, created_at: str, job_id: str) -> int:
-        """How many of these jobs were created before that one (ties broken by id, as every process sees them)."""
-        return sum(1 for key in self.jobs if key < (created_at, job_id))
+        """How many of these jobs may hold a slot before that one: those created earlier, and every other job of the
+        same instant. A tie counts against both (at worst both wait and retry), never for both: a tie broken by id
+        let a job pass that sorted before one already admitted, and the tenant ran over its limit."""
+        return sum(1 for when, other in self.jobs if when < created_at or (when == created_at and other != job_id))
 
 
 def rate_window(now: datetime) -> tuple[str, int]:

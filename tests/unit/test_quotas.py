@@ -234,3 +234,13 @@ def test_post_jobs_over_a_quota_is_429_with_retry_after_and_the_error_body(
     assert second.json() == {
         "error": {"code": "QuotaExceeded", "message": "the tenant's limit of 1 concurrent jobs is reached"}
     }
+
+
+def test_jobs_of_the_same_instant_each_count_the_other_ahead_so_neither_slips_past_the_limit() -> None:
+    """Created in the same millisecond: whichever id sorts first must not pass where the other already did."""
+    same = "2026-12-01T10:00:00.000Z"
+    activity = TenantActivity(unfinished_jobs=3, jobs=(("2026-12-01T09:59:59.999Z", "z"), (same, "b"), (same, "a")))
+
+    assert activity.ahead_of(same, "a") == 2  # the earlier job and its twin, whatever the ids
+    assert activity.ahead_of(same, "b") == 2
+    assert activity.ahead_of("2026-12-01T09:59:59.999Z", "z") == 0
