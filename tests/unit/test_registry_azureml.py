@@ -3,10 +3,7 @@ records every HttpRequest and answers with canned JSON (no workspace is reachabl
 
 from __future__ import annotations
 
-import io
 import json
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -16,64 +13,17 @@ import pytest
 pytest.importorskip("azure.ai.ml")
 
 import requests
-import urllib3
-from azure.core.credentials import AccessToken, AccessTokenInfo
-from azure.core.pipeline.transport import RequestsTransport
-from requests.structures import CaseInsensitiveDict
 
 from shared.adapters.azureml import AzureMLModelSource, build_package
 from shared.domain.errors import InvalidInput, NotFound
 from shared.domain.models import ModelRef
 from shared.inference.registry import BlobModelRegistry
 from tests.fakes import InMemoryBlobStore
+from tests.sdk_transport import FakeCredential, RecordingTransport
 from tests.unit.test_registry import tiny_onnx
 
 SUBSCRIPTION = "00000000-0000-0000-0000-000000000000"
 REGISTRY_SUBSCRIPTION = "11111111-1111-1111-1111-111111111111"
-Reply = Callable[[requests.PreparedRequest], tuple[int, dict[str, Any]]]
-
-
-class FakeCredential:
-    def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
-        return AccessToken("test-token", int(time.time()) + 3600)
-
-    def get_token_info(self, *scopes: str, options: Any = None) -> AccessTokenInfo:
-        return AccessTokenInfo("test-token", int(time.time()) + 3600)
-
-
-class _CannedAdapter(requests.adapters.BaseAdapter):
-    def __init__(self, reply: Reply) -> None:
-        super().__init__()
-        self._reply = reply
-
-    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
-        status, body = self._reply(request)
-        content = json.dumps(body).encode()
-        response = requests.Response()
-        response.status_code, response.url, response.request, response.reason = status, request.url, request, "x"
-        response.headers = CaseInsensitiveDict({"content-type": "application/json", "x-ms-request-id": "r"})
-        response._content = content
-        response.raw = urllib3.HTTPResponse(
-            body=io.BytesIO(content), headers=dict(response.headers), status=status, preload_content=False
-        )
-        return response
-
-    def close(self) -> None:
-        pass
-
-
-class RecordingTransport(RequestsTransport):
-    """An azure-core HttpTransport: keeps every azure.core HttpRequest the SDK sends, answers from `reply`."""
-
-    def __init__(self, reply: Reply) -> None:
-        session = requests.Session()
-        session.mount("https://", _CannedAdapter(reply))
-        super().__init__(session=session, session_owner=False)
-        self.requests: list[Any] = []
-
-    def send(self, request: Any, **kwargs: Any) -> Any:
-        self.requests.append(request)
-        return super().send(request, **kwargs)
 
 
 def model_version(version: str, **properties: str) -> dict[str, Any]:

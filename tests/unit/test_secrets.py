@@ -4,28 +4,21 @@ transport records every HttpRequest and answers with canned JSON: no vault is re
 
 from __future__ import annotations
 
-import io
 import json
 import stat
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
-import urllib3
-from azure.core.credentials import AccessToken, AccessTokenInfo
-from azure.core.pipeline.transport import RequestsTransport
 from azure.keyvault.secrets._shared.client_base import DEFAULT_VERSION
-from requests.structures import CaseInsensitiveDict
 
 from shared.adapters.secrets import KeyVaultSecretStore, LocalSecretStore, vault_name
 from shared.domain.errors import NotFound
+from tests.sdk_transport import Answer, FakeCredential, RecordingTransport, Reply
 
 VAULT = "https://kv-test.vault.azure.net"
-Reply = Callable[[requests.PreparedRequest], tuple[int, dict[str, Any]]]
 CHALLENGE = 'Bearer authorization="https://login.microsoftonline.com/00000000-0000-0000-0000-000000000000", resource="https://vault.azure.net"'
 
 
@@ -69,57 +62,17 @@ def test_the_local_store_keeps_one_private_file_per_secret(tmp_path: Path) -> No
 # Key Vault, through the SDK's own requests
 
 
-class FakeCredential:
-    def __init__(self) -> None:
-        self.scopes: list[tuple[str, ...]] = []
-
-    def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
-        self.scopes.append(scopes)
-        return AccessToken("test-token", int(time.time()) + 3600)
-
-    def get_token_info(self, *scopes: str, options: Any = None) -> AccessTokenInfo:
-        self.scopes.append(scopes)
-        return AccessTokenInfo("test-token", int(time.time()) + 3600)
+def _authorized(request: Any) -> bool:
+    return "authorization" in {k.lower() for k in request.headers}
 
 
-class _CannedAdapter(requests.adapters.BaseAdapter):
-    def __init__(self, reply: Reply) -> None:
-        super().__init__()
-        self._reply = reply
+def challenged(reply: Reply) -> Reply:
+    """Key Vault's challenge comes first: a request without a token gets 401 with the authority to ask."""
 
-    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
-        if "authorization" not in {k.lower() for k in request.headers}:  # Key Vault's challenge comes first
-            status, body, headers = 401, {}, {"WWW-Authenticate": CHALLENGE}
-        else:
-            status, body = self._reply(request)
-            headers = {}
-        content = json.dumps(body).encode()
-        response = requests.Response()
-        response.status_code, response.url, response.request, response.reason = status, request.url, request, "x"
-        response.headers = CaseInsensitiveDict({"content-type": "application/json", **headers})
-        response._content = content
-        response.raw = urllib3.HTTPResponse(
-            body=io.BytesIO(content), headers=dict(response.headers), status=status, preload_content=False
-        )
-        return response
+    def answer(request: requests.PreparedRequest) -> Answer:
+        return reply(request) if _authorized(request) else (401, {}, {"WWW-Authenticate": CHALLENGE})
 
-    def close(self) -> None:
-        pass
-
-
-class RecordingTransport(RequestsTransport):
-    """An azure-core HttpTransport: keeps every azure.core HttpRequest the SDK sends, answers from `reply`."""
-
-    def __init__(self, reply: Reply) -> None:
-        session = requests.Session()
-        session.mount("https://", _CannedAdapter(reply))
-        super().__init__(session=session, session_owner=False)
-        self.requests: list[Any] = []
-
-    def send(self, request: Any, **kwargs: Any) -> Any:
-        if "authorization" in {k.lower() for k in request.headers}:
-            self.requests.append(request)
-        return super().send(request, **kwargs)
+    return answer
 
 
 class FakeVault:
@@ -165,7 +118,7 @@ def vault() -> FakeVault:
 
 
 def store_over(vault: FakeVault) -> tuple[KeyVaultSecretStore, RecordingTransport, FakeCredential]:
-    transport = RecordingTransport(vault.reply)
+    transport = RecordingTransport(challenged(vault.reply), keep=_authorized)
     credential = FakeCredential()
     store = KeyVaultSecretStore(VAULT, credential, transport=transport, retry_total=0)
     return store, transport, credential
