@@ -34,8 +34,10 @@ def build_platform(settings: Settings) -> Platform:
         ensure_schema,
     )
     from shared.adapters.cosmos_client import make_cosmos_client
+    from shared.adapters.cosmos_events import CosmosEventLog
     from shared.adapters.cosmos_identity import CosmosAuditLog, CosmosEntraTenantMap, ensure_identity_schema
     from shared.adapters.cosmos_usage import CosmosUsageStore, ensure_usage_container
+    from shared.adapters.deadletters import BlobDeadLetterReader
     from shared.adapters.eventgrid import EventGridEventPublisher
     from shared.adapters.webhooks import HttpEndpointValidator
     from shared.domain.usage import Quota
@@ -60,6 +62,7 @@ def build_platform(settings: Settings) -> Platform:
         key=settings.eventgrid_key,
         credential=None if settings.eventgrid_key else azure_credential(),
     )
+    platform_blobs = build_platform_blobs(settings)
     return Platform(
         blobs=blobs,
         tenants=CosmosTenantStore(db),
@@ -69,7 +72,7 @@ def build_platform(settings: Settings) -> Platform:
         queue=build_job_queue(settings),
         events=events,
         models=BlobModelRegistry(
-            build_platform_blobs(settings),
+            platform_blobs,
             container=settings.models_container,
             onnx_threads=settings.onnx_threads,
             secrets=build_secret_store(settings),
@@ -78,6 +81,12 @@ def build_platform(settings: Settings) -> Platform:
         usage=CosmosUsageStore(db),
         identities=CosmosEntraTenantMap(db),
         audit=CosmosAuditLog(db),
+        event_log=CosmosEventLog(db),
+        routing=build_routing(settings),
+        dead_letters=BlobDeadLetterReader(
+            platform_blobs, container=settings.deadletter_container, domain=_domain_name(settings)
+        ),
+        callback_hosts=tuple(h.strip().lower() for h in settings.callback_hosts.split(",") if h.strip()),
         api_url=settings.public_api_url or "",
         batch_size=settings.batch_size,
         max_upload_bytes=settings.max_upload_bytes,
@@ -98,6 +107,33 @@ def build_platform(settings: Settings) -> Platform:
             max_file_bytes=settings.default_max_file_bytes,
             requests_per_minute=settings.default_requests_per_minute,
         ),
+    )
+
+
+def _domain_name(settings: Settings) -> str | None:
+    """The Event Grid domain's name, the last segment of its resource id (None locally)."""
+    return settings.eventgrid_domain_id.rstrip("/").rsplit("/", 1)[-1] if settings.eventgrid_domain_id else None
+
+
+def build_routing(settings: Settings) -> Any:
+    """Event Grid event subscriptions when the domain is configured (Azure), else the local broker."""
+    if settings.eventgrid_domain_id:
+        from shared.adapters.eventgrid_routing import EventGridRouting
+
+        return EventGridRouting(
+            settings.eventgrid_domain_id,
+            azure_credential(),
+            publish_endpoint=settings.eventgrid_endpoint or "",
+            deadletter_account_id=settings.platform_storage_account_id or "",
+            deadletter_container=settings.deadletter_container,
+            api_url=settings.public_api_url or "",
+            relay_key=settings.relay_key or "",
+        )
+    from shared.localhost.routing import LocalBrokerRouting
+
+    endpoint = settings.eventgrid_endpoint or ""
+    return LocalBrokerRouting(
+        endpoint.removesuffix("/api/events"), settings.eventgrid_key or "", build_secret_store(settings)
     )
 
 

@@ -16,6 +16,7 @@ AZURITE_ACCOUNT = "devstoreaccount1"
 AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 COSMOS_EMULATOR_KEY = "C2y6yDjf5/R+ob0N8A7Cgv30VRDJIWEHLM+4QDU5DE2nQ9nDuVTqobD4b8mGGyPMbIZnqyMsEcaGQy67XIw/Jw=="
 LOCAL_EVENTGRID_KEY = "local-broker-key"
+LOCAL_RELAY_KEY = "local-relay-key"
 # A second Azurite account for the platform's own data (models, secrets' neighbours): public, local only. Azurite
 # serves every account of AZURITE_ACCOUNTS on the same ports; a tenant's SAS of devstoreaccount1 never names it.
 AZURITE_PLATFORM_ACCOUNT = "aiaasplatform"
@@ -71,6 +72,19 @@ class Settings(BaseSettings):
     eventgrid_endpoint: str | None = None
     eventgrid_key: str | None = None
     eventgrid_domain_id: str | None = None
+    # Dead letters: Event Grid writes them to this container of the platform's storage account (its resource id,
+    # for the subscription's deadLetterDestination; the domain's system identity writes, the app reads).
+    deadletter_container: str = "deadletter"
+    platform_storage_account_id: str | None = None
+    # The local broker (contract "Event delivery"): every delivery delay and the time to live are divided by this
+    # (3600: an hour passes in a second), and a delivery answer is awaited this long (Event Grid: 30 s).
+    event_time_scale: float = Field(default=1.0, ge=1.0)
+    event_delivery_timeout_seconds: float = Field(default=30.0, gt=0, le=30)
+    # Callback subscriptions (Logic Apps): the hosts a callback URL may name, comma-separated, each a host or a
+    # ".suffix" (production: required, e.g. ".logic.azure.com"; development: empty allows any the egress policy
+    # allows), and the key the relay's per-subscription header is derived from (a Key Vault reference in Azure).
+    callback_hosts: str = ""
+    relay_key: str | None = None
 
     public_api_url: str | None = None
     # Regional stamps (README "Regional stamps"): the region this stamp serves (required in production; "local" in
@@ -166,6 +180,7 @@ class Settings(BaseSettings):
                 self.eventgrid_key = self.eventgrid_key or LOCAL_EVENTGRID_KEY
             if not self.public_api_url:
                 self.public_api_url = f"http://{self.api_host}:{self.api_port}/api"
+            self.relay_key = self.relay_key or LOCAL_RELAY_KEY
             self.region = self.region or "local"
             return self
         self._refuse_unsafe_production_values()
@@ -231,6 +246,10 @@ class Settings(BaseSettings):
             problems.append("AIAAS_DIRECTORY_ENDPOINT must be the global tenant directory's Cosmos DB account")
         if self.allow_loopback_endpoints:
             problems.append("AIAAS_ALLOW_LOOPBACK_ENDPOINTS is for development only: tenants' endpoints must be public")
+        if not self.callback_hosts.strip():
+            problems.append("AIAAS_CALLBACK_HOSTS is required: the hosts Logic Apps callbacks may name")
+        if not self.relay_key or self.relay_key == LOCAL_RELAY_KEY:
+            problems.append("AIAAS_RELAY_KEY is required (a secret of its own; the development value is refused)")
         if self.keyvault_url and not self.keyvault_url.startswith("https://"):
             problems.append("AIAAS_KEYVAULT_URL must be an https Key Vault URL")
         if problems:

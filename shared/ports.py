@@ -8,6 +8,7 @@ from datetime import timedelta
 from typing import Any, Protocol
 
 from shared.domain.audit import AuditEntry
+from shared.domain.delivery import DeadLetter
 from shared.domain.events import PlatformEvent, Subscription
 from shared.domain.jobs import Job, ResultPage, ShardMessage
 from shared.domain.models import ModelCard, ModelRef
@@ -221,6 +222,59 @@ class SubscriptionStore(Protocol):
 
     def delete_subscription(self, tenant_id: str, subscription_id: str) -> None:
         """Succeeds when already gone."""
+        ...
+
+
+class EventLog(Protocol):
+    """Every event the platform published, per tenant, kept at least 30 days: GET /api/v1/events, redelivery and
+    replay read it (Event Grid itself keeps nothing once an event is delivered or dead-lettered)."""
+
+    def record(self, events: Sequence[PlatformEvent]) -> None:
+        """Upserts by (topic = tenant, id): recording an event again (a publisher's retry) keeps one entry."""
+        ...
+
+    def get_events(self, tenant_id: str, event_ids: Sequence[str]) -> list[PlatformEvent]:
+        """The tenant's events of these ids that exist (others are left out), in no particular order."""
+        ...
+
+    def list_events(
+        self,
+        tenant_id: str,
+        *,
+        since: str | None = None,
+        until: str | None = None,
+        event_type: str | None = None,
+        limit: int = 100,
+        continuation: str | None = None,
+    ) -> tuple[list[PlatformEvent], str | None]:
+        """Newest first (eventTime, then id), since <= eventTime < until; the token continues the same listing."""
+        ...
+
+
+class EventRouting(Protocol):
+    """Where a tenant's subscriptions turn into deliveries: Event Grid event subscriptions on the tenant's domain
+    topic in Azure (shared.adapters.eventgrid_routing), the local broker here (shared.localhost.routing)."""
+
+    def create_route(self, subscription: Subscription, *, secret: str | None = None) -> None:
+        """Makes Event Grid deliver the subscription's events (idempotent: creating it again updates it)."""
+        ...
+
+    def delete_route(self, subscription: Subscription) -> None:
+        """Stops its deliveries at once, pending retries included; succeeds when already gone."""
+        ...
+
+    def redeliver(self, subscription: Subscription, events: Sequence[PlatformEvent]) -> None:
+        """Delivers these events (their original ids) to this one subscription only, under its retry policy."""
+        ...
+
+
+class DeadLetterReader(Protocol):
+    """A subscription's dead letters, read back from the blobs Event Grid (or the local broker) wrote."""
+
+    def list_dead_letters(
+        self, subscription: Subscription, *, limit: int = 100, continuation: str | None = None
+    ) -> tuple[list[DeadLetter], str | None]:
+        """Oldest first; only records whose event is the subscription's tenant's."""
         ...
 
 

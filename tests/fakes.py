@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from shared.domain.audit import AuditEntry
+from shared.domain.delivery import DeadLetter
 from shared.domain.errors import AlreadyExists, InvalidInput, NotFound, PreconditionFailed
 from shared.domain.events import PlatformEvent, Subscription
 from shared.domain.jobs import TERMINAL_STATUSES, Job, ResultPage, ShardMessage
@@ -597,6 +598,86 @@ class FakeEndpointValidator:
             raise InvalidInput(self.refused[endpoint_url], code="EndpointValidationFailed")
 
 
+class InMemoryEventLog:
+    """The EventLog port in memory: newest first, paged by offset."""
+
+    def __init__(self) -> None:
+        self.events: dict[tuple[str, str], PlatformEvent] = {}
+        self._lock = threading.Lock()
+
+    def record(self, events: Sequence[PlatformEvent]) -> None:
+        with self._lock:
+            for event in events:
+                self.events[(event.topic, event.id)] = event
+
+    def get_events(self, tenant_id: str, event_ids: Sequence[str]) -> list[PlatformEvent]:
+        with self._lock:
+            return [self.events[(tenant_id, i)] for i in dict.fromkeys(event_ids) if (tenant_id, i) in self.events]
+
+    def list_events(
+        self,
+        tenant_id: str,
+        *,
+        since: str | None = None,
+        until: str | None = None,
+        event_type: str | None = None,
+        limit: int = 100,
+        continuation: str | None = None,
+    ) -> tuple[list[PlatformEvent], str | None]:
+        with self._lock:
+            chosen = [
+                e
+                for (topic, _), e in self.events.items()
+                if topic == tenant_id
+                and (since is None or e.event_time >= since)
+                and (until is None or e.event_time < until)
+                and (event_type is None or e.event_type == event_type)
+            ]
+        chosen.sort(key=lambda e: (e.event_time, e.id), reverse=True)
+        start = int(continuation or 0)
+        page = chosen[start : start + limit]
+        return page, str(start + limit) if start + limit < len(chosen) else None
+
+
+class RecordingEventRouting:
+    """The EventRouting port as a record of what was asked: routes by (tenant, subscription), redeliveries."""
+
+    def __init__(self) -> None:
+        self.routes: dict[tuple[str, str], tuple[Subscription, str | None]] = {}
+        self.redelivered: list[tuple[str, list[PlatformEvent]]] = []
+        self.fail_create: Exception | None = None
+
+    def create_route(self, subscription: Subscription, *, secret: str | None = None) -> None:
+        if self.fail_create is not None:
+            raise self.fail_create
+        self.routes[(subscription.tenant_id, subscription.subscription_id)] = (subscription, secret)
+
+    def delete_route(self, subscription: Subscription) -> None:
+        self.routes.pop((subscription.tenant_id, subscription.subscription_id), None)
+
+    def redeliver(self, subscription: Subscription, events: Sequence[PlatformEvent]) -> None:
+        self.redelivered.append((subscription.subscription_id, list(events)))
+
+
+class InMemoryDeadLetterReader:
+    """Dead letters a test put there, by subscription id, oldest first."""
+
+    def __init__(self) -> None:
+        self.letters: dict[str, list[DeadLetter]] = {}
+
+    def add(self, subscription_id: str, letter: DeadLetter) -> None:
+        self.letters.setdefault(subscription_id, []).append(letter)
+
+    def list_dead_letters(
+        self, subscription: Subscription, *, limit: int = 100, continuation: str | None = None
+    ) -> tuple[list[DeadLetter], str | None]:
+        mine = [
+            d for d in self.letters.get(subscription.subscription_id, []) if d.event.topic == subscription.tenant_id
+        ]
+        start = int(continuation or 0)
+        return mine[start : start + limit], str(start + limit) if start + limit < len(mine) else None
+
+
 # Composition
 
 
@@ -663,6 +744,9 @@ def make_platform(tmp_path: Path | None = None, **policy: Any) -> Platform:
         identities=InMemoryEntraTenantMap(),
         audit=InMemoryAuditLog(),
         usage=InMemoryUsageStore(jobs),
+        event_log=InMemoryEventLog(),
+        routing=RecordingEventRouting(),
+        dead_letters=InMemoryDeadLetterReader(),
         api_url=API_URL,
         **policy,
     )

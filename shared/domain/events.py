@@ -99,31 +99,65 @@ def terminal_event(job: Job, api_url: str) -> PlatformEvent:
     )
 
 
+SUBSCRIPTION_KINDS = ("webhook", "callback")
+
+
 @dataclass
 class Subscription:
+    """A tenant's subscription. `webhook`: Event Grid delivers to `endpoint_url` (after the validation handshake).
+    `callback`: a Logic Apps style callback URL that answers 202 to everything and echoes no handshake; Event Grid
+    delivers to the platform's relay, which posts each event to `endpoint_url` (shared.services.relay)."""
+
     tenant_id: str
     subscription_id: str
     endpoint_url: str
     schema: str = "EventGridSchema"
     event_types: list[str] = field(default_factory=lambda: list(EVENT_TYPES))
     created_at: str = field(default_factory=utcnow)
+    kind: str = "webhook"
+    # Only events of these models (data.model.name); None: every model.
+    model_names: list[str] | None = None
+    # Event Grid's retryPolicy (shared.domain.delivery has the bounds and defaults).
+    max_delivery_attempts: int = 30
+    event_ttl_minutes: int = 1440
+    # A secret the tenant set: delivered as a static header (delivery.SECRET_HEADER); the value lives in the
+    # SecretStore (locally) or in the Event Grid subscription itself (Azure), never in this document.
+    has_secret: bool = False
 
     def wants(self, event_type: str) -> bool:
         return event_type in self.event_types
+
+    def matches(self, event: PlatformEvent) -> bool:
+        """Whether the subscription's filters (event type, model name) let `event` through."""
+        if not self.wants(event.event_type):
+            return False
+        if self.model_names is None:
+            return True
+        model = event.data.get("model") or {}
+        return isinstance(model, dict) and model.get("name") in self.model_names
 
     def to_doc(self) -> dict[str, Any]:
         return {
             "id": self.subscription_id,
             "tenantId": self.tenant_id,
             "subscriptionId": self.subscription_id,
+            "kind": self.kind,
             "endpointUrl": self.endpoint_url,
             "schema": self.schema,
             "eventTypes": list(self.event_types),
+            "modelNames": list(self.model_names) if self.model_names is not None else None,
+            "retryPolicy": {
+                "maxDeliveryAttempts": self.max_delivery_attempts,
+                "eventTimeToLiveInMinutes": self.event_ttl_minutes,
+            },
+            "hasSecret": self.has_secret,
             "createdAt": self.created_at,
         }
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> Subscription:
+        retry = doc.get("retryPolicy") or {}
+        names = doc.get("modelNames")
         return cls(
             tenant_id=doc["tenantId"],
             subscription_id=doc["subscriptionId"],
@@ -131,12 +165,20 @@ class Subscription:
             schema=doc.get("schema", "EventGridSchema"),
             event_types=list(doc.get("eventTypes", EVENT_TYPES)),
             created_at=doc.get("createdAt", ""),
+            kind=doc.get("kind", "webhook"),
+            model_names=list(names) if names is not None else None,
+            max_delivery_attempts=int(retry.get("maxDeliveryAttempts", 30)),
+            event_ttl_minutes=int(retry.get("eventTimeToLiveInMinutes", 1440)),
+            has_secret=bool(doc.get("hasSecret", False)),
         )
 
     def public_view(self) -> dict[str, Any]:
         view = self.to_doc()
         view.pop("id")
         view.pop("tenantId")
-        # An endpoint URL can carry a secret in its query string; show only where it goes.
-        view["endpointUrl"] = self.endpoint_url.split("?", 1)[0]
+        # An endpoint URL can carry a secret in its query string (a Logic Apps callback's `sig`): show only where
+        # it goes.
+        url = self.endpoint_url.split("?", 1)[0]
+        view.pop("endpointUrl")
+        view["callbackUrl" if self.kind == "callback" else "endpointUrl"] = url
         return view

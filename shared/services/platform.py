@@ -9,9 +9,12 @@ from shared.domain.usage import Quota
 from shared.ports import (
     AuditLog,
     BlobStore,
+    DeadLetterReader,
     EndpointValidator,
     EntraTenantMap,
+    EventLog,
     EventPublisher,
+    EventRouting,
     JobQueue,
     JobStore,
     ModelRegistry,
@@ -37,6 +40,10 @@ class Platform:
     identities: EntraTenantMap
     audit: AuditLog
     usage: UsageStore
+    # Events (contract "Event delivery"): what was published, how subscriptions become deliveries, dead letters.
+    event_log: EventLog
+    routing: EventRouting
+    dead_letters: DeadLetterReader
     api_url: str
     batch_size: int = 1000
     max_upload_bytes: int = 2 * 1024**3
@@ -61,3 +68,6 @@ class Platform:
     # tenant directory (None: no directory, every tenant is served here, as in the unit tests).
     region: str = "local"
     directory: TenantDirectory | None = None
+    # Callback subscriptions (Logic Apps): the hosts a callback URL may name (a host or a ".suffix"); empty: any
+    # host the egress policy allows (development only: production requires the list, shared.config).
+    callback_hosts: tuple[str, ...] = ()

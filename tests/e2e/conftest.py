@@ -48,6 +48,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory, oidc_issuer: OidcIssuer) -> 
         models_dir=REPO / "build/models",
         workers=2,
         webhook_first_retry_seconds=0.2,
+        # Event Grid's delivery clock, an hour per second: its retry schedule (10 s, 30 s, 1 min, ...) and the
+        # day-long time to live run in seconds; a delivery answer is awaited 2 s instead of 30 s.
+        event_time_scale=3600,
+        event_delivery_timeout_seconds=2,
         entra_authority=oidc_issuer.base_url,
         entra_audience=ENTRA_AUDIENCE,
         # As behind Azure Functions' front end: tests that need a source of their own send X-Forwarded-For.

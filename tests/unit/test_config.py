@@ -32,6 +32,8 @@ def production(monkeypatch: pytest.MonkeyPatch, **overrides: str | None) -> None
         "AIAAS_PUBLIC_API_URL": "https://api.example.org/api",
         "AIAAS_REGION": "westeurope",
         "AIAAS_DIRECTORY_ENDPOINT": "https://cosmos-directory.documents.azure.com:443/",
+        "AIAAS_CALLBACK_HOSTS": ".logic.azure.com",
+        "AIAAS_RELAY_KEY": "a-relay-key-of-its-own",
         **overrides,
     }
     for name, value in values.items():

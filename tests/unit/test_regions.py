@@ -198,6 +198,8 @@ def test_a_production_stamp_must_say_its_region_and_development_is_local(monkeyp
         "cosmos_endpoint": "https://c.documents.azure.com:443/",
         "eventgrid_endpoint": "https://d.westeurope-1.eventgrid.azure.net/api/events",
         "public_api_url": "https://api.example.org/api",
+        "callback_hosts": ".logic.azure.com",
+        "relay_key": "a-relay-key-of-its-own",
     }
     with pytest.raises(ValueError, match="AIAAS_REGION is required"):
         Settings(**production, directory_endpoint="https://g.documents.azure.com:443/")

@@ -31,6 +31,8 @@ NOT_IN_AZURE = {
     "AIAAS_SWEEP_INTERVAL_SECONDS": "the local host's sweeper loop",
     "AIAAS_WEBHOOK_MAX_ATTEMPTS": "the local event broker's retries (Event Grid retries in Azure)",
     "AIAAS_WEBHOOK_FIRST_RETRY_SECONDS": "the local event broker's retries",
+    "AIAAS_EVENT_TIME_SCALE": "the local event broker's clock (Event Grid keeps real time)",
+    "AIAAS_EVENT_DELIVERY_TIMEOUT_SECONDS": "the local event broker's answer timeout (Event Grid: 30 s, fixed)",
 }
 # AIAAS_ names in bicep/ that are not app settings: deployment parameters azd reads from its environment.
 DEPLOYMENT_ONLY = {
