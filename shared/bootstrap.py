@@ -34,7 +34,7 @@ def build_platform(settings: Settings) -> Platform:
         ensure_schema,
     )
     from shared.adapters.cosmos_client import make_cosmos_client
-    from shared.adapters.cosmos_events import CosmosEventLog
+    from shared.adapters.cosmos_events import CosmosEventLog, ensure_events_container
     from shared.adapters.cosmos_identity import CosmosAuditLog, CosmosEntraTenantMap, ensure_identity_schema
     from shared.adapters.cosmos_usage import CosmosUsageStore, ensure_usage_container
     from shared.adapters.deadletters import BlobDeadLetterReader
@@ -55,6 +55,7 @@ def build_platform(settings: Settings) -> Platform:
     )
     db = ensure_schema(cosmos, settings.cosmos_database)
     ensure_usage_container(db)
+    ensure_events_container(db)
     ensure_identity_schema(db)
     assert settings.eventgrid_endpoint is not None
     events = EventGridEventPublisher(

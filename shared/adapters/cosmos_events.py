@@ -2,23 +2,83 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
+from azure.cosmos import DatabaseProxy, PartitionKey
+from azure.cosmos.exceptions import CosmosResourceNotFoundError
+
+from shared.adapters.cosmos import _container, _params, newest_first_page, parse_keyset_token
 from shared.domain.events import PlatformEvent
+
+logger = logging.getLogger(__name__)
+
+EVENTS_CONTAINER = "events"
+# The contract keeps a tenant's events at least 30 days (GET /api/v1/events, redelivery, replay); Event Grid itself
+# keeps nothing after an event's time to live (24 h at most, Event Grid "Delivery and retry"). Cosmos DB deletes an
+# item `defaultTtl` seconds after its last write (Cosmos DB "Time to live"): 35 days leaves 5 days of margin.
+# The stand-in does not expire items (README limits table): nothing here relies on them going.
+EVENTS_TTL_SECONDS = 35 * 24 * 3600
+# Listed newest first by (eventTime, id) and filtered by type; the data is never queried, so only these paths are
+# indexed. Cosmos DB serves an ORDER BY on two properties only from a composite index of the same paths and
+# directions (Cosmos DB "Indexing policies"); the stand-in refuses the query without it, as Cosmos DB does.
+EVENTS_INDEXING = {
+    "indexingMode": "consistent",
+    "includedPaths": [
+        {"path": "/tenantId/?"},
+        {"path": "/eventTime/?"},
+        {"path": "/eventType/?"},
+        {"path": "/id/?"},
+    ],
+    "excludedPaths": [{"path": "/*"}, {"path": '/"_etag"/?'}],
+    "compositeIndexes": [
+        [{"path": "/eventTime", "order": "descending"}, {"path": "/id", "order": "descending"}],
+    ],
+}
+# An event is a few KB (a job's ids, counts and links), far below Cosmos DB's 2 MB item limit (Cosmos DB service
+# quotas; enforced by shared/localhost/cosmos_server.js), so an event is always one document.
+
+
+def ensure_events_container(db: DatabaseProxy) -> None:
+    """The `events` container (partition /tenantId, defaultTtl 35 days), as the deployment declares it in Azure."""
+    db.create_container_if_not_exists(
+        EVENTS_CONTAINER,
+        partition_key=PartitionKey(path="/tenantId"),
+        indexing_policy=EVENTS_INDEXING,
+        default_ttl=EVENTS_TTL_SECONDS,
+    )
+
+
+def _doc(event: PlatformEvent) -> dict[str, Any]:
+    return {**event.to_eventgrid(), "tenantId": event.topic}
+
+
+def _event(doc: dict[str, Any]) -> PlatformEvent:
+    return PlatformEvent.from_eventgrid(doc)
 
 
 class CosmosEventLog:
-    """Skeleton: filled in by the event API work."""
+    """Every published event, one document per (tenant, event id); recording again is an upsert."""
 
-    def __init__(self, database: Any) -> None:
-        self._db = database
+    def __init__(self, database: DatabaseProxy) -> None:
+        self._c = _container(database, EVENTS_CONTAINER)
 
     def record(self, events: Sequence[PlatformEvent]) -> None:
-        raise NotImplementedError
+        for event in events:
+            self._c.upsert_item(_doc(event), no_response=True)
 
     def get_events(self, tenant_id: str, event_ids: Sequence[str]) -> list[PlatformEvent]:
-        raise NotImplementedError
+        """Point reads in the tenant's partition: another tenant's id is simply not found there."""
+        found: list[PlatformEvent] = []
+        for event_id in dict.fromkeys(event_ids):
+            if not event_id or not isinstance(event_id, str):
+                continue
+            try:
+                found.append(_event(self._c.read_item(event_id, partition_key=tenant_id)))
+            except CosmosResourceNotFoundError:
+                continue
+        return found
 
     def list_events(
         self,
@@ -30,4 +90,22 @@ class CosmosEventLog:
         limit: int = 100,
         continuation: str | None = None,
     ) -> tuple[list[PlatformEvent], str | None]:
-        raise NotImplementedError
+        """Keyset paging on eventTime (newest first, then id); `continuation` is "<eventTime>|<ids seen at it>"."""
+        before, seen = parse_keyset_token(continuation)
+        where = ["c.tenantId = @tenantId"]
+        values: dict[str, str] = {"tenantId": tenant_id}
+        for clause, name, value in (
+            ("c.eventTime <= @before", "before", before),
+            ("c.eventTime >= @since", "since", since),
+            ("c.eventTime < @until", "until", until),
+            ("c.eventType = @eventType", "eventType", event_type),
+        ):
+            if value:
+                where.append(clause)
+                values[name] = value
+        query = f"SELECT * FROM c WHERE {' AND '.join(where)} ORDER BY c.eventTime DESC, c.id DESC"
+        docs = self._c.query_items(
+            query, parameters=_params(**values), partition_key=tenant_id, max_item_count=limit + 1
+        )
+        page, token = newest_first_page(docs, "eventTime", limit=limit, before=before, seen=seen)
+        return [_event(doc) for doc in page], token

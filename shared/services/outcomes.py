@@ -7,6 +7,7 @@ import logging
 from shared.domain.errors import PreconditionFailed
 from shared.domain.events import terminal_event
 from shared.domain.jobs import Job, utcnow
+from shared.services.events import publish_events
 from shared.services.platform import Platform
 from shared.services.usage import record_usage
 
@@ -25,7 +26,8 @@ def publish_terminal_event(platform: Platform, job: Job) -> Job:
     # Metered before the event goes out: a subscriber never sees a job end that billing has not (an upsert by
     # job id, so this publisher's retry, or the sweeper's re-drive, writes the same record again).
     record_usage(platform, job)
-    platform.events.publish([terminal_event(job, platform.api_url)])
+    # Into the event log, then to Event Grid (the sweeper re-drives an event whose publish failed: same id).
+    publish_events(platform, [terminal_event(job, platform.api_url)])
     logger.info(
         "job %s ended %s; event published",
         job.job_id,
