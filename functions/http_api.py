@@ -34,6 +34,9 @@ class LazyAsgiApp:
                     # Loopback webhooks only by the explicit development setting (refused in production).
                     allow_loopback_webhooks=settings.allow_loopback_endpoints,
                     auth=AuthOptions.from_settings(settings),
+                    relay_key=settings.relay_key,
+                    # The relay answers before its caller gives up (Event Grid: 30 s; the local broker: its setting).
+                    relay_timeout_seconds=min(25.0, settings.event_delivery_timeout_seconds * 25 / 30),
                 )
         return self._app
 

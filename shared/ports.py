@@ -294,6 +294,19 @@ class EndpointValidator(Protocol):
         InvalidInput when it fails, with one generic message whatever the reason."""
         ...
 
+    def check_callback(self, url: str, *, allow_loopback: bool = False) -> None:
+        """A callback URL (no handshake: a Logic Apps callback cannot answer one) under the egress policy: its host
+        resolves only to addresses the platform may call. Raises InvalidInput otherwise (the reason is logged)."""
+        ...
+
+    def deliver_callback(
+        self, url: str, body: bytes, headers: dict[str, str], *, allow_loopback: bool = False, timeout_seconds: float
+    ) -> int:
+        """POSTs one event to a callback URL under the egress policy, within `timeout_seconds`; the answer's status.
+        Raises TimeoutError (no answer in time), ConnectionError (no connection, TLS failure, a broken answer) or
+        InvalidInput (the egress policy refuses the URL now)."""
+        ...
+
 
 class Predictor(Protocol):
     """A loaded model version: preprocess one record, predict a batch (MLServer/KServe's split)."""

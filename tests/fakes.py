@@ -588,6 +588,10 @@ class FakeEndpointValidator:
     def __init__(self) -> None:
         self.refused: dict[str, str] = {}
         self.validated: list[tuple[str, str]] = []
+        # Callbacks (no handshake): checked against the refusals too; deliveries recorded and answered `answer`.
+        self.checked: list[str] = []
+        self.delivered: list[tuple[str, bytes, dict[str, str]]] = []
+        self.answer: int | type[Exception] = 202
 
     def refuse(self, endpoint_url: str, reason: str = "the endpoint did not answer the validation handshake") -> None:
         self.refused[endpoint_url] = reason
@@ -596,6 +600,21 @@ class FakeEndpointValidator:
         self.validated.append((endpoint_url, schema))
         if endpoint_url in self.refused:
             raise InvalidInput(self.refused[endpoint_url], code="EndpointValidationFailed")
+
+    def check_callback(self, url: str, *, allow_loopback: bool = False) -> None:
+        self.checked.append(url)
+        if url in self.refused:
+            raise InvalidInput(self.refused[url], code="InvalidEndpoint")
+
+    def deliver_callback(
+        self, url: str, body: bytes, headers: dict[str, str], *, allow_loopback: bool = False, timeout_seconds: float
+    ) -> int:
+        self.delivered.append((url, body, dict(headers)))
+        if url in self.refused:
+            raise InvalidInput(self.refused[url], code="InvalidEndpoint")
+        if isinstance(self.answer, int):
+            return self.answer
+        raise self.answer("the callback did not answer")
 
 
 class InMemoryEventLog:

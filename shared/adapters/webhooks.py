@@ -11,7 +11,7 @@ from typing import Any
 import httpcore
 import httpx
 
-from shared.adapters.egress import EgressPolicy, Resolver, Timeouts, send_bounded
+from shared.adapters.egress import EgressPolicy, EgressRefusedError, Resolver, Timeouts, send_bounded
 from shared.domain.egress import endpoint_validation_failed, redact_url
 from shared.domain.errors import InvalidInput
 from shared.domain.events import PlatformEvent
@@ -22,6 +22,8 @@ VALIDATION_EVENT = "Microsoft.EventGrid.SubscriptionValidationEvent"
 ORIGIN = "eventgrid.azure.net"
 # Event Grid waits 30 s for a handshake or a delivery answer (Event Grid delivery and retry docs).
 TIMEOUTS = Timeouts(connect=5.0, read=10.0, total=30.0)
+# The relay's call to a callback: answered within 25 s, so the relay itself answers inside Event Grid's 30 s.
+CALLBACK_TIMEOUTS = Timeouts(connect=5.0, read=25.0, total=25.0)
 # A handshake answer is `{"validationResponse": "<code>"}`: a few KB is plenty, and nothing bigger is read.
 MAX_HANDSHAKE_BYTES = 8 * 1024
 # A delivery's answer body is never looked at; read at most this much of it before the connection goes back.
@@ -41,11 +43,14 @@ class HttpEndpointValidator:
         resolver: Resolver | None = None,
         connector: httpcore.NetworkBackend | None = None,
         timeouts: Timeouts = TIMEOUTS,
+        callback_timeouts: Timeouts = CALLBACK_TIMEOUTS,
     ) -> None:
         self._resolver = resolver
         self._connector = connector
         self._timeouts = timeouts.clamped()
+        self._callback_timeouts = callback_timeouts.clamped()
         self._clients: dict[bool, httpx.Client] = {}
+        self._callback_clients: dict[tuple[bool, float], httpx.Client] = {}
         self._lock = threading.Lock()
 
     def _client(self, allow_loopback: bool) -> httpx.Client:
@@ -70,8 +75,48 @@ class HttpEndpointValidator:
             )
             raise endpoint_validation_failed() from None
 
+    def check_callback(self, url: str, *, allow_loopback: bool = False) -> None:
+        """Resolves the host now: EndpointRefused (an InvalidInput, one generic message) unless every address may
+        be called. No handshake: a Logic Apps callback answers 202 to everything and echoes nothing."""
+        EgressPolicy(allow_loopback, resolver=self._resolver).check_url(url)
+
+    def deliver_callback(
+        self, url: str, body: bytes, headers: dict[str, str], *, allow_loopback: bool = False, timeout_seconds: float
+    ) -> int:
+        """One POST under the egress policy, its answer awaited `timeout_seconds` at most (headers included)."""
+        seconds = min(max(timeout_seconds, 0.1), self._callback_timeouts.total)
+        client = self._callback_client(allow_loopback, seconds)
+        try:
+            answer = send_bounded(
+                client,
+                "POST",
+                url,
+                max_bytes=MAX_DELIVERY_ANSWER_BYTES,
+                total_seconds=seconds,
+                truncate=True,
+                content=body,
+                headers=headers,
+            )
+        except EgressRefusedError as err:
+            raise InvalidInput(str(err), code="InvalidEndpoint") from err
+        except httpx.TimeoutException as err:
+            raise TimeoutError(f"no answer within {seconds:.1f}s") from err
+        except httpx.HTTPError as err:
+            raise ConnectionError(f"{type(err).__name__}: {err}") from err
+        return answer.status_code
+
+    def _callback_client(self, allow_loopback: bool, seconds: float) -> httpx.Client:
+        # Its own clients: a callback's answer is awaited the relay's whole budget, not the handshake's read timeout.
+        key = (allow_loopback, seconds)
+        with self._lock:
+            if key not in self._callback_clients:
+                policy = EgressPolicy(allow_loopback, resolver=self._resolver)
+                timeouts = Timeouts(connect=min(self._callback_timeouts.connect, seconds), read=seconds, total=seconds)
+                self._callback_clients[key] = policy.client(timeouts, connector=self._connector)
+            return self._callback_clients[key]
+
     def close(self) -> None:
-        for client in self._clients.values():
+        for client in [*self._clients.values(), *self._callback_clients.values()]:
             client.close()
 
 
@@ -123,12 +168,28 @@ def _cloudevents_handshake(client: httpx.Client, endpoint_url: str, total_second
 def delivery_request(
     event: PlatformEvent, schema: str, *, subscription_name: str, attempt: int, source: str
 ) -> tuple[Any, dict[str, str]]:
-    """The body and headers of one delivery, as Event Grid sends them."""
+    """The body and headers of one delivery, as Event Grid sends them: batching off (one event per request, an
+    array of one in the Event Grid schema), and the aeg-* headers on either schema (Event Grid "Delivery and
+    retry", message headers; a CloudEvents delivery carries aeg-event-type too)."""
     if schema == "CloudEventSchemaV1_0":
         body: Any = event.to_cloudevent(source)
-        headers = {"content-type": "application/cloudevents+json; charset=utf-8"}
+        headers = {
+            "content-type": "application/cloudevents+json; charset=utf-8",
+            "aeg-metadata-version": "1",
+            "aeg-data-version": "",
+        }
     else:
         body = [event.to_eventgrid()]
-        headers = {"content-type": "application/json", "aeg-event-type": "Notification"}
-    headers.update({"aeg-subscription-name": subscription_name, "aeg-delivery-count": str(attempt - 1)})
+        headers = {
+            "content-type": "application/json",
+            "aeg-metadata-version": "1",
+            "aeg-data-version": event.data_version,
+        }
+    headers.update(
+        {
+            "aeg-event-type": "Notification",
+            "aeg-subscription-name": subscription_name,
+            "aeg-delivery-count": str(attempt - 1),
+        }
+    )
     return body, headers

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shared.api.auditing import AuditMiddleware
-from shared.api.auth import ADMIN, READER, SUBMITTER, Authenticator, AuthOptions, Caller, requires
+from shared.api.auth import READER, SUBMITTER, Authenticator, AuthOptions, Caller, requires
 from shared.domain.errors import (
     AlreadyExists,
     Forbidden,
@@ -27,8 +27,9 @@ from shared.domain.errors import (
     WrongRegion,
 )
 from shared.domain.models import MODEL_NAME_PATTERN
-from shared.services import ingest, queries, subscriptions
+from shared.services import ingest, queries
 from shared.services.platform import Platform
+from shared.services.relay import RELAY_TIMEOUT_SECONDS
 
 logger = logging.getLogger(__name__)
 
@@ -96,13 +97,6 @@ class JobRequest(BaseModel):
     errorThreshold: int | None = Field(default=None, ge=-1)
 
 
-class SubscriptionRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    endpointUrl: str = Field(min_length=1, max_length=2048)
-    eventTypes: list[str] | None = None
-    schema_: str = Field(default="EventGridSchema", alias="schema")
-
-
 async def _relative_slash_redirect(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
     """`/api/v1/jobs/` answers 307 to `/api/v1/jobs`, relative, so no redirect names a host the caller sent."""
     path = request.url.path
@@ -119,7 +113,11 @@ def create_app(
     *,
     allow_loopback_webhooks: bool = False,
     auth: AuthOptions | None = None,
+    relay_key: str | None = None,
+    relay_timeout_seconds: float | None = None,
 ) -> FastAPI:
+    """`relay_key` (Settings.relay_key) authenticates the relay's deliveries (None: it refuses them all);
+    `relay_timeout_seconds` is how long the relay waits for a callback (default 25 s, inside Event Grid's 30 s)."""
     app = FastAPI(
         title="AIaaS batch inference platform",
         version="1.0",
@@ -143,7 +141,6 @@ def create_app(
     Plat = Annotated[Platform, Depends(platform)]
     Reader = Annotated[Caller, requires(READER)]
     Submitter = Annotated[Caller, requires(SUBMITTER)]
-    Admin = Annotated[Caller, requires(ADMIN)]
 
     @app.exception_handler(PlatformError)
     def _platform_error(_: Request, err: PlatformError) -> JSONResponse:
@@ -257,34 +254,7 @@ def create_app(
         job_id = existing_id("job", job_id)
         return queries.list_results(plat, tenant.tenant_id, job_id, limit=limit, continuation=continuationToken)
 
-    @app.post("/api/v1/subscriptions", status_code=201)
-    def create_subscription(body: SubscriptionRequest, plat: Plat, tenant: Admin) -> dict[str, Any]:
-        created = subscriptions.create_subscription(
-            plat,
-            tenant.tenant_id,
-            body.endpointUrl,
-            schema=body.schema_,
-            event_types=body.eventTypes,
-            allow_loopback_http=allow_loopback_webhooks,
-        )
-        return created.public_view()
-
-    @app.get("/api/v1/subscriptions")
-    def list_subscriptions(plat: Plat, tenant: Reader) -> dict[str, Any]:
-        return {"items": [s.public_view() for s in plat.subscriptions.list_subscriptions(tenant.tenant_id)]}
-
-    @app.get("/api/v1/subscriptions/{subscription_id}")
-    def get_subscription(subscription_id: str, plat: Plat, tenant: Reader) -> dict[str, Any]:
-        subscription_id = existing_id("subscription", subscription_id)
-        return plat.subscriptions.get_subscription(tenant.tenant_id, subscription_id).public_view()
-
-    @app.delete("/api/v1/subscriptions/{subscription_id}", status_code=204)
-    def delete_subscription(subscription_id: str, plat: Plat, tenant: Admin) -> Response:
-        subscription_id = existing_id("subscription", subscription_id)
-        plat.subscriptions.get_subscription(tenant.tenant_id, subscription_id)  # 404 if not the caller's
-        plat.subscriptions.delete_subscription(tenant.tenant_id, subscription_id)
-        return Response(status_code=204)
-
+    from shared.api.event_routes import event_router
     from shared.api.identity_routes import identity_router
     from shared.api.oip import oip_router
     from shared.api.registry_routes import registry_router
@@ -294,4 +264,12 @@ def create_app(
     app.include_router(identity_router(Depends(platform)))
     app.include_router(oip_router(Depends(platform)))
     app.include_router(usage_router(Depends(platform)))
+    app.include_router(
+        event_router(
+            Depends(platform),
+            allow_loopback=allow_loopback_webhooks,
+            relay_key=relay_key,
+            relay_timeout_seconds=relay_timeout_seconds or RELAY_TIMEOUT_SECONDS,
+        )
+    )
     return app

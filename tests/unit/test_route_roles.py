@@ -19,8 +19,13 @@ from shared.services.tenants import create_key
 from tests.fakes import MODEL_NAME, add_tenant
 
 # Routes anyone may call: liveness and the documents that describe the API, the V2 server's health and metadata
-# (the protocol's unauthenticated probes), and the V2 catch-all that answers 404 for a path that is no endpoint.
+# (the protocol's unauthenticated probes), the V2 catch-all that answers 404 for a path that is no endpoint, and
+# the relay of callback subscriptions: Event Grid calls it with no tenant credential, so it authenticates each
+# delivery by the subscription's own relay header instead (shared.services.relay; its OPTIONS is the CloudEvents
+# abuse-protection request, which carries no header of ours).
 PUBLIC = {
+    ("POST", "/api/relay/{tenant_id}/{subscription_id}"),
+    ("OPTIONS", "/api/relay/{tenant_id}/{subscription_id}"),
     ("GET", "/api/health"),
     ("GET", "/api/health/ready"),
     ("GET", "/api/v2/health/live"),
@@ -98,6 +103,10 @@ CALLS: list[tuple[str, str, dict[str, Any] | None, str]] = [
     ("POST", "/api/v1/uploads", {"model": MODEL_NAME, "filename": "a.csv"}, SUBMITTER),
     ("POST", "/api/v1/jobs", {"model": MODEL_NAME, "blobPath": "inbox/x/none.csv"}, SUBMITTER),
     ("POST", "/api/v1/subscriptions", {"endpointUrl": "https://example.com/hook"}, ADMIN),
+    ("GET", "/api/v1/events", None, READER),
+    ("GET", "/api/v1/subscriptions/0123456789abcdef0123456789abcdef/deadletters", None, READER),
+    ("POST", "/api/v1/subscriptions/0123456789abcdef0123456789abcdef/redeliver", {"eventIds": ["e"]}, ADMIN),
+    ("DELETE", "/api/v1/subscriptions/0123456789abcdef0123456789abcdef", None, ADMIN),
     ("POST", "/api/v1/keys", {"name": "k", "role": READER}, ADMIN),
     ("GET", "/api/v1/keys", None, ADMIN),
     ("DELETE", "/api/v1/keys/0123456789abcdef0123456789abcdef", None, ADMIN),
