@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from azure.cosmos import DatabaseProxy, PartitionKey
@@ -36,6 +37,10 @@ EVENTS_INDEXING = {
         [{"path": "/eventTime", "order": "descending"}, {"path": "/id", "order": "descending"}],
     ],
 }
+# get_events reads one by one up to this many ids, then READ_WORKERS at a time (the SDK client is thread-safe): in
+# Azure a point read is a network round trip of milliseconds, so 10,000 of them in a row would take most of a minute.
+# (The single-threaded stand-in gains nothing from it: 1,000 reads took 1.4 s either way.)
+PARALLEL_READS_FROM, READ_WORKERS = 8, 8
 # An event is a few KB (a job's ids, counts and links), far below Cosmos DB's 2 MB item limit (Cosmos DB service
 # quotas; enforced by shared/localhost/cosmos_server.js), so an event is always one document.
 
@@ -70,15 +75,21 @@ class CosmosEventLog:
 
     def get_events(self, tenant_id: str, event_ids: Sequence[str]) -> list[PlatformEvent]:
         """Point reads in the tenant's partition: another tenant's id is simply not found there."""
-        found: list[PlatformEvent] = []
-        for event_id in dict.fromkeys(event_ids):
-            if not event_id or not isinstance(event_id, str):
-                continue
+        ids = [i for i in dict.fromkeys(event_ids) if i and isinstance(i, str)]
+
+        def read(event_id: str) -> PlatformEvent | None:
             try:
-                found.append(_event(self._c.read_item(event_id, partition_key=tenant_id)))
+                return _event(self._c.read_item(event_id, partition_key=tenant_id))
             except CosmosResourceNotFoundError:
-                continue
-        return found
+                return None
+
+        if len(ids) <= PARALLEL_READS_FROM:
+            found = [read(i) for i in ids]
+        else:
+            # A redelivery names up to 10,000 ids: point reads (1 RU each) side by side, not one round trip at a time.
+            with ThreadPoolExecutor(max_workers=READ_WORKERS, thread_name_prefix="event-reads") as pool:
+                found = list(pool.map(read, ids))
+        return [event for event in found if event is not None]
 
     def list_events(
         self,
@@ -91,6 +102,7 @@ class CosmosEventLog:
         continuation: str | None = None,
     ) -> tuple[list[PlatformEvent], str | None]:
         """Keyset paging on eventTime (newest first, then id); `continuation` is "<eventTime>|<ids seen at it>"."""
+        limit = max(1, limit)
         before, seen = parse_keyset_token(continuation)
         where = ["c.tenantId = @tenantId"]
         values: dict[str, str] = {"tenantId": tenant_id}

@@ -7,10 +7,18 @@ import uuid
 from typing import Any
 
 import pytest
+from azure.cosmos import PartitionKey
+from azure.cosmos.exceptions import CosmosHttpResponseError
 
 from shared.adapters.cosmos import ensure_schema
 from shared.adapters.cosmos_client import make_cosmos_client
-from shared.adapters.cosmos_events import EVENTS_CONTAINER, EVENTS_TTL_SECONDS, CosmosEventLog, ensure_events_container
+from shared.adapters.cosmos_events import (
+    EVENTS_CONTAINER,
+    EVENTS_INDEXING,
+    EVENTS_TTL_SECONDS,
+    CosmosEventLog,
+    ensure_events_container,
+)
 from shared.domain.events import PlatformEvent
 from shared.localhost.emulators import CosmosServer
 
@@ -83,6 +91,22 @@ def test_the_container_keeps_events_35_days(cosmos: CosmosServer, db_name: str) 
     assert props["partitionKey"]["paths"] == ["/tenantId"]
 
 
+def test_the_listing_needs_the_containers_composite_index_as_in_azure(cosmos: CosmosServer) -> None:
+    """Cosmos DB serves an ORDER BY on two properties only from a composite index; the stand-in refuses it too, so
+    the index the container declares is the one the listing uses."""
+    db = make_cosmos_client(cosmos.endpoint, cosmos.key).create_database_if_not_exists(f"evn{uuid.uuid4().hex[:8]}")
+    without = {k: v for k, v in EVENTS_INDEXING.items() if k != "compositeIndexes"}
+    db.create_container_if_not_exists(
+        EVENTS_CONTAINER, partition_key=PartitionKey(path="/tenantId"), indexing_policy=without
+    )
+    log = CosmosEventLog(db)
+    log.record([event("acme", "2026-11-01T10:00:00.000Z")])
+
+    with pytest.raises(CosmosHttpResponseError) as refused:
+        log.list_events("acme")
+    assert refused.value.status_code == 400
+
+
 def test_get_events_returns_only_the_tenants_own_ids(log: CosmosEventLog) -> None:
     mine, theirs = tenant_id(), tenant_id()
     a, b = event(mine, "2026-11-01T10:00:00.000Z"), event(mine, "2026-11-01T11:00:00.000Z")
@@ -96,6 +120,20 @@ def test_get_events_returns_only_the_tenants_own_ids(log: CosmosEventLog) -> Non
     assert sorted(found, key=lambda e: e.id) == sorted([a, b], key=lambda e: e.id)
     assert log.get_events(theirs, [a.id]) == [same_id]
     assert log.get_events(mine, []) == []
+
+
+def test_many_ids_are_read_back_whatever_their_number(log: CosmosEventLog) -> None:
+    """A redelivery names thousands of ids: every one of the tenant's is found, none of anyone else's."""
+    mine, theirs = tenant_id(), tenant_id()
+    own = [event(mine, f"2026-11-01T10:{i:02d}:00.000Z") for i in range(30)]
+    other = [event(theirs, "2026-11-01T10:00:00.000Z") for _ in range(10)]
+    log.record(own + other)
+    asked = [e.id for e in own] + [e.id for e in other] + [uuid.uuid4().hex for _ in range(10)]
+
+    found = log.get_events(mine, asked)
+
+    assert sorted(e.id for e in found) == sorted(e.id for e in own)
+    assert {e.id: e for e in found} == {e.id: e for e in own}
 
 
 def test_listing_is_newest_first_then_by_id_and_pages_through_everything(log: CosmosEventLog) -> None:
