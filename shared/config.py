@@ -124,11 +124,9 @@ class Settings(BaseSettings):
     default_concurrent_jobs: int = Field(default=1000, ge=0)
     default_max_file_bytes: int = Field(default=2 * 1024**3, ge=0)
     default_requests_per_minute: int = Field(default=60_000, ge=0)
-    webhook_max_attempts: int = Field(default=8, ge=1, le=30)
     # Outbound calls on a tenant's behalf (webhooks, handshakes, remote models) may reach loopback: development
     # only (the local stack's own webhook receivers); private, link-local and metadata addresses stay refused.
     allow_loopback_endpoints: bool = False
-    webhook_first_retry_seconds: float = Field(default=1.0, gt=0)
 
     # Identity (contract "Identity, roles and keys"): Entra ID v2 access tokens next to API keys; tokens are
     # refused (401) while the audience is unset. Plain http is accepted only for a loopback authority in

@@ -179,8 +179,10 @@ class LocalHost:
         os.environ.update(self.environment())
         bootstrap.reset()
         platform = bootstrap.get_platform()
-        for container in ("models", "deadletter"):
-            platform.blobs.ensure_container(container)
+        platform.blobs.ensure_container("models")
+        # Event Grid dead-letters into the platform's own account (the domain's identity writes there), never
+        # into the tenants' account, whose containers tenants hold SAS for.
+        bootstrap.build_platform_blobs(get_settings()).ensure_container(self.settings.deadletter_container)
         publish_models(platform.models, self.settings.models_dir)
         bootstrap.build_job_queue(get_settings()).ensure_queues()
         self._start_api()
@@ -223,12 +225,18 @@ class LocalHost:
         from shared.adapters.egress import EgressPolicy
         from shared.localhost.broker import LocalEventBroker
 
+        settings = get_settings()
         self.broker = LocalEventBroker(
             bootstrap.get_platform,
-            key=self.settings.eventgrid_key or LOCAL_EVENTGRID_KEY,
-            max_attempts=self.settings.webhook_max_attempts,
-            first_retry_seconds=self.settings.webhook_first_retry_seconds,
-            egress=EgressPolicy(self.settings.allow_loopback_endpoints),
+            key=settings.eventgrid_key or LOCAL_EVENTGRID_KEY,
+            dead_letters=bootstrap.build_platform_blobs(settings),
+            deadletter_container=settings.deadletter_container,
+            secrets=bootstrap.build_secret_store(settings),
+            api_url=settings.public_api_url or self.api_url,
+            relay_master_key=settings.relay_key or "",
+            time_scale=settings.event_time_scale,
+            timeout_seconds=settings.event_delivery_timeout_seconds,
+            egress=EgressPolicy(settings.allow_loopback_endpoints),
         )
         self.broker.start()
         root = Starlette(routes=[Mount("/broker", app=self.broker.asgi_app()), Mount("/", app=asgi_app)])

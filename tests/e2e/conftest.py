@@ -36,7 +36,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory, oidc_issuer: OidcIssuer) -> 
     if not list((REPO / "build/models").glob("*/*/card.json")):
         pytest.fail("no model packages: run `make models` (make test does)")
     saved = dict(os.environ)
-    os.environ["AIAAS_WEBHOOK_FIRST_RETRY_SECONDS"] = "0.2"
     settings = Settings(
         environment="development",
         api_port=free_port(),
@@ -47,7 +46,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory, oidc_issuer: OidcIssuer) -> 
         data_dir=tmp_path_factory.mktemp("stack"),
         models_dir=REPO / "build/models",
         workers=2,
-        webhook_first_retry_seconds=0.2,
         # Event Grid's delivery clock, an hour per second: its retry schedule (10 s, 30 s, 1 min, ...) and the
         # day-long time to live run in seconds; a delivery answer is awaited 2 s instead of 30 s.
         event_time_scale=3600,

@@ -109,11 +109,12 @@ def test_a_delivery_is_not_redirected() -> None:
     ports.blobs.ensure_container("deadletter")
     with LoopbackServer() as target, LoopbackServer(redirect("http://127.0.0.1:1/")) as first:
         with LoopbackServer(redirect(target.url)) as hop:
-            ports.subscriptions.put_subscription(Subscription("acme", "sub", hop.url))
+            ports.subscriptions.put_subscription(Subscription("acme", "sub", hop.url, max_delivery_attempts=1))
             broker = LocalEventBroker(
                 lambda: ports,  # type: ignore[arg-type,return-value]
                 key="k",
-                max_attempts=1,
+                dead_letters=ports.blobs,
+                time_scale=3600,
                 egress=EgressPolicy(allow_loopback=True),
             )
             broker.start()
@@ -191,8 +192,8 @@ def test_a_delivery_refused_by_the_endpoint_is_dead_lettered_at_once(status: int
         broker = LocalEventBroker(
             lambda: ports,  # type: ignore[arg-type,return-value]
             key="k",
-            max_attempts=5,
-            first_retry_seconds=0.01,
+            dead_letters=ports.blobs,
+            time_scale=3600,
             egress=EgressPolicy(allow_loopback=True),
         )
         broker.start()

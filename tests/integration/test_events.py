@@ -48,8 +48,8 @@ def broker(azurite: Azurite, cosmos: CosmosServer) -> Iterator[tuple[LocalEventB
     instance = LocalEventBroker(
         lambda: ports,  # type: ignore[arg-type,return-value]
         key=KEY,
-        max_attempts=3,
-        first_retry_seconds=0.1,
+        dead_letters=ports.blobs,
+        time_scale=3600,  # Event Grid's retry schedule, an hour per second
         egress=EgressPolicy(allow_loopback=True),  # the receivers here listen on loopback
     )
     instance.start()
@@ -137,7 +137,9 @@ def test_cloudevents_subscription_gets_a_cloudevent(broker: Any) -> None:
 def test_failed_deliveries_are_retried_then_dead_lettered(broker: Any) -> None:
     instance, endpoint, ports = broker
     with WebhookReceiver(fail_first=2) as flaky:
-        ports.subscriptions.put_subscription(Subscription("flaky", uuid.uuid4().hex, flaky.url))
+        ports.subscriptions.put_subscription(
+            Subscription("flaky", uuid.uuid4().hex, flaky.url, max_delivery_attempts=3)
+        )
         event = _event("flaky")
         EventGridEventPublisher(endpoint, key=KEY).publish([event])
         assert [e["id"] for e in flaky.wait_for(1, timeout=10)] == [event.id]
@@ -145,14 +147,18 @@ def test_failed_deliveries_are_retried_then_dead_lettered(broker: Any) -> None:
         assert _wait(lambda: delivery.status == "delivered")
         assert delivery.attempts == 3
 
-    dead_sub = Subscription("gone", uuid.uuid4().hex, f"http://127.0.0.1:{free_port()}/nobody-listens")
+    dead_sub = Subscription(
+        "gone", uuid.uuid4().hex, f"http://127.0.0.1:{free_port()}/nobody-listens", max_delivery_attempts=3
+    )
     ports.subscriptions.put_subscription(dead_sub)
     lost = _event("gone")
     EventGridEventPublisher(endpoint, key=KEY).publish([lost])
-    path = f"gone/{dead_sub.subscription_id}/{lost.id}.json"
-    assert _wait(lambda: any(b.name == path for b in ports.blobs.list_blobs("deadletter", prefix="gone/")))
-    record = orjson.loads(ports.blobs.read_bytes("deadletter", path))
-    assert record["attempts"] == 3 and record["event"]["id"] == lost.id and record["lastError"]
+    prefix = f"AIAAS-{dead_sub.subscription_id.upper()}/"  # Event Grid's layout: the name upper-cased
+    assert _wait(lambda: any(ports.blobs.list_blobs("deadletter", prefix=prefix)))
+    [blob] = ports.blobs.list_blobs("deadletter", prefix=prefix)
+    [record] = orjson.loads(ports.blobs.read_bytes("deadletter", blob.name))
+    assert record["deliveryAttempts"] == 3 and record["id"] == lost.id
+    assert record["deadLetterReason"] == "MaxDeliveryAttemptsExceeded" and record["lastDeliveryOutcome"]
 
 
 def test_publishing_with_a_wrong_key_is_refused(broker: Any) -> None:

@@ -239,13 +239,13 @@ def test_a_delivery_to_a_refused_address_never_connects_and_dead_letters_generic
     ports = _Ports(InMemorySubscriptionStore(), InMemoryBlobStore())
     ports.blobs.ensure_container("deadletter")
     for index, url in enumerate(["http://127.0.0.1:9/hook", "https://169.254.169.254/hook", "https://[::1]/h"]):
-        ports.subscriptions.put_subscription(Subscription("acme", f"sub{index}", url))
+        ports.subscriptions.put_subscription(Subscription("acme", f"sub{index}", url, max_delivery_attempts=2))
     connector = RecordingConnector()
     broker = LocalEventBroker(
         lambda: ports,  # type: ignore[arg-type,return-value]
         key="k",
-        max_attempts=2,
-        first_retry_seconds=0.01,
+        dead_letters=ports.blobs,
+        time_scale=3600,
         egress=EgressPolicy(allow_loopback=False),
         connector=connector,
     )

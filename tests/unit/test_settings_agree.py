@@ -29,8 +29,6 @@ NOT_IN_AZURE = {
     "AIAAS_WORKERS": "the local host's worker processes (Flex Consumption scales instances)",
     "AIAAS_WATCH_INTERVAL_SECONDS": "the local host's inbox polling (Event Grid pushes BlobCreated in Azure)",
     "AIAAS_SWEEP_INTERVAL_SECONDS": "the local host's sweeper loop",
-    "AIAAS_WEBHOOK_MAX_ATTEMPTS": "the local event broker's retries (Event Grid retries in Azure)",
-    "AIAAS_WEBHOOK_FIRST_RETRY_SECONDS": "the local event broker's retries",
     "AIAAS_EVENT_TIME_SCALE": "the local event broker's clock (Event Grid keeps real time)",
     "AIAAS_EVENT_DELIVERY_TIMEOUT_SECONDS": "the local event broker's answer timeout (Event Grid: 30 s, fixed)",
 }
