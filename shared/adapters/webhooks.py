@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 import uuid
 from typing import Any
@@ -83,8 +84,9 @@ class HttpEndpointValidator:
     def deliver_callback(
         self, url: str, body: bytes, headers: dict[str, str], *, allow_loopback: bool = False, timeout_seconds: float
     ) -> int:
-        """One POST under the egress policy, its answer awaited `timeout_seconds` at most (headers included)."""
-        seconds = min(max(timeout_seconds, 0.1), self._callback_timeouts.total)
+        """One POST under the egress policy, connect and answer within `timeout_seconds` (rounded down to 0.5 s,
+        so that a few clients serve every budget)."""
+        seconds = max(0.5, math.floor(min(timeout_seconds, self._callback_timeouts.total) * 2) / 2)
         client = self._callback_client(allow_loopback, seconds)
         try:
             answer = send_bounded(
@@ -111,7 +113,9 @@ class HttpEndpointValidator:
         with self._lock:
             if key not in self._callback_clients:
                 policy = EgressPolicy(allow_loopback, resolver=self._resolver)
-                timeouts = Timeouts(connect=min(self._callback_timeouts.connect, seconds), read=seconds, total=seconds)
+                # Connecting and the wait for the answer share the budget: together never more than `seconds`.
+                connect = min(self._callback_timeouts.connect, seconds / 4)
+                timeouts = Timeouts(connect=connect, read=seconds - connect, total=seconds)
                 self._callback_clients[key] = policy.client(timeouts, connector=self._connector)
             return self._callback_clients[key]
 
