@@ -17,6 +17,7 @@ from azure.storage.blob import BlobClient
 
 from shared.config import Settings
 from shared.localhost.emulators import free_port
+from shared.localhost.logicapps_callback import LogicAppsCallback
 from shared.localhost.webhook_receiver import WebhookReceiver
 
 logger = logging.getLogger(__name__)
@@ -73,7 +74,7 @@ def run_demo(*, workers: int = 2) -> int:
     )
     started = time.perf_counter()
     try:
-        with LocalHost(settings) as host, WebhookReceiver() as webhook:
+        with LocalHost(settings) as host, WebhookReceiver() as webhook, LogicAppsCallback() as logic_app:
             print(
                 f"local stack up in {time.perf_counter() - started:.1f}s: API {host.api_url}, "
                 f"{len(host.worker_processes)} workers"
@@ -87,6 +88,15 @@ def run_demo(*, workers: int = 2) -> int:
                 raise RuntimeError(f"subscribing the webhook failed: {answer.status_code} {answer.text}")
             sub = answer.json()
             print(f"tenant '{TENANT}' created; webhook subscribed ({sub['subscriptionId'][:8]}..., handshake passed)")
+            # As the connector's "When a job finishes" trigger subscribes: a callback that answers 202 to
+            # everything and echoes no handshake; the platform's relay delivers to it.
+            answer = api.post("/v1/subscriptions", json={"callbackUrl": logic_app.url})
+            if answer.status_code != 201:
+                raise RuntimeError(f"subscribing the Logic Apps callback failed: {answer.status_code} {answer.text}")
+            print(
+                f"Logic-Apps-style callback subscribed ({answer.json()['subscriptionId'][:8]}..., no handshake; "
+                "delivered through the relay)"
+            )
             uploads = _sample_uploads()
             upload_started = time.perf_counter()
             for model, filename, content, parameters in uploads:
@@ -110,10 +120,26 @@ def run_demo(*, workers: int = 2) -> int:
             elapsed = time.perf_counter() - upload_started
             print(f"\n{len(events)} events delivered to the webhook in {elapsed:.2f}s:")
             summary = _summarise(api, events)
+            relayed = _logic_app_summary(logic_app, events, timeout=max(10.0, 60 - elapsed))
             time.sleep(0.2)
-            return 0 if len(events) == len(uploads) and summary else 1
+            return 0 if len(events) == len(uploads) and summary and relayed else 1
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def _logic_app_summary(logic_app: LogicAppsCallback, events: list[dict[str, Any]], *, timeout: float) -> bool:
+    """What the Logic-Apps-style callback got: every event the webhook got, each as one JSON object."""
+    received = logic_app.wait_for(len(events), timeout=timeout)
+    objects = [e for e in received if isinstance(e, dict)]
+    same = {e["id"] for e in objects} == {e["id"] for e in events}
+    print(
+        f"\nLogic-Apps-style callback (answers 202 to everything, never echoes a validation code): "
+        f"{len(objects)} of {len(events)} events received through the relay, one JSON object a request"
+        f"{'' if same else ' (MISSING some)'}:"
+    )
+    for event in objects:
+        print(f"  {event['eventType']:<30} job {event['data']['jobId'][:12]}... {event['data']['status']}")
+    return same and len(objects) == len(received)
 
 
 def _summarise(api: httpx.Client, events: list[dict[str, Any]]) -> bool:
