@@ -47,6 +47,11 @@ param directoryAccountName string
 param directoryResourceGroupName string
 param directoryEndpoint string
 
+@secure()
+@minLength(32)
+@description('The relay key (AIAAS_RELAY_KEY, kept in the stamp\'s vault): from the azd environment (AZURE_RELAY_KEY), set once and kept; a new value breaks every callback subscription until it is recreated.')
+param relayKey string
+
 @description('Email address that receives the operator alerts (modules/alerts.bicep). Empty: alerts show in the portal only.')
 param alertEmail string = ''
 
@@ -91,7 +96,6 @@ module storage 'modules/storage.bicep' = {
     location: location
     tags: tags
     containerNames: [
-      deadLetterContainerName
       deploymentContainerName
     ]
     logAnalyticsWorkspaceId: monitoring.outputs.logAnalyticsWorkspaceId
@@ -101,7 +105,8 @@ module storage 'modules/storage.bicep' = {
 // The platform's own data (the models container: public models and every tenant's private ones) in an account of
 // its own: a tenant's upload SAS is signed for the tenants' account, so it can never name a blob here, as a path, a
 // copy source or a copy destination; and the app identity holds no Blob Delegator role here, so no SAS for this
-// account can be signed at all.
+// account can be signed at all. Every dead letter lands here too (`deadletter`): Event Grid writes with the domain's
+// and the system topic's identities, the app only reads.
 module platformStorage 'modules/storage.bicep' = {
   name: 'platform-storage'
   scope: rg
@@ -111,6 +116,7 @@ module platformStorage 'modules/storage.bicep' = {
     tags: tags
     containerNames: [
       modelsContainerName
+      deadLetterContainerName
     ]
     logAnalyticsWorkspaceId: monitoring.outputs.logAnalyticsWorkspaceId
   }
@@ -135,6 +141,7 @@ module keyVault 'modules/keyvault.bicep' = {
     name: '${abbrs.keyVaultVaults}${resourceToken}'
     location: location
     tags: tags
+    relayKey: relayKey
     logAnalyticsWorkspaceId: monitoring.outputs.logAnalyticsWorkspaceId
   }
 }
@@ -213,8 +220,10 @@ module functionApp 'modules/functionapp.bicep' = {
     identityClientId: identity.outputs.clientId
     storageAccountName: storage.outputs.name
     platformStorageAccountName: platformStorage.outputs.name
+    platformStorageAccountId: platformStorage.outputs.resourceId
     deploymentContainerName: deploymentContainerName
     modelsContainerName: modelsContainerName
+    deadLetterContainerName: deadLetterContainerName
     applicationInsightsConnectionString: monitoring.outputs.applicationInsightsConnectionString
     cosmosEndpoint: cosmos.outputs.endpoint
     cosmosDatabaseName: cosmos.outputs.databaseName
@@ -223,6 +232,7 @@ module functionApp 'modules/functionapp.bicep' = {
     eventGridDomainEndpoint: eventGridDomain.outputs.endpoint
     eventGridDomainId: eventGridDomain.outputs.resourceId
     keyVaultUri: keyVault.outputs.vaultUri
+    relayKeySecretUri: keyVault.outputs.relayKeySecretUri
     logAnalyticsWorkspaceId: monitoring.outputs.logAnalyticsWorkspaceId
     region: region
     directoryEndpoint: directoryEndpoint
@@ -258,6 +268,7 @@ module rbac 'modules/rbac.bicep' = {
     keyVaultName: keyVault.outputs.name
     functionPrincipalId: identity.outputs.principalId
     systemTopicPrincipalId: systemTopic.outputs.principalId
+    domainPrincipalId: eventGridDomain.outputs.principalId
     deadLetterContainerName: deadLetterContainerName
     userPrincipalId: principalId
     userPrincipalType: principalType
@@ -276,7 +287,7 @@ module blobEventSubscription 'modules/blob-event-subscription.bicep' = if (deplo
     systemTopicName: systemTopic.outputs.name
     functionAppName: functionApp.outputs.name
     functionName: ingestFunctionName
-    storageAccountName: storage.outputs.name
+    deadLetterStorageAccountName: platformStorage.outputs.name
     deadLetterContainerName: deadLetterContainerName
   }
 }
@@ -303,8 +314,9 @@ output AIAAS_PLATFORM_STORAGE_ACCOUNT_NAME string = platformStorage.outputs.name
 output AZURE_STORAGE_BLOB_ENDPOINT string = storage.outputs.primaryBlobEndpoint
 output AZURE_STORAGE_QUEUE_ENDPOINT string = storage.outputs.primaryQueueEndpoint
 output AIAAS_MODELS_CONTAINER string = modelsContainerName
-// Not an app setting (Event Grid dead-letters there, the app does not read it): no AIAAS_ name.
-output AZURE_STORAGE_DEADLETTER_CONTAINER string = deadLetterContainerName
+// Every dead letter (tenant subscriptions' and BlobCreated's), in the platform account.
+output AIAAS_DEADLETTER_CONTAINER string = deadLetterContainerName
+output AIAAS_PLATFORM_STORAGE_ACCOUNT_ID string = platformStorage.outputs.resourceId
 
 output AIAAS_COSMOS_ENDPOINT string = cosmos.outputs.endpoint
 output AIAAS_COSMOS_DATABASE string = cosmos.outputs.databaseName

@@ -5,11 +5,13 @@
 // module when deployBlobEventSubscription is true (second `azd provision` after `azd deploy`).
 //
 // Delivery to an Azure Functions endpoint is authenticated by Event Grid itself (the destination type
-// does not support deliveryWithResourceIdentity); dead-lettering uses the system topic's managed identity.
+// does not support deliveryWithResourceIdentity); dead-lettering uses the system topic's managed identity, into
+// the platform account's `deadletter` container, where the tenant subscriptions' dead letters are too.
 param systemTopicName string
 param functionAppName string
 param functionName string = 'ingest_blob'
-param storageAccountName string
+@description('The platform storage account (its deadletter container).')
+param deadLetterStorageAccountName string
 param deadLetterContainerName string = 'deadletter'
 param subscriptionName string = 'ingest-blob'
 
@@ -27,8 +29,8 @@ resource ingestFunction 'Microsoft.Web/sites/functions@2024-04-01' existing = {
   name: functionName
 }
 
-resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
-  name: storageAccountName
+resource deadLetterStorage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
+  name: deadLetterStorageAccountName
 }
 
 resource blobCreatedSubscription 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2022-06-15' = {
@@ -87,7 +89,7 @@ resource blobCreatedSubscription 'Microsoft.EventGrid/systemTopics/eventSubscrip
       deadLetterDestination: {
         endpointType: 'StorageBlob'
         properties: {
-          resourceId: storage.id
+          resourceId: deadLetterStorage.id
           blobContainerName: deadLetterContainerName
         }
       }

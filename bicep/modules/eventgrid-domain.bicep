@@ -2,6 +2,8 @@
 // topic = <tenant id>; each tenant's webhook subscription lives on its own domain topic.
 // Input schema is EventGridSchema; CloudEvents 1.0 vs Event Grid schema for *delivery* is chosen per
 // event subscription (eventDeliverySchema), which the app sets when it creates tenant subscriptions.
+// The domain's system-assigned identity writes the tenant subscriptions' dead letters (deadLetterWithResourceIdentity)
+// to the platform account's `deadletter` container: Storage Blob Data Contributor there only (rbac.bicep).
 param name string
 param location string
 param tags object = {}
@@ -13,6 +15,9 @@ resource domain 'Microsoft.EventGrid/domains@2025-02-15' = {
   name: name
   location: location
   tags: tags
+  identity: {
+    type: 'SystemAssigned'
+  }
   properties: {
     inputSchema: 'EventGridSchema'
     disableLocalAuth: true
@@ -48,5 +53,6 @@ resource domainDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-pre
 
 output name string = domain.name
 output resourceId string = domain.id
+output principalId string = domain.identity.principalId
 // e.g. https://<domain>.<region>-1.eventgrid.azure.net/api/events
 output endpoint string = domain.properties.endpoint

@@ -13,8 +13,11 @@ param identityClientId string
 param storageAccountName string
 @description('The platform\'s own storage account (the models container), apart from the tenants\' one.')
 param platformStorageAccountName string
+@description('Resource id of the platform storage account: Event Grid dead-letters tenant subscriptions into its deadletter container.')
+param platformStorageAccountId string
 param deploymentContainerName string = 'deployments'
 param modelsContainerName string = 'models'
+param deadLetterContainerName string = 'deadletter'
 
 param applicationInsightsConnectionString string
 
@@ -36,6 +39,11 @@ param eventGridDomainId string
 
 @description('URI of the stamp\'s Key Vault (tenants\' remote-model credentials), e.g. https://<vault>.vault.azure.net/')
 param keyVaultUri string
+@description('Versionless URI of the relay key secret in the stamp\'s vault (keyvault.bicep), read through a Key Vault reference.')
+param relayKeySecretUri string
+
+@description('Hosts a Logic Apps callback URL may name, comma-separated, each a host or a .suffix (AIAAS_CALLBACK_HOSTS).')
+param callbackHosts string = '.logic.azure.com'
 
 @description('Application ID URI (or client id) that Entra ID access tokens for the API carry as aud; empty: tokens are refused, API keys only (AIAAS_ENTRA_AUDIENCE).')
 param entraAudience string = ''
@@ -94,6 +102,8 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
   properties: {
     serverFarmId: plan.id
     httpsOnly: true
+    // Key Vault references (AIAAS_RELAY_KEY) resolve with the user-assigned identity: the app has no other.
+    keyVaultReferenceIdentity: identityId
     siteConfig: {
       minTlsVersion: '1.2'
       ftpsState: 'Disabled'
@@ -185,6 +195,12 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     AIAAS_SERVICEBUS_NAMESPACE: serviceBusFullyQualifiedNamespace
     AIAAS_EVENTGRID_ENDPOINT: eventGridDomainEndpoint
     AIAAS_EVENTGRID_DOMAIN_ID: eventGridDomainId
+    // Tenant subscriptions' dead letters: Event Grid writes them there with the domain's identity, the app reads.
+    AIAAS_PLATFORM_STORAGE_ACCOUNT_ID: platformStorageAccountId
+    AIAAS_DEADLETTER_CONTAINER: deadLetterContainerName
+    // Logic Apps callbacks: only these hosts; the relay's header key never sits in the settings in clear.
+    AIAAS_CALLBACK_HOSTS: callbackHosts
+    AIAAS_RELAY_KEY: '@Microsoft.KeyVault(SecretUri=${relayKeySecretUri})'
     AIAAS_PUBLIC_API_URL: 'https://${functionApp.properties.defaultHostName}/api'
     // Tenants' webhooks and model endpoints never reach loopback in Azure (the app refuses 'true' outside development).
     AIAAS_ALLOW_LOOPBACK_ENDPOINTS: 'false'

@@ -15,8 +15,13 @@
 //        else: no path deletes or changes an entry.
 //      Storage Blob Data Contributor on the platform account's `models` container only, and no Blob Delegator
 //        there: the app reads and publishes models but can sign no SAS that names the platform's data.
-//  - Event Grid system topic identity (system-assigned): Storage Blob Data Contributor on the `deadletter` container
-//    only (dead-lettering; delivery to the function needs no storage role).
+//      Storage Blob Data Reader on the platform account's `deadletter` container only: it reads dead letters back
+//        for their tenant (GET .../deadletters) and can neither change nor delete one.
+//  - Event Grid domain identity (system-assigned): Storage Blob Data Contributor on the platform account's
+//    `deadletter` container only (tenant subscriptions dead-letter with deadLetterWithResourceIdentity; webhook
+//    delivery needs no role).
+//  - Event Grid system topic identity (system-assigned): Storage Blob Data Contributor on the same `deadletter`
+//    container only (BlobCreated dead letters; delivery to the function needs no storage role).
 //  - Optional developer/operator principal: the same data roles as the app.
 param storageAccountName string
 param platformStorageAccountName string
@@ -39,6 +44,9 @@ param functionPrincipalId string
 @description('Principal id of the Event Grid system topic system-assigned identity.')
 param systemTopicPrincipalId string
 
+@description('Principal id of the Event Grid domain system-assigned identity.')
+param domainPrincipalId string
+
 @description('Optional principal (user or group) that gets the same data roles as the app. Leave empty to skip.')
 param userPrincipalId string = ''
 
@@ -48,6 +56,7 @@ param userPrincipalType string = 'User'
 // Built-in role definition ids
 var roles = {
   storageBlobDataContributor: 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'
+  storageBlobDataReader: '2a2b9908-6ea1-4ae2-8e65-a410df84e7d1'
   storageQueueDataContributor: '974c5e8b-45b9-4653-ba55-5f855dd0fb88'
   storageBlobDelegator: 'db58b8e5-c6ad-4a2a-8342-4190687cbf4a'
   serviceBusDataSender: '69a216fc-b8fb-44d8-bc22-1f3c2cd27a39'
@@ -83,14 +92,6 @@ var assignUser = !empty(userPrincipalId)
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: storageAccountName
-
-  resource blobServices 'blobServices' existing = {
-    name: 'default'
-
-    resource deadLetterContainer 'containers' existing = {
-      name: deadLetterContainerName
-    }
-  }
 }
 
 resource platformStorage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
@@ -101,6 +102,10 @@ resource platformStorage 'Microsoft.Storage/storageAccounts@2023-05-01' existing
 
     resource modelsContainer 'containers' existing = {
       name: modelsContainerName
+    }
+
+    resource deadLetterContainer 'containers' existing = {
+      name: deadLetterContainerName
     }
   }
 }
@@ -165,6 +170,17 @@ resource functionModelsRole 'Microsoft.Authorization/roleAssignments@2022-04-01'
   scope: platformStorage::blobServices::modelsContainer
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataContributor)
+    principalId: functionPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// Reads only: dead letters are Event Grid's record of what was not delivered, never the app's to change.
+resource functionDeadLetterReader 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(platformStorage::blobServices::deadLetterContainer.id, functionPrincipalId, roles.storageBlobDataReader)
+  scope: platformStorage::blobServices::deadLetterContainer
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataReader)
     principalId: functionPrincipalId
     principalType: 'ServicePrincipal'
   }
@@ -283,11 +299,21 @@ resource functionAuditAppender 'Microsoft.DocumentDB/databaseAccounts/sqlRoleAss
   ]
 }
 
-// ---------------------------------------------------------------- Event Grid system topic identity
+// ---------------------------------------------------------------- Event Grid identities (dead letters)
+
+resource domainDeadLetterWriter 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(platformStorage::blobServices::deadLetterContainer.id, domainPrincipalId, roles.storageBlobDataContributor)
+  scope: platformStorage::blobServices::deadLetterContainer
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataContributor)
+    principalId: domainPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
 
 resource systemTopicDeadLetterWriter 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(storage::blobServices::deadLetterContainer.id, systemTopicPrincipalId, roles.storageBlobDataContributor)
-  scope: storage::blobServices::deadLetterContainer
+  name: guid(platformStorage::blobServices::deadLetterContainer.id, systemTopicPrincipalId, roles.storageBlobDataContributor)
+  scope: platformStorage::blobServices::deadLetterContainer
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataContributor)
     principalId: systemTopicPrincipalId
@@ -314,6 +340,16 @@ resource userModelsRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = i
   scope: platformStorage::blobServices::modelsContainer
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataContributor)
+    principalId: userPrincipalId
+    principalType: userPrincipalType
+  }
+}
+
+resource userDeadLetterReader 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (assignUser) {
+  name: guid(platformStorage::blobServices::deadLetterContainer.id, userPrincipalId, roles.storageBlobDataReader)
+  scope: platformStorage::blobServices::deadLetterContainer
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataReader)
     principalId: userPrincipalId
     principalType: userPrincipalType
   }

@@ -32,10 +32,12 @@ DOMAIN_ID = re.compile(
     re.IGNORECASE,
 )
 # Event Grid takes an array of events of at most 1 MB in total per publish request, each event at most 1 MB
-# (413 Payload Too Large past either: Event Grid event schema, "Event Grid quotas and limits"). Batches stay under
-# this, counted as the JSON Event Grid receives plus room for what the SDK adds per event.
+# (413 Payload Too Large past either: Event Grid event schema), and at most 5,000 events per request ("Event Grid
+# quotas and limits": incoming events per batch). Batches stay under both, counted as the JSON Event Grid receives
+# plus room for what the SDK adds per event.
 PUBLISH_REQUEST_BYTES = 1_000_000
-PER_EVENT_OVERHEAD_BYTES = 256
+PUBLISH_REQUEST_EVENTS = 5_000
+PER_EVENT_OVERHEAD_BYTES = 64  # a comma, and a longer eventTime (microseconds) than the event log keeps
 # How long a create or delete waits for Event Grid to finish (the validation handshake alone may take 30 s).
 POLL_TIMEOUT_SECONDS = 120.0
 # Event Grid's wording when the destination failed the validation handshake (code "Url validation"; messages
@@ -53,14 +55,16 @@ def parse_domain_id(domain_id: str) -> tuple[str, str, str]:
     return match["subscription"], match["group"], match["domain"]
 
 
-def publish_batches(events: Sequence[dict[str, Any]], limit: int = PUBLISH_REQUEST_BYTES) -> Iterator[list[int]]:
-    """Indexes of `events` in order, in runs whose JSON array stays under `limit` bytes (an event alone is one run
-    whatever its size: Event Grid answers 413 for it, which the caller sees)."""
+def publish_batches(
+    events: Sequence[dict[str, Any]], limit: int = PUBLISH_REQUEST_BYTES, most: int = PUBLISH_REQUEST_EVENTS
+) -> Iterator[list[int]]:
+    """Indexes of `events` in order, in runs of at most `most` whose JSON array stays under `limit` bytes (an event
+    alone is one run whatever its size: Event Grid answers 413 for it, which the caller sees)."""
     batch: list[int] = []
     size = 2  # the array's brackets
     for index, event in enumerate(events):
         length = len(json.dumps(event, separators=(",", ":")).encode()) + PER_EVENT_OVERHEAD_BYTES
-        if batch and size + length > limit:
+        if batch and (size + length > limit or len(batch) == most):
             yield batch
             batch, size = [], 2
         batch.append(index)

@@ -91,6 +91,7 @@ NO_DIAGNOSTICS = {
     "Microsoft.Web/sites/basicPublishingCredentialsPolicies": "covered by the site's setting",
     "Microsoft.EventGrid/systemTopics/eventSubscriptions": "delivery failures are the system topic's logs",
     "Microsoft.EventGrid/domains/topics": "covered by the domain's setting",
+    "Microsoft.KeyVault/vaults/secrets": "covered by the vault's setting (AuditEvent: every read and write)",
 }
 
 # The only Azure roles bicep/ may grant, each with the resource types it may be scoped to (never a group or above).
@@ -102,6 +103,10 @@ ALLOWED_ROLES = {
     "974c5e8b-45b9-4653-ba55-5f855dd0fb88": (
         "Storage Queue Data Contributor",
         {"Microsoft.Storage/storageAccounts", "Microsoft.Storage/storageAccounts/queueServices/queues"},
+    ),
+    "2a2b9908-6ea1-4ae2-8e65-a410df84e7d1": (
+        "Storage Blob Data Reader",
+        {"Microsoft.Storage/storageAccounts/blobServices/containers"},
     ),
     "db58b8e5-c6ad-4a2a-8342-4190687cbf4a": ("Storage Blob Delegator", {"Microsoft.Storage/storageAccounts"}),
     "69a216fc-b8fb-44d8-bc22-1f3c2cd27a39": (
@@ -120,8 +125,12 @@ ALLOWED_ROLES = {
     "3913510d-42f4-4e42-8a64-420c390055eb": ("Monitoring Metrics Publisher", {"Microsoft.Insights/components"}),
     "b86a8fe4-44ce-4948-aee5-eccb2c155cd7": ("Key Vault Secrets Officer", {"Microsoft.KeyVault/vaults"}),
 }
-# Some principals need less than a role's widest allowed scope: the system topic only writes dead letters.
-NARROWEST_SCOPE = {"systemTopicPrincipalId": {"Microsoft.Storage/storageAccounts/blobServices/containers"}}
+# Some principals need less than a role's widest allowed scope: the system topic and the domain only write dead
+# letters.
+NARROWEST_SCOPE = {
+    "systemTopicPrincipalId": {"Microsoft.Storage/storageAccounts/blobServices/containers"},
+    "domainPrincipalId": {"Microsoft.Storage/storageAccounts/blobServices/containers"},
+}
 WELL_KNOWN = {
     "8e3af657-a8ff-443c-a75c-2fe8c4bcb635": "Owner",
     "b24988ac-6180-49b0-a7cd-0b5ed5bb5e7e": "Contributor",
@@ -283,6 +292,76 @@ def test_the_app_cannot_change_or_delete_an_audit_entry() -> None:
     )
 
 
+DEAD_LETTERS = "platformStorage::blobServices::deadLetterContainer"
+
+
+def _grants(rbac: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(principal, role name, scope) of every Azure role assignment in rbac.bicep, a loop's roles each."""
+    return [
+        (
+            _expr(_get(r["body"], "properties.principalId")),
+            ALLOWED_ROLES.get(role, (role,))[0],
+            _expr(_get(r["body"], "scope")),
+        )
+        for r in rbac["resources"]
+        if r["type"] == "Microsoft.Authorization/roleAssignments"
+        for role in _role_ids(r, rbac["variables"])
+    ]
+
+
+def test_dead_letters_are_written_by_event_grid_and_only_read_by_the_app() -> None:
+    """The platform account's `deadletter` container: the domain's and the system topic's identities write it, the
+    app (and the optional operator) only read it; the domain's identity holds nothing else."""
+    parsed = parse_dir()
+    rbac = next(f for f in parsed if f["path"] == "modules/rbac.bicep")
+    grants = _grants(rbac)
+    assert sorted(g[:2] for g in grants if g[2] == DEAD_LETTERS) == [
+        ("domainPrincipalId", "Storage Blob Data Contributor"),
+        ("functionPrincipalId", "Storage Blob Data Reader"),
+        ("systemTopicPrincipalId", "Storage Blob Data Contributor"),
+        ("userPrincipalId", "Storage Blob Data Reader"),
+    ]
+    assert [g for g in grants if g[0] == "domainPrincipalId"] == [
+        ("domainPrincipalId", "Storage Blob Data Contributor", DEAD_LETTERS)
+    ]
+    assert {g[1] for g in grants if g[2] == "eventGridDomain" and g[0] == "functionPrincipalId"} == {
+        "EventGrid Data Sender",
+        "EventGrid EventSubscription Contributor",
+    }
+    existing = {r["symbol"]: r for r in rbac["resources"] if r["existing"]}
+    assert existing[DEAD_LETTERS]["body"]["name"] == {"expr": "deadLetterContainerName"}
+    # The container sits in the platform account (no tenant SAS can name it), the domain has the identity that
+    # dead-letters, and both Event Grid subscriptions of the stamp point there.
+    main = next(f for f in parsed if f["path"] == "main.bicep")["text"]
+    platform = main.split("module platformStorage", 1)[1].split("\nmodule ", 1)[0]
+    tenants = main.split("module storage ", 1)[1].split("\nmodule ", 1)[0]
+    assert "deadLetterContainerName" in platform and "deadLetterContainerName" not in tenants
+    assert "domainPrincipalId: eventGridDomain.outputs.principalId" in main
+    assert "deadLetterStorageAccountName: platformStorage.outputs.name" in main
+    domain = next(f for f in parsed if f["path"] == "modules/eventgrid-domain.bicep")
+    (resource,) = [r for r in domain["resources"] if r["type"] == "Microsoft.EventGrid/domains"]
+    assert resource["body"]["identity"] == {"type": "SystemAssigned"}
+
+
+def test_the_relay_key_is_a_key_vault_reference_to_a_secret_the_deployment_is_given() -> None:
+    parsed = {f["path"]: f for f in parse_dir()}
+    app = next(r for r in parsed["modules/functionapp.bicep"]["resources"] if r["type"] == "Microsoft.Web/sites/config")
+    assert (
+        _expr(app["body"]["properties"]["AIAAS_RELAY_KEY"]) == "'@Microsoft.KeyVault(SecretUri=${relayKeySecretUri})'"
+    )
+    site = next(r for r in parsed["modules/functionapp.bicep"]["resources"] if r["type"] == "Microsoft.Web/sites")
+    assert _expr(site["body"]["properties"]["keyVaultReferenceIdentity"]) == "identityId"
+    vault = parsed["modules/keyvault.bicep"]
+    (secret,) = [r for r in vault["resources"] if r["type"] == "Microsoft.KeyVault/vaults/secrets"]
+    assert _expr(secret["body"]["properties"]["value"]) == "relayKey"
+    # A parameter the azd environment keeps, never a value made up at each deployment.
+    for path in ("main.bicep", "modules/keyvault.bicep"):
+        text = parsed[path]["text"]
+        assert "@secure()\n@minLength(32)" in text and "param relayKey string\n" in text, path
+        assert "newGuid(" not in text, path
+    assert '"${AZURE_RELAY_KEY}"' in (BICEP_DIR / "main.parameters.json").read_text()
+
+
 def test_the_stamp_follows_the_policy() -> None:
     parsed = parse_dir()
     assert findings(parsed) == []
@@ -337,9 +416,24 @@ BROKEN = [
     ),
     (
         "modules/rbac.bicep",
-        "  scope: storage::blobServices::deadLetterContainer\n",
-        "  scope: storage\n",
+        "domainPrincipalId, roles.storageBlobDataContributor)\n"
+        "  scope: platformStorage::blobServices::deadLetterContainer\n",
+        "domainPrincipalId, roles.storageBlobDataContributor)\n  scope: platformStorage\n",
         "Storage Blob Data Contributor scoped to Microsoft.Storage/storageAccounts, not the narrowest",
+    ),
+    (
+        "modules/rbac.bicep",
+        "systemTopicPrincipalId, roles.storageBlobDataContributor)\n"
+        "  scope: platformStorage::blobServices::deadLetterContainer\n",
+        "systemTopicPrincipalId, roles.storageBlobDataContributor)\n  scope: platformStorage\n",
+        "Storage Blob Data Contributor scoped to Microsoft.Storage/storageAccounts, not the narrowest",
+    ),
+    (
+        "modules/rbac.bicep",
+        "functionPrincipalId, roles.storageBlobDataReader)\n"
+        "  scope: platformStorage::blobServices::deadLetterContainer\n",
+        "functionPrincipalId, roles.storageBlobDataReader)\n  scope: platformStorage\n",
+        "Storage Blob Data Reader scoped to Microsoft.Storage/storageAccounts, not the narrowest",
     ),
     (
         "modules/rbac.bicep",

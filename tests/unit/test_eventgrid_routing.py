@@ -12,7 +12,13 @@ import pytest
 import requests
 from azure.eventgrid._legacy import EventGridPublisherClient as LegacyPublisherClient
 
-from shared.adapters.eventgrid_routing import PUBLISH_REQUEST_BYTES, EventGridRouting, parse_domain_id
+from shared.adapters.eventgrid_routing import (
+    PUBLISH_REQUEST_BYTES,
+    PUBLISH_REQUEST_EVENTS,
+    EventGridRouting,
+    parse_domain_id,
+    publish_batches,
+)
 from shared.domain.delivery import RELAY_HEADER, SECRET_HEADER, redelivery_topic, relay_key
 from shared.domain.egress import ENDPOINT_VALIDATION_FAILED
 from shared.domain.errors import InvalidInput, ServiceUnavailable
@@ -328,6 +334,13 @@ def test_redelivery_keeps_every_request_under_event_grids_1_mb(grid: FakeEventGr
         len(r.body.encode() if isinstance(r.body, str) else r.body) < PUBLISH_REQUEST_BYTES for r in transport.requests
     )
     assert [e["id"] for b in batches for e in b] == [e.id for e in events]  # every one, once, in order
+
+
+def test_a_request_carries_at_most_5000_events() -> None:
+    # Real events are too big for 5,000 to fit in 1 MB; tiny ones show the count limit on its own.
+    batches = list(publish_batches([{"id": str(n)} for n in range(5_001)], most=PUBLISH_REQUEST_EVENTS))
+    assert [len(b) for b in batches] == [PUBLISH_REQUEST_EVENTS, 1]
+    assert [i for b in batches for i in b] == list(range(5_001))
 
 
 def test_a_refused_publish_is_service_unavailable(grid: FakeEventGrid) -> None:

@@ -68,6 +68,12 @@ def bicep_number(expression: str) -> int:
     raise AssertionError(f"cannot evaluate {expression!r}")
 
 
+def param_default(name: str) -> str:
+    match = re.search(rf"^param {name} string = '([^']*)'$", FUNCTIONAPP_BICEP, re.MULTILINE)
+    assert match, f"functionapp.bicep has no string parameter {name} with a default"
+    return match.group(1)
+
+
 def app_setting(name: str) -> str:
     match = re.search(rf"^\s*{name}: (.+)$", FUNCTIONAPP_BICEP, re.MULTILINE)
     assert match, f"{name} is not among the app settings in functionapp.bicep"
@@ -133,6 +139,12 @@ def test_the_fleet_limit_is_what_the_fleet_runs_and_the_stamps_settings_are_acce
         "AIAAS_SERVICEBUS_NAMESPACE": "sb-example.servicebus.windows.net",
         "AIAAS_EVENTGRID_ENDPOINT": "https://evgd-example.westeurope-1.eventgrid.azure.net/api/events",
         "AIAAS_PUBLIC_API_URL": "https://func-example.azurewebsites.net/api",
+        "AIAAS_PLATFORM_STORAGE_ACCOUNT_ID": "/subscriptions/0/resourceGroups/rg/providers/Microsoft.Storage"
+        "/storageAccounts/stpexample",
+        "AIAAS_DEADLETTER_CONTAINER": param_default("deadLetterContainerName"),
+        "AIAAS_CALLBACK_HOSTS": param_default("callbackHosts"),
+        # What App Service puts in place of the Key Vault reference: the secret's value.
+        "AIAAS_RELAY_KEY": "a-relay-key-from-the-stamps-vault-0123456789",
     }
     for name in [name for name in os.environ if name.startswith("AIAAS_")]:
         monkeypatch.delenv(name)
@@ -144,6 +156,8 @@ def test_the_fleet_limit_is_what_the_fleet_runs_and_the_stamps_settings_are_acce
     assert stamp.environment == "production"
     assert (stamp.max_shards_in_flight, stamp.tenant_max_shards_in_flight) == (fleet, tenant)
     assert stamp.shard_timeout_seconds == timespan(HOST["functionTimeout"])
+    # Logic Apps callbacks only, and dead letters where the domain writes them.
+    assert (stamp.callback_hosts, stamp.deadletter_container) == (".logic.azure.com", "deadletter")
 
 
 # Each built-in model's sample file (for its bytes per record) and the bench's name for it.
