@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -68,8 +69,12 @@ class LogicAppsCallback:
 
     def wait_for(self, count: int, timeout: float) -> list[Any]:
         """Waits until at least `count` events arrived (or the timeout); returns what arrived."""
+        return self.wait_until(lambda: len(self.events) >= count, timeout)
+
+    def wait_until(self, predicate: Callable[[], bool], timeout: float) -> list[Any]:
+        """Waits until `predicate()` holds (checked at every request) or the timeout; returns the events."""
         deadline = time.monotonic() + timeout
         with self._cv:
-            while len(self.events) < count and time.monotonic() < deadline:
+            while not predicate() and time.monotonic() < deadline:
                 self._cv.wait(timeout=min(0.5, max(0.0, deadline - time.monotonic())))
             return list(self.events)
