@@ -36,6 +36,8 @@ ACTIONS = {
     "delete_subscription": "subscriptions.delete",
     "list_subscriptions": "subscriptions.list",
     "get_subscription": "subscriptions.get",
+    "redeliver_subscription": "subscriptions.redeliver",
+    "list_dead_letters": "subscriptions.deadletters",
     "list_models": "models.list",
     "get_model": "models.get",
     "register_model": "models.register",

@@ -48,7 +48,7 @@ def validation_answer(event_type_header: str | None, body: bytes) -> RelayAnswer
         return None
     try:
         parsed = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     first = parsed[0] if isinstance(parsed, list) and len(parsed) == 1 else parsed
     if not isinstance(first, dict) or first.get("eventType") != VALIDATION_EVENT:
@@ -166,12 +166,20 @@ def _parse_events(body: bytes) -> list[dict[str, Any]]:
     """The delivery's events as they came: an Event Grid array, a CloudEvent, or a CloudEvents batch."""
     try:
         parsed = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nesting deeper than the parser goes
         raise InvalidInput("the delivery is not JSON", code="InvalidDelivery") from None
     items = parsed if isinstance(parsed, list) else [parsed]
-    if not items or not all(isinstance(i, dict) and "id" in i and ("eventType" in i or "type" in i) for i in items):
+    if not items or not all(_is_event(item) for item in items):
         raise InvalidInput("the delivery holds no events", code="InvalidDelivery")
     return items
+
+
+def _is_event(item: Any) -> bool:
+    """An Event Grid event or a CloudEvent, with what the relay reads of it."""
+    if not isinstance(item, dict) or not isinstance(item.get("id"), str):
+        return False
+    kind = item.get("type") if "specversion" in item else item.get("eventType")
+    return isinstance(kind, str) and isinstance(item.get("data", {}), dict | None)
 
 
 def _rendered(raw: dict[str, Any], subscription: Subscription) -> tuple[bytes, str]:

@@ -303,7 +303,20 @@ def test_a_webhook_subscription_is_never_relayed(
 
 
 @pytest.mark.parametrize(
-    "content", [b"not json", b"[]", b"{}", b'[{"id": "x"}]', b"[1]"], ids=["not-json", "empty", "obj", "no-type", "num"]
+    "content",
+    [
+        b"not json",
+        b"\xff\xfe",
+        b"[" * 100_000,
+        b"[]",
+        b"{}",
+        b'[{"id": "x"}]',
+        b"[1]",
+        b'[{"id": "x", "type": "AIaaS.Job.Succeeded"}]',
+        b'[{"id": "x", "eventType": "AIaaS.Job.Succeeded", "data": "text"}]',
+        b'{"specversion": "1.0", "id": 7, "type": "AIaaS.Job.Succeeded"}',
+    ],
+    ids=["not-json", "not-utf8", "deep", "empty", "obj", "no-type", "num", "half-cloudevent", "data-text", "id-num"],
 )
 def test_a_delivery_that_holds_no_event_is_400(
     relay_platform: Platform, client: TestClient, callback: CallbackServer, content: bytes
