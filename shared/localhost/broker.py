@@ -216,11 +216,6 @@ class LocalEventBroker:
         with self._cv:
             self._schedule(delivery, delay, dead_letter=dead_letter)
 
-    def pending(self) -> int:
-        """Deliveries and dead letters still scheduled."""
-        with self._cv:
-            return len(self._heap)
-
     # Delivery side
     def _run(self) -> None:
         while True:

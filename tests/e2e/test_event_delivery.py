@@ -177,3 +177,23 @@ def test_a_slow_webhook_is_timed_out_and_retried(
         assert [(a["deliveryCount"], a["slow"]) for a in attempts] == [(0, True), (1, False)]
         assert _dead_letters(api, sub_id, 0, timeout=0) == []
         _report("slow", hook, 0)
+
+
+def test_deleting_a_subscription_stops_its_pending_retries(
+    stack: LocalHost, create_tenant: Callable[[str], httpx.Client]
+) -> None:
+    api = create_tenant("evdeleted")
+    with WebhookReceiver() as hook:
+        sub_id = _subscribe(api, hook)
+        hook.down(3600)  # an hour per second: down for days
+        [event_id] = _publish_jobs(api, 1)
+        hook.wait_until(lambda: len(hook.deliveries) >= 5, timeout=30)  # 0, 10 s, 40 s, 100 s, 400 s
+        assert api.delete(f"/v1/subscriptions/{sub_id}").status_code == 204
+        seen = len(hook.deliveries)
+        # Retries were due at 1000 s, 2800 s and 6400 s (under 2 s here): none comes; one already past its
+        # re-read of the subscription when the DELETE landed may still arrive.
+        time.sleep(6400 / _scale(stack) + 0.5)
+        assert seen <= len(hook.deliveries) <= seen + 1
+        assert {i for d in hook.deliveries for i in d["eventIds"]} == {event_id}
+        assert api.get(f"/v1/subscriptions/{sub_id}/deadletters").status_code == 404
+        _report("deleted while retrying", hook, 0)
