@@ -24,6 +24,8 @@ MIN_SECRET_CHARS, MAX_SECRET_CHARS = 16, 256
 # One redelivery call schedules at most this many events (by id or by window): a bigger window is refused, never cut.
 MAX_REDELIVERY_EVENTS = 10_000
 EVENT_PAGE = 1000
+# Redelivery by id looks for ids the event log no longer has (kept 35 days) in this many of the dead letters.
+DEAD_LETTER_PAGE, MAX_DEAD_LETTERS_SCANNED = 500, 50_000
 
 
 def create_subscription(
@@ -174,6 +176,8 @@ def redeliver(
         if not wanted or len(wanted) > MAX_REDELIVERY_EVENTS:
             raise InvalidInput(f"eventIds takes 1-{MAX_REDELIVERY_EVENTS} ids", code="TooManyEvents")
         found = {e.id: e for e in platform.event_log.get_events(tenant_id, wanted)}
+        if len(found) < len(wanted):  # older than the event log keeps: the dead letters may still hold them
+            found.update(_dead_lettered(platform, subscription, {i for i in wanted if i not in found}))
         not_found = [i for i in wanted if i not in found]
         events = [found[i] for i in wanted if i in found]
     else:
@@ -193,6 +197,22 @@ def redeliver(
         extra={"tenant_id": tenant_id},
     )
     return {"subscriptionId": subscription_id, "events": len(chosen), "notFound": not_found}
+
+
+def _dead_lettered(platform: Platform, subscription: Subscription, ids: set[str]) -> dict[str, PlatformEvent]:
+    """The events of `ids` among the subscription's dead letters (at most MAX_DEAD_LETTERS_SCANNED read)."""
+    found: dict[str, PlatformEvent] = {}
+    token: str | None = None
+    for _ in range(MAX_DEAD_LETTERS_SCANNED // DEAD_LETTER_PAGE):
+        letters, token = platform.dead_letters.list_dead_letters(
+            subscription, limit=DEAD_LETTER_PAGE, continuation=token
+        )
+        for letter in letters:
+            if letter.event.id in ids and letter.event.topic == subscription.tenant_id:
+                found[letter.event.id] = letter.event
+        if token is None or len(found) == len(ids):
+            break
+    return found
 
 
 def _window(platform: Platform, tenant_id: str, since: str | None, until: str | None) -> list[PlatformEvent]:

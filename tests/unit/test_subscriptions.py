@@ -334,6 +334,24 @@ def test_redelivery_by_ids_sends_the_matching_events_with_their_ids_and_names_th
     assert sent[0] == event(3)  # as published: same id, same body
 
 
+def test_redelivery_by_id_finds_an_event_the_log_no_longer_keeps_in_the_dead_letters(
+    platform: Platform, client: TestClient, keys: dict[str, str]
+) -> None:
+    sub = subscribe(client, keys["acme"], endpointUrl=HOOK)
+    reader = platform.dead_letters
+    assert isinstance(reader, InMemoryDeadLetterReader)
+    reader.add(sub["subscriptionId"], DeadLetter(event(1), CLIENT_ERROR, 1, "BadRequest", 400, "2026-11-01"))
+
+    answer = client.post(
+        f"/api/v1/subscriptions/{sub['subscriptionId']}/redeliver",
+        headers=auth(keys["acme"]),
+        json={"eventIds": [event(1).id, event(2).id]},
+    )
+
+    assert answer.json() == {"subscriptionId": sub["subscriptionId"], "events": 1, "notFound": [event(2).id]}
+    assert routing_of(platform).redelivered == [(sub["subscriptionId"], [event(1)])]
+
+
 def test_redelivery_of_a_window_replays_the_events_the_filters_let_through_oldest_first(
     platform: Platform, client: TestClient, keys: dict[str, str]
 ) -> None:
