@@ -40,6 +40,9 @@ PUBLISH_REQUEST_EVENTS = 5_000
 PER_EVENT_OVERHEAD_BYTES = 64  # a comma, and a longer eventTime (microseconds) than the event log keeps
 # How long a create or delete waits for Event Grid to finish (the validation handshake alone may take 30 s).
 POLL_TIMEOUT_SECONDS = 120.0
+# The SDK polls every 30 s unless Event Grid sends Retry-After: a tenant's POST would wait that long for a create
+# that usually takes seconds (a handshake included).
+POLL_INTERVAL_SECONDS = 2.0
 # Event Grid's wording when the destination failed the validation handshake (code "Url validation"; messages
 # "Webhook validation handshake failed for ..." or "The attempt to validate the provided endpoint ... failed").
 _VALIDATION_FAILURE = re.compile(
@@ -192,15 +195,17 @@ class EventGridRouting:
                 # Counted before the call: a create that failed may leave a Failed event subscription behind.
                 created.append(topic)
                 poller = self._client.domain_topic_event_subscriptions.begin_create_or_update(
-                    self._group, self._domain, topic, name, body
+                    self._group, self._domain, topic, name, body, polling_interval=POLL_INTERVAL_SECONDS
                 )
                 self._wait(poller, f"creating {name} on {topic}")
         except HttpResponseError as error:
             self._undo(name, created)
+            # Status and code only: Event Grid's message quotes the endpoint URL, whose query may hold a secret.
+            code = getattr(error.error, "code", "") or ""
             if _is_validation_failure(error):
-                logger.info("Event Grid refused %s: the endpoint failed validation (%s)", name, error.message)
+                logger.info("Event Grid refused %s: the endpoint failed validation (%s)", name, code)
                 raise endpoint_validation_failed() from None
-            logger.warning("creating Event Grid subscription %s failed: %s", name, error.message)
+            logger.warning("creating Event Grid subscription %s failed: %s %s", name, error.status_code, code)
             raise ServiceUnavailable("Event Grid did not create the subscription; try again") from None
         except AzureError as error:  # no answer at all (connection, DNS, timeout)
             self._undo(name, created)
@@ -221,7 +226,9 @@ class EventGridRouting:
 
     def _delete(self, topic: str, name: str) -> None:
         try:
-            poller = self._client.domain_topic_event_subscriptions.begin_delete(self._group, self._domain, topic, name)
+            poller = self._client.domain_topic_event_subscriptions.begin_delete(
+                self._group, self._domain, topic, name, polling_interval=POLL_INTERVAL_SECONDS
+            )
             self._wait(poller, f"deleting {name} on {topic}")
         except ResourceNotFoundError:
             pass  # already gone (or its domain topic never existed): what was asked
