@@ -156,6 +156,44 @@ resource usageContainer 'Microsoft.DocumentDB/databaseAccounts/sqlDatabases/cont
   }
 }
 
+// The event log (shared/adapters/cosmos_events.py): every published event per tenant, kept 35 days (defaultTtl; the
+// contract promises at least 30), listed newest first by (eventTime, id): the composite index is the same as
+// EVENTS_INDEXING there, and Cosmos DB refuses that ORDER BY without it.
+resource eventsContainer 'Microsoft.DocumentDB/databaseAccounts/sqlDatabases/containers@2024-05-15' = {
+  parent: database
+  name: 'events'
+  properties: {
+    resource: {
+      id: 'events'
+      partitionKey: {
+        paths: ['/tenantId']
+        kind: 'Hash'
+      }
+      defaultTtl: 3024000
+      indexingPolicy: {
+        indexingMode: 'consistent'
+        automatic: true
+        includedPaths: [
+          { path: '/tenantId/?' }
+          { path: '/eventTime/?' }
+          { path: '/eventType/?' }
+          { path: '/id/?' }
+        ]
+        excludedPaths: [
+          { path: '/*' }
+          { path: '/"_etag"/?' }
+        ]
+        compositeIndexes: [
+          [
+            { path: '/eventTime', order: 'descending' }
+            { path: '/id', order: 'descending' }
+          ]
+        ]
+      }
+    }
+  }
+}
+
 // Identity (shared/adapters/cosmos_identity.py). The Entra tenant map is read by a token's tid before the platform
 // tenant is known, so the tid is its partition key (one point read; a conditional create: one tid, one tenant).
 resource entraTenantsContainer 'Microsoft.DocumentDB/databaseAccounts/sqlDatabases/containers@2024-05-15' = {
@@ -231,6 +269,7 @@ output databaseName string = database.name
 output containerNames array = concat(tenantScopedContainers, [
   resultsContainer.name
   usageContainer.name
+  eventsContainer.name
   entraTenantsContainer.name
   auditContainer.name
 ])
@@ -238,6 +277,7 @@ output containerNames array = concat(tenantScopedContainers, [
 output writableContainerNames array = concat(tenantScopedContainers, [
   resultsContainer.name
   usageContainer.name
+  eventsContainer.name
   entraTenantsContainer.name
 ])
 output auditContainerName string = auditContainer.name

@@ -470,3 +470,18 @@ def test_a_broken_copy_is_reported(tmp_path: Path, relpath: str, old: str, new: 
     copy = broken_copy(tmp_path, relpath, old, new)
     found = findings(parse_dir(copy))
     assert any(expected in f and f.startswith(relpath) for f in found), found
+
+
+def test_the_event_log_container_is_deployed_as_the_adapter_creates_it() -> None:
+    """bicep's `events` container has the adapter's partition key, ttl and indexes (its composite index above all:
+    Cosmos DB refuses the newest-first listing without it), and the app may write it."""
+    from shared.adapters.cosmos_events import EVENTS_INDEXING, EVENTS_TTL_SECONDS
+
+    cosmos = next(f for f in parse_dir() if f["path"].endswith("cosmos.bicep"))
+    body = next(r["body"] for r in cosmos["resources"] if r["body"].get("name") == "events")["properties"]["resource"]
+    assert body["partitionKey"]["paths"] == ["/tenantId"]
+    assert body["defaultTtl"] == EVENTS_TTL_SECONDS >= 30 * 24 * 3600
+    for key in ("includedPaths", "excludedPaths", "compositeIndexes"):
+        assert body["indexingPolicy"][key] == EVENTS_INDEXING[key]
+    writable = cosmos["text"].split("output writableContainerNames", 1)[1].split("output ", 1)[0]
+    assert "eventsContainer.name" in writable
