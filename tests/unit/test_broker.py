@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import threading
 import time
@@ -371,3 +372,20 @@ def test_redeliver_needs_the_key_a_known_subscription_and_the_tenants_events(
     listed = httpx.get(f"{base}/deliveries", headers=auth).json()["items"]
     assert [(d["status"], d["attempts"], d["history"][0]["httpStatus"]) for d in listed] == [("delivered", 1, 200)]
     assert httpx.get(f"{base}/deliveries").status_code == 401
+
+
+def test_a_publish_over_event_grids_limits_is_refused_whole(served: tuple[Rig, str], hook: WebhookReceiver) -> None:
+    """Event Grid answers 413 to a publish over 1 MB or 5,000 events and delivers none of it; so does the broker,
+    so a publisher that would fail in Azure fails here."""
+    r, base = served
+    r.subscribe(hook.url)
+    auth = {"aeg-sas-key": KEY}
+    big = event()
+    big = dataclasses.replace(big, data={**big.data, "pad": "x" * (1024 * 1024)})
+    answer = httpx.post(f"{base}/api/events", json=[big.to_eventgrid()], headers=auth)
+    assert answer.status_code == 413 and answer.json()["error"]["code"] == "PayloadTooLarge"
+    many = [event().to_eventgrid() for _ in range(5001)]
+    assert httpx.post(f"{base}/api/events", json=many, headers=auth).status_code == 413
+    assert httpx.post(f"{base}/api/events", json=many[:1], headers=auth).status_code == 200
+    assert wait(lambda: len(hook.events) == 1)
+    assert r.broker is not None and len(r.broker.deliveries) == 1
