@@ -248,6 +248,9 @@ class Settings(BaseSettings):
             problems.append("AIAAS_CALLBACK_HOSTS is required: the hosts Logic Apps callbacks may name")
         if not self.relay_key or self.relay_key == LOCAL_RELAY_KEY:
             problems.append("AIAAS_RELAY_KEY is required (a secret of its own; the development value is refused)")
+        elif self.relay_key.startswith("@Microsoft.KeyVault("):
+            # App Service leaves a Key Vault reference it could not resolve as its literal text: that is no key.
+            problems.append("AIAAS_RELAY_KEY is an unresolved Key Vault reference (check the app's vault access)")
         if self.keyvault_url and not self.keyvault_url.startswith("https://"):
             problems.append("AIAAS_KEYVAULT_URL must be an https Key Vault URL")
         if problems:

@@ -114,6 +114,14 @@ def test_a_complete_production_environment_is_accepted(monkeypatch: pytest.Monke
         pytest.param({"AIAAS_COSMOS_ENDPOINT": None}, "COSMOS_ENDPOINT", id="no-cosmos"),
         pytest.param({"AIAAS_EVENTGRID_ENDPOINT": "http://eg.example.org/api/events"}, "EVENTGRID", id="eg-http"),
         pytest.param({"AIAAS_PUBLIC_API_URL": None}, "PUBLIC_API_URL", id="no-public-url"),
+        pytest.param({"AIAAS_CALLBACK_HOSTS": None}, "CALLBACK_HOSTS", id="no-callback-hosts"),
+        pytest.param({"AIAAS_RELAY_KEY": None}, "RELAY_KEY is required", id="no-relay-key"),
+        pytest.param({"AIAAS_RELAY_KEY": "local-relay-key"}, "RELAY_KEY is required", id="dev-relay-key"),
+        pytest.param(
+            {"AIAAS_RELAY_KEY": "@Microsoft.KeyVault(SecretUri=https://kv.vault.azure.net/secrets/p-relay-key)"},
+            "unresolved Key Vault reference",
+            id="unresolved-relay-key",
+        ),
         pytest.param({"AIAAS_JOB_QUEUE_BACKEND": "servicebus"}, "SERVICEBUS_NAMESPACE", id="no-sb-namespace"),
     ],
 )
