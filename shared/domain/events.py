@@ -15,6 +15,13 @@ EVENT_TYPE_BY_STATUS = {
     JobStatus.REJECTED: "AIaaS.Job.Rejected",
 }
 EVENT_TYPES = tuple(EVENT_TYPE_BY_STATUS.values())
+# Model events (issue 11): subject /tenants/<tenant>/models/<name>, topic = the tenant.
+DRIFT_DETECTED = "AIaaS.Model.DriftDetected"
+PROMOTED = "AIaaS.Model.Promoted"
+ROLLED_BACK = "AIaaS.Model.RolledBack"
+MODEL_EVENT_TYPES = (DRIFT_DETECTED, PROMOTED, ROLLED_BACK)
+# What a subscription without eventTypes receives: the job events and the model events.
+DEFAULT_SUBSCRIPTION_EVENT_TYPES = EVENT_TYPES + MODEL_EVENT_TYPES
 SCHEMAS = ("EventGridSchema", "CloudEventSchemaV1_0")
 DATA_VERSION = "1.0"
 
@@ -99,6 +106,29 @@ def terminal_event(job: Job, api_url: str) -> PlatformEvent:
     )
 
 
+def model_event(
+    tenant_id: str, model_name: str, event_type: str, data: dict[str, Any], event_id: str
+) -> PlatformEvent:
+    """An AIaaS.Model.* event; data gets model.name when it has no model, so model-name filters apply to it."""
+    if event_type not in MODEL_EVENT_TYPES:
+        raise ValueError(f"not a model event type: {event_type}")
+    body = dict(data)
+    model = body.get("model")
+    if not isinstance(model, dict):
+        body["model"] = {"name": model_name}
+    elif "name" not in model:
+        body["model"] = {**model, "name": model_name}
+    body.setdefault("tenantId", tenant_id)
+    return PlatformEvent(
+        id=event_id,
+        event_type=event_type,
+        subject=f"/tenants/{tenant_id}/models/{model_name}",
+        data=body,
+        event_time=utcnow(),
+        topic=tenant_id,
+    )
+
+
 SUBSCRIPTION_KINDS = ("webhook", "callback")
 
 
@@ -112,7 +142,7 @@ class Subscription:
     subscription_id: str
     endpoint_url: str
     schema: str = "EventGridSchema"
-    event_types: list[str] = field(default_factory=lambda: list(EVENT_TYPES))
+    event_types: list[str] = field(default_factory=lambda: list(DEFAULT_SUBSCRIPTION_EVENT_TYPES))
     created_at: str = field(default_factory=utcnow)
     kind: str = "webhook"
     # Only events of these models (data.model.name); None: every model.
@@ -163,7 +193,7 @@ class Subscription:
             subscription_id=doc["subscriptionId"],
             endpoint_url=doc["endpointUrl"],
             schema=doc.get("schema", "EventGridSchema"),
-            event_types=list(doc.get("eventTypes", EVENT_TYPES)),
+            event_types=list(doc.get("eventTypes", DEFAULT_SUBSCRIPTION_EVENT_TYPES)),
             created_at=doc.get("createdAt", ""),
             kind=doc.get("kind", "webhook"),
             model_names=list(names) if names is not None else None,
