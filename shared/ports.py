@@ -200,6 +200,20 @@ class JobStore(Protocol):
         """Jobs (of any tenant) not ended, planned, with shards waiting or in flight: one cross-partition query."""
         ...
 
+    def list_with_drift(
+        self,
+        tenant_id: str,
+        model_name: str,
+        *,
+        completed_from: str,
+        completed_before: str,
+        limit: int,
+        continuation: str | None = None,
+    ) -> tuple[list[Job], str | None]:
+        """The tenant's ended jobs of the model with a drift section, completed in [from, before), newest first;
+        each with its summary fields and drift only (no shard plan, no sketches)."""
+        ...
+
 
 class ResultStore(Protocol):
     def put_page(self, page: ResultPage) -> None:
@@ -355,6 +369,10 @@ class ModelRegistry(Protocol):
     def load(self, card: ModelCard, *, isolated: bool = False) -> Predictor:
         """The model ready to predict, loaded once per process and verified against the card's sha256;
         `isolated`: a tenant's own ONNX model runs in a sandbox child process, not in this one."""
+        ...
+
+    def read_file(self, card: ModelCard, name: str) -> bytes:
+        """One of the files the card lists (its "files"), verified against the card's sha256; raises NotFound."""
         ...
 
     def get_aliases(self, tenant_id: str, name: str) -> dict[str, Any]:

@@ -404,6 +404,36 @@ class InMemoryJobStore:
             if doc["updatedAt"] < updated_before and (doc["status"] not in terminal or not doc["event"]["published"])
         ]
 
+    def list_with_drift(
+        self,
+        tenant_id: str,
+        model_name: str,
+        *,
+        completed_from: str,
+        completed_before: str,
+        limit: int,
+        continuation: str | None = None,
+    ) -> tuple[list[Job], str | None]:
+        """As the Cosmos query: the tenant's jobs of the model with drift, completed in the range, newest first."""
+        from shared.adapters.cosmos import newest_first_page, parse_keyset_token
+
+        before, seen = parse_keyset_token(continuation)
+        with self._lock:
+            docs = [
+                copy.deepcopy(doc)
+                for (tenant, _), doc in self.docs.items()
+                if tenant == tenant_id
+                and doc["model"]["name"] == model_name
+                and isinstance(doc.get("drift"), dict)
+                and doc.get("completedAt")
+                and completed_from <= doc["completedAt"]
+                and (doc["completedAt"] <= before if before else doc["completedAt"] < completed_before)
+            ]
+        docs.sort(key=lambda doc: doc["id"])
+        docs.sort(key=lambda doc: doc["completedAt"], reverse=True)
+        page, token = newest_first_page(docs, "completedAt", limit=limit, before=before, seen=seen)
+        return [Job.from_doc(doc) for doc in page], token
+
     def list_schedulable(self) -> list[JobBacklog]:
         """The same projection as the Cosmos query, over the documents as stored (the `active` flag)."""
         with self._lock:

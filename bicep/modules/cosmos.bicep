@@ -75,6 +75,8 @@ var jobsIndexingPolicy = {
     { path: '/shards/plan/*' }
     { path: '/shards/done/*' }
     { path: '/shards/computeSeconds/*' }
+    { path: '/shards/sketches/*' }
+    { path: '/drift/features/*' }
     { path: '/parameters/*' }
     { path: '/"_etag"/?' }
   ]

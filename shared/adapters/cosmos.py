@@ -51,6 +51,8 @@ JOBS_INDEXING = {
         {"path": "/shards/plan/*"},
         {"path": "/shards/done/*"},
         {"path": "/shards/computeSeconds/*"},
+        {"path": "/shards/sketches/*"},
+        {"path": "/drift/features/*"},
         {"path": "/parameters/*"},
         {"path": '/"_etag"/?'},
     ],
@@ -257,6 +259,30 @@ class CosmosJobStore:
         params = _params(tenantId=tenant_id, **({"before": before} if before else {}))
         docs = self._c.query_items(query, parameters=params, partition_key=tenant_id)
         page, token = newest_first_page(docs, "createdAt", limit=limit, before=before, seen=seen)
+        return [Job.from_doc(doc) for doc in page], token
+
+    def list_with_drift(
+        self,
+        tenant_id: str,
+        model_name: str,
+        *,
+        completed_from: str,
+        completed_before: str,
+        limit: int,
+        continuation: str | None = None,
+    ) -> tuple[list[Job], str | None]:
+        """Keyset paging on completedAt, newest first; the projection leaves the plan and sketches behind."""
+        before, seen = parse_keyset_token(continuation)
+        query = (
+            "SELECT c.id, c.tenantId, c.jobId, c.status, c.model, c.createdAt, c.completedAt, c.counts, c.drift "
+            "FROM c WHERE c.tenantId = @tenantId AND c.model.name = @model AND IS_DEFINED(c.drift.status) "
+            "AND c.completedAt >= @from AND c.completedAt " + ("<= @before" if before else "< @end") + " "
+            "ORDER BY c.completedAt DESC"
+        )
+        bounds = {"before": before} if before else {"end": completed_before}
+        params = _params(tenantId=tenant_id, model=model_name, **{"from": completed_from}, **bounds)
+        docs = self._c.query_items(query, parameters=params, partition_key=tenant_id)
+        page, token = newest_first_page(docs, "completedAt", limit=limit, before=before, seen=seen)
         return [Job.from_doc(doc) for doc in page], token
 
     def list_unfinished(self, *, updated_before: str) -> list[Job]:

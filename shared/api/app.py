@@ -254,6 +254,7 @@ def create_app(
         job_id = existing_id("job", job_id)
         return queries.list_results(plat, tenant.tenant_id, job_id, limit=limit, continuation=continuationToken)
 
+    from shared.api.drift_routes import drift_router
     from shared.api.event_routes import event_router
     from shared.api.identity_routes import identity_router
     from shared.api.oip import oip_router
@@ -264,6 +265,7 @@ def create_app(
     app.include_router(identity_router(Depends(platform)))
     app.include_router(oip_router(Depends(platform)))
     app.include_router(usage_router(Depends(platform)))
+    app.include_router(drift_router(Depends(platform)))
     app.include_router(
         event_router(
             Depends(platform),

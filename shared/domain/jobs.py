@@ -179,6 +179,11 @@ class Job:
     # Seconds spent in the model's predict, per recorded shard (metering): recorded with the shard, so a
     # redelivered shard has one figure, never two added up.
     shard_compute_seconds: dict[int, float] = field(default_factory=dict)
+    # Drift sketches of the inputs and outputs, per recorded shard (shared.domain.drift docs), recorded like
+    # shard_compute_seconds; bounded (services.drift folds them past a count) so the job stays far under 2 MB.
+    shard_sketches: dict[int, dict[str, Any]] = field(default_factory=dict)
+    # The job's drift section (contract "Drift and rollouts"), set at finalise; None: the model has no profile.
+    drift: dict[str, Any] | None = None
     # The dispatch cursor: shards [0, dispatched) were handed to the queue; the rest are the job's backlog,
     # which the dispatcher (services.dispatch) hands out as the tenant's share of the fleet allows.
     dispatched: int = 0
@@ -305,7 +310,9 @@ class Job:
                 "active": self.schedulable,
                 "doneCount": len(set(self.shards_done)),
                 "computeSeconds": {str(index): s for index, s in sorted(self.shard_compute_seconds.items())},
+                "sketches": {str(index): doc for index, doc in sorted(self.shard_sketches.items())},
             },
+            "drift": self.drift,
             "counts": self.counts.to_dict(),
             "firstRecordError": self.counts.first_error,
             "error": self.error,
@@ -341,6 +348,8 @@ class Job:
             shard_bytes=int(shards.get("bytes") or 0),
             shards_done=list(shards.get("done", [])),
             shard_compute_seconds={int(k): float(v) for k, v in (shards.get("computeSeconds") or {}).items()},
+            shard_sketches={int(k): dict(v) for k, v in (shards.get("sketches") or {}).items()},
+            drift=doc.get("drift"),
             # Jobs written before the dispatcher had every shard enqueued up front.
             dispatched=int(shards.get("dispatched", shards.get("count", 1))),
             shard_plan=[list(cut) for cut in shards.get("plan", [])],
@@ -379,6 +388,8 @@ class Job:
             view["parameters"] = self.parameters
         if self.error:
             view["error"] = self.error
+        if self.drift:
+            view["drift"] = self.drift
         return view
 
     def links(self, api_url: str) -> dict[str, str | None]:

@@ -149,6 +149,17 @@ class ModelLoader:
             files[str(item["file"])] = data
         return artifact, files
 
+    def read_file(self, card: ModelCard, name: str) -> bytes:
+        """One file the card lists, checked against its sha256 (a drift profile, say) without the artifact."""
+        item = next((item for item in card_files(card.raw) if item.get("file") == name), None)
+        if item is None:
+            raise NotFound(f"model {card.name}@{card.version} lists no file {name!r}")
+        prefix = f"{package_prefix(card.owner, card.name)}/{card.version}"
+        data = self._blobs.read_bytes(self._container, f"{prefix}/{name}")
+        if sha256(data) != item["sha256"]:
+            raise RuntimeError(f"model {card.name}@{card.version}: file {name} does not match its card's sha256")
+        return data
+
     def _load_remote(self, card: ModelCard) -> Predictor:
         from shared.inference.remote import RemoteOipPredictor
 

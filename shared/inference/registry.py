@@ -108,6 +108,10 @@ class BlobModelRegistry:
         """The model ready to predict; `isolated` runs a tenant's ONNX model in a sandbox child (the API's way)."""
         return self._loader.load(card, isolated=isolated)
 
+    def read_file(self, card: ModelCard, name: str) -> bytes:
+        """One file the card lists, verified against its sha256; raises NotFound."""
+        return self._loader.read_file(card, name)
+
     def loaded(self) -> dict[str, int]:
         """`name@version` -> estimated bytes of the models loaded in this process, least recently used first."""
         return self._loader.loaded()

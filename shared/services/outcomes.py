@@ -7,6 +7,7 @@ import logging
 from shared.domain.errors import PreconditionFailed
 from shared.domain.events import terminal_event
 from shared.domain.jobs import Job, utcnow
+from shared.services.drift import drift_events
 from shared.services.events import publish_events
 from shared.services.platform import Platform
 from shared.services.usage import record_usage
@@ -27,7 +28,8 @@ def publish_terminal_event(platform: Platform, job: Job) -> Job:
     # job id, so this publisher's retry, or the sweeper's re-drive, writes the same record again).
     record_usage(platform, job)
     # Into the event log, then to Event Grid (the sweeper re-drives an event whose publish failed: same id).
-    publish_events(platform, [terminal_event(job, platform.api_url)])
+    # A drifted job's AIaaS.Model.DriftDetected rides with it, after it: a re-drive publishes both, same ids.
+    publish_events(platform, [terminal_event(job, platform.api_url), *drift_events(job)])
     logger.info(
         "job %s ended %s; event published",
         job.job_id,

@@ -21,6 +21,7 @@ from shared.inference.readers import Record, header_of_csv, reader_for
 from shared.inference.remote import RemoteEndpointUnavailable
 from shared.ports import Predictor
 from shared.services.dispatch import dispatch
+from shared.services.drift import ShardSketch, after_drift, evaluate_job, record_sketch, start_sketch
 from shared.services.outcomes import publish_terminal_event
 from shared.services.platform import Platform
 
@@ -53,6 +54,8 @@ class ShardOutcome:
     error: dict[str, str] | None = None
     # Seconds spent in the model's predict (metering: the job's usage record sums them over its shards).
     compute_seconds: float = 0.0
+    # The shard's drift sketch (shared.domain.drift doc); None: the model has no profile.
+    sketch: dict[str, Any] | None = None
 
 
 @dataclass
@@ -96,11 +99,14 @@ def run_shard(platform: Platform, message: ShardMessage) -> Job:
     logger.info("job %s shard %d/%d running", job.job_id, message.shard_index + 1, message.shard_count, extra=ids)
     outcome = ShardOutcome()
     meter = ComputeMeter()
+    sketch: ShardSketch | None = None
     try:
         with heartbeat(platform, job.tenant_id, job.job_id):
             card = platform.models.resolve(job.tenant_id, ModelRef(job.model_name, job.model_version))
             predictor = bind_parameters(platform.models.load(card), job.parameters)
-            outcome.counts = _process(platform, job, message, predictor, meter)
+            sketch = start_sketch(platform, card, message.message_id)
+            outcome.counts = _process(platform, job, message, predictor, meter, sketch)
+            outcome.sketch = sketch.to_doc() if sketch else None
     except PreconditionFailed:
         outcome.error = INPUT_CHANGED
     except InvalidInput as err:
@@ -152,6 +158,7 @@ def record_shard(platform: Platform, tenant_id: str, job_id: str, shard_index: i
             return _settled(platform, job)
         job.shards_done.append(shard_index)
         job.shard_compute_seconds[shard_index] = outcome.compute_seconds
+        record_sketch(job, shard_index, outcome.sketch)
         job.idle_sweeps = 0  # progress: a re-drive before this one was not fruitless
         job.counts.add(outcome.counts)
         if outcome.error and job.error is None:
@@ -222,8 +229,10 @@ def finalise_if_complete(platform: Platform, job: Job) -> Job:
     if job.terminal or not job.all_shards_done:
         return job
     outputs = _write_outputs(platform, job)
+    drift = evaluate_job(platform, job)  # the shards' sketches merged: no second pass over the file
     for _ in range(MAX_CONFLICT_RETRIES):
         job.outputs.update(outputs)
+        job.drift = drift
         job.status = job.decide_outcome()
         job.completed_at = job.completed_at or utcnow()
         job.updated_at = utcnow()
@@ -235,11 +244,18 @@ def finalise_if_complete(platform: Platform, job: Job) -> Job:
             job = platform.jobs.get_job(job.tenant_id, job.job_id)
             if job.terminal:
                 return job
-    return publish_terminal_event(platform, job)
+    job = publish_terminal_event(platform, job)  # a drifted job's DriftDetected goes out right after its own
+    after_drift(platform, job)
+    return job
 
 
 def _process(
-    platform: Platform, job: Job, message: ShardMessage, predictor: Predictor, meter: ComputeMeter | None = None
+    platform: Platform,
+    job: Job,
+    message: ShardMessage,
+    predictor: Predictor,
+    meter: ComputeMeter | None = None,
+    sketch: ShardSketch | None = None,
 ) -> Counts:
     chunks = platform.blobs.iter_chunks(
         container_for(job.tenant_id),
@@ -263,7 +279,7 @@ def _process(
     # Pages are stored by a small pool while the next batch is parsed and scored (storage is I/O-bound).
     with ThreadPoolExecutor(max_workers=PAGE_WRITERS, thread_name_prefix="page-writer") as pool:
         pending: deque[Future[None]] = deque()
-        for page in _pages(job, message, records, predictor, platform.batch_size, meter or ComputeMeter()):
+        for page in _pages(job, message, records, predictor, platform.batch_size, meter or ComputeMeter(), sketch):
             pending.append(pool.submit(_store_page, platform, job, page))
             while len(pending) > MAX_PAGES_IN_FLIGHT:
                 pending.popleft().result()
@@ -302,19 +318,25 @@ def _pages(
     predictor: Predictor,
     batch_size: int,
     meter: ComputeMeter,
+    sketch: ShardSketch | None = None,
 ) -> Iterator[ResultPage]:
     batch: list[Record] = []
     for record in records:
         batch.append(record)
         if len(batch) >= batch_size:
-            yield _run_batch(job, message, batch, predictor, meter)
+            yield _run_batch(job, message, batch, predictor, meter, sketch)
             batch = []
     if batch:
-        yield _run_batch(job, message, batch, predictor, meter)
+        yield _run_batch(job, message, batch, predictor, meter, sketch)
 
 
 def _run_batch(
-    job: Job, message: ShardMessage, batch: list[Record], predictor: Predictor, meter: ComputeMeter
+    job: Job,
+    message: ShardMessage,
+    batch: list[Record],
+    predictor: Predictor,
+    meter: ComputeMeter,
+    sketch: ShardSketch | None = None,
 ) -> ResultPage:
     errors: list[dict[str, Any]] = []
     ready: list[tuple[Record, Any]] = []
@@ -334,6 +356,11 @@ def _run_batch(
             for (record, _), output in zip(ready, outputs, strict=True)
             if output is not None
         ]
+        if sketch is not None:  # the scored records and their outputs, while they are in hand
+            scored = [
+                (record.value, output) for (record, _), output in zip(ready, outputs, strict=True) if output is not None
+            ]
+            sketch.add([value for value, _ in scored], [output for _, output in scored])
     errors.sort(key=lambda entry: entry["recordIndex"])
     return ResultPage(
         tenant_id=job.tenant_id,

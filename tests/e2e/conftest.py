@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from shared import bootstrap
+from shared import bootstrap, cli
 from shared.config import Settings
 from shared.localhost.emulators import free_port
 from shared.localhost.host import LocalHost
@@ -77,19 +78,19 @@ def stack(tmp_path_factory: pytest.TempPathFactory, oidc_issuer: OidcIssuer) -> 
 
 @pytest.fixture(scope="session")
 def create_tenant(stack: LocalHost) -> Callable[[str], httpx.Client]:
-    """Creates a tenant with the real CLI (`aiaas tenants create ID --json`); returns an API client as it."""
+    """Creates a tenant with the real CLI (`aiaas tenants create ID --json`); returns an API client as it.
+
+    Through the CLI's entry point in this process, whose settings are the stack's (LocalHost put them in
+    os.environ): a fresh `aiaas` process spends 1-3 s importing per tenant, a minute or more over the suite.
+    test_identity and test_regions run the `aiaas` command itself.
+    """
 
     def make(tenant_id: str) -> httpx.Client:
-        env = {**os.environ, **stack.environment()}
-        done = subprocess.run(
-            [str(REPO / ".venv/bin/aiaas"), "tenants", "create", tenant_id, "--json"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-        )
-        answer = json.loads(done.stdout)
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            code = cli.main(["tenants", "create", tenant_id, "--json"])
+        assert code == 0, printed.getvalue()
+        answer = json.loads(printed.getvalue())
         assert answer["tenantId"] == tenant_id
         return httpx.Client(base_url=stack.api_url, headers={"Authorization": f"Bearer {answer['apiKey']}"}, timeout=30)
 

@@ -20,6 +20,9 @@ REPO = Path(__file__).resolve().parents[2]
 TEXTS = [line for line in (REPO / "build/samples/texts.txt").read_text().splitlines() if line.strip()]
 ROWS = (REPO / "build/samples/breast-cancer.jsonl").read_bytes().splitlines()
 ZERO_SHOT = "zero-shot-text-classifier"  # 128 KiB shards of a few seconds each: a backlog that takes a while
+# Documents of about 8 KB (200 sample texts each): the model reads the first 256 tokens of each, so a shard of 16
+# of them takes a couple of seconds (16 x 256 tokens) where 3,000 one-line texts took ten (3,000 x 12 tokens).
+TEXTS_PER_DOCUMENT = 200
 LABELS = {"labels": ["sports", "finance"]}
 INVOCATION = re.compile(
     r"^(?P<at>\S+ \S+) worker\[(?P<pid>\d+)\] .*(?P<what>Executing|Executed) run_shard \(messageId=(?P<id>[^,)]+)"
@@ -69,7 +72,8 @@ def test_a_jobs_shards_run_on_both_workers_at_once_and_a_small_tenant_finishes_i
 ) -> None:
     assert stack.settings.tenant_max_shards_in_flight == len(stack.worker_processes) == 2
     big, small = create_tenant("fair-big"), create_tenant("fair-small")
-    texts = "\n".join(TEXTS[i % len(TEXTS)] for i in range(22_000)).encode() + b"\n"  # 7 shards of 128 KiB
+    documents = (" ".join(TEXTS[(i + k) % len(TEXTS)] for k in range(TEXTS_PER_DOCUMENT)) for i in range(110))
+    texts = "\n".join(documents).encode() + b"\n"  # 900 KB: 7 shards of 128 KiB
     big_job = _job_of(big, upload(big, ZERO_SHOT, "many.txt", texts, LABELS))
     # Planned and running: two of its shards are handed out (one per worker), the others wait their turn.
     _wait(big, big_job["jobId"], lambda j: j["shards"]["count"] >= 6 and j["status"] == "running", timeout=120)
