@@ -21,7 +21,7 @@ from shared.services.ingest import admit_blob_created
 from shared.services.outcomes import republish_unsent_event
 from shared.services.platform import Platform
 from shared.services.shards import ShardOutcome, record_shard, run_shard
-from tests.fakes import API_URL, MODEL_NAME, Fakes, add_tenant, fakes_of, make_platform, model_package_dir, upload
+from tests.fakes import API_URL, Fakes, add_tenant, fakes_of, make_platform, model_package_dir, upload
 from tests.unit.test_shards import jsonl, run_queue, sample_rows
 
 DRIFT_MODEL = "bc-drift"
@@ -46,16 +46,23 @@ def make_profile(card: dict[str, Any]) -> dict[str, Any]:
     return drift_math.make_profile(card["name"], card["version"], features, prediction, reference="held-out sample")
 
 
-def publish_with_profile(platform: Platform, directory: Path, name: str = DRIFT_MODEL, **card_fields: Any) -> dict:
-    """The built breast-cancer package as public model `name`, with profile.json listed in its files."""
+def publish_copy(
+    platform: Platform, directory: Path, name: str = DRIFT_MODEL, *, with_profile: bool = True, **card_fields: Any
+) -> dict[str, Any]:
+    """The built breast-cancer package as public model `name`, with a profile.json of ours listed in its files
+    (or, `with_profile` False, none at all); returns the profile."""
     source = model_package_dir()
     card = orjson.loads((source / "card.json").read_bytes())
     card.update(name=name, **card_fields)
-    profile = make_profile(card)
-    card["drift"] = drift_math.card_drift_section(profile)
-    card["files"] = [*(f for f in card.get("files") or [] if f["file"] != "profile.json"), {"file": "profile.json"}]
+    card.pop("drift", None)
+    card["files"] = [f for f in card.get("files") or [] if f["file"] != "profile.json"]
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "profile.json").write_bytes(orjson.dumps(profile))
+    profile: dict[str, Any] = {}
+    if with_profile:
+        profile = make_profile(card)
+        card["drift"] = drift_math.card_drift_section(profile)
+        card["files"].append({"file": "profile.json"})
+        (directory / "profile.json").write_bytes(orjson.dumps(profile))
     for item in card["files"]:
         if item["file"] != "profile.json":
             (directory / item["file"]).write_bytes((source / item["file"]).read_bytes())
@@ -70,7 +77,7 @@ def platform(tmp_path: Path) -> Platform:
     plat = make_platform()
     add_tenant(plat, "acme")
     add_tenant(plat, "globex")
-    publish_with_profile(plat, tmp_path / "pkg")
+    publish_copy(plat, tmp_path / "pkg")
     return plat
 
 
@@ -139,7 +146,7 @@ def test_a_republished_terminal_event_brings_the_same_drift_event_again(platform
 
 def test_many_shards_give_the_drift_of_one_sketch_over_the_whole_file(platform: Platform, tmp_path: Path) -> None:
     """A file cut into more shards than keep a sketch each: the folded sketches judge it as one pass would."""
-    profile = publish_with_profile(platform, tmp_path / "small", name="bc-drift-small", shardBytes=4096)
+    profile = publish_copy(platform, tmp_path / "small", name="bc-drift-small", shardBytes=4096)
     rows = [dict(row, id=f"row-{i}") for i, row in enumerate(scaled(sample_rows(), 1.1) * 2)]
     job = run_file(platform, rows, model="bc-drift-small")
 
@@ -180,13 +187,14 @@ def test_a_redelivered_shard_keeps_one_sketch(platform: Platform) -> None:
     assert again.shard_sketches == {0: sketch}
 
 
-def test_a_model_without_a_profile_has_no_drift_section(platform: Platform, fakes: Fakes) -> None:
-    job = run_file(platform, scaled(sample_rows()), model=MODEL_NAME)
+def test_a_model_without_a_profile_has_no_drift_section(platform: Platform, fakes: Fakes, tmp_path: Path) -> None:
+    publish_copy(platform, tmp_path / "plain", name="bc-plain", with_profile=False)
+    job = run_file(platform, scaled(sample_rows()), model="bc-plain")
     assert job.status == JobStatus.SUCCEEDED
     assert job.drift is None and job.shard_sketches == {}
     assert "drift" not in job.public_view(API_URL)
     assert [e.event_type for e in fakes.events.events] == ["AIaaS.Job.Succeeded"]
-    report = drift_report(platform, "acme", MODEL_NAME, start=None, end=None)
+    report = drift_report(platform, "acme", "bc-plain", start=None, end=None)
     assert report["items"] == []
 
 

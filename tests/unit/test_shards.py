@@ -535,6 +535,8 @@ def _publish_copy(platform: Platform, tmp_path: Any, name: str, **card_fields: A
     card.update(name=name, **card_fields)
     (tmp_path / "card.json").write_bytes(orjson.dumps(card))
     (tmp_path / "model.onnx").write_bytes((source / "model.onnx").read_bytes())
+    for item in card.get("files") or []:  # the drift profile, say
+        (tmp_path / item["file"]).write_bytes((source / item["file"]).read_bytes())
     platform.models.publish_package(tmp_path, tenant="acme")  # type: ignore[attr-defined]
 
 
