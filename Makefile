@@ -12,6 +12,8 @@ VENV_CI := .venv-ci
 STAMP_CI := $(VENV_CI)/.installed
 VENV_IAC := .venv-iac
 STAMP_IAC := $(VENV_IAC)/.installed
+STAMP_OCI := .aiaas/.docker-registry-installed
+DOCKER_REGISTRY_VERSION := 2.8.2+ds1-1
 
 .PHONY: help deps models demo test test-unit test-integration test-e2e up lint typecheck bench clean
 
@@ -55,16 +57,16 @@ demo: deps models
 up: deps models
 	$(BIN)/aiaas up
 
-test: deps models lint typecheck $(STAMP_CI) $(STAMP_IAC)
+test: deps models lint typecheck $(STAMP_CI) $(STAMP_IAC) $(STAMP_OCI)
 	$(BIN)/pytest -q -p no:cacheprovider
 
 test-unit: deps models $(STAMP_IAC)
 	$(BIN)/pytest -q tests/unit
 
-test-integration: deps models
+test-integration: deps models $(STAMP_OCI)
 	$(BIN)/pytest -q tests/integration
 
-test-e2e: deps models
+test-e2e: deps models $(STAMP_OCI)
 	$(BIN)/pytest -q tests/e2e
 
 lint: $(STAMP_PY)
@@ -103,4 +105,16 @@ $(STAMP_CI): requirements-ci.txt
 $(STAMP_IAC): requirements-iac.txt
 	test -x $(VENV_IAC)/bin/python || $(PY) -m venv $(VENV_IAC)
 	$(VENV_IAC)/bin/pip --disable-pip-version-check -q install -r requirements-iac.txt
+	touch $@
+
+# The CNCF distribution registry (Debian's docker-registry) that tests/integration/test_oci_registry.py starts as the
+# local stand-in for Azure Container Registry (never as a service: the package's own unit stays stopped). Installed,
+# at the pinned version, only when no docker-registry is installed: a machine that has one already keeps it.
+$(STAMP_OCI):
+	@mkdir -p $(dir $@)
+	if ! dpkg-query -W -f='$${Status}' docker-registry 2>/dev/null | grep -q 'install ok installed'; then \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+			docker-registry=$(DOCKER_REGISTRY_VERSION); \
+	fi
+	test -x /usr/bin/docker-registry
 	touch $@

@@ -7,6 +7,7 @@ from typing import Any
 
 import azure.functions as func
 
+from shared import telemetry
 from shared.bootstrap import get_platform
 from shared.domain.tenants import tenant_from_container
 from shared.ports import BlobInfo
@@ -46,4 +47,18 @@ def ingest_blob(event: func.EventGridEvent) -> None:
         logger.debug("event %s is not a committed inbox upload; ignored", event.id)
         return
     tenant_id, info = parsed
-    admit_blob_created(get_platform(), tenant_id, info.name, info)
+    # The root of the job's trace: its context is stored on the job and carried by every shard message.
+    with telemetry.span(
+        "admit upload",
+        kind="consumer",
+        attributes={
+            "messaging.system": telemetry.EVENTS_SYSTEM,
+            "messaging.operation.type": "process",
+            "messaging.message.id": event.id,
+            telemetry.TENANT_ID: tenant_id,
+            "aiaas.blob.path": info.name,
+        },
+    ) as span:
+        job = admit_blob_created(get_platform(), tenant_id, info.name, info)
+        if job is not None:
+            span.set_attributes({**telemetry.job_attributes(job), "aiaas.job.status": job.status.value})

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 
 import azure.functions as func
 import orjson
 
+from shared import telemetry
 from shared.bootstrap import get_platform, tune_gc_for_batch_work
 from shared.config import get_settings
-from shared.domain.jobs import ShardMessage
+from shared.domain.jobs import Job, ShardMessage
 from shared.services.shards import fail_shard, run_shard
 
 logger = logging.getLogger(__name__)
@@ -26,14 +28,34 @@ _gc_tuned = False
     connection="ServiceBusConnection",
 )
 def run_shard_message(msg: func.ServiceBusMessage) -> None:
-    global _gc_tuned
+    started = datetime.now(UTC)
     message = ShardMessage.from_dict(orjson.loads(msg.get_body()))
+    settings = get_settings()
+    # A child of the job's admission (the message carries its trace context), whichever process runs it.
+    with telemetry.span(
+        f"process {settings.job_queue_name}",
+        kind="consumer",
+        parent=message.traceparent,
+        attributes={
+            **telemetry.consumer_attributes(
+                message, backend=settings.job_queue_backend, destination=settings.job_queue_name
+            ),
+            "messaging.servicebus.message.delivery_count": msg.delivery_count,
+        },
+    ) as span:
+        job = _run(msg, message)
+        span.set_attributes({telemetry.MODEL_NAME: job.model_name or None, "aiaas.job.status": job.status.value})
+        telemetry.record_queue_age(msg.enqueued_time_utc, started, message.tenant_id, job.model_name)
+
+
+def _run(msg: func.ServiceBusMessage, message: ShardMessage) -> Job:
+    global _gc_tuned
     platform = get_platform()
     if not _gc_tuned:  # once per worker process, after the clients exist
         tune_gc_for_batch_work()
         _gc_tuned = True
     try:
-        run_shard(platform, message)
+        return run_shard(platform, message)
     except Exception as err:
         # On the last delivery, end the job with the reason rather than leave it waiting on a dead letter.
         if (msg.delivery_count or 1) >= get_settings().max_delivery_count:
@@ -42,6 +64,5 @@ def run_shard_message(msg: func.ServiceBusMessage) -> None:
                 message.message_id,
                 extra={"tenant_id": message.tenant_id, "job_id": message.job_id},
             )
-            fail_shard(platform, message, f"the shard failed {msg.delivery_count} times; last error: {err}")
-            return
+            return fail_shard(platform, message, f"the shard failed {msg.delivery_count} times; last error: {err}")
         raise

@@ -8,6 +8,7 @@ from datetime import timedelta
 from functools import cache
 from typing import Any
 
+from shared import telemetry
 from shared.config import Settings, get_settings
 from shared.services.platform import Platform
 
@@ -64,13 +65,17 @@ def build_platform(settings: Settings) -> Platform:
         credential=None if settings.eventgrid_key else azure_credential(),
     )
     platform_blobs = build_platform_blobs(settings)
+    queue = build_job_queue(settings)
     return Platform(
+        # Each dependency's probe for GET /api/health/ready: the tenants' account, the database, the queue.
+        readiness={"blob": blobs.probe, "cosmos": db.read, "queue": queue.probe},
         blobs=blobs,
         tenants=CosmosTenantStore(db),
         jobs=CosmosJobStore(db),
         results=CosmosResultStore(db),
         subscriptions=CosmosSubscriptionStore(db),
-        queue=build_job_queue(settings),
+        # Every send of shards is a span in its job's trace (nothing wraps it when telemetry is off).
+        queue=telemetry.traced_queue(queue, backend=settings.job_queue_backend, destination=settings.job_queue_name),
         events=events,
         models=BlobModelRegistry(
             platform_blobs,
@@ -219,4 +224,5 @@ def reset() -> None:
     global _platform
     with _lock:
         _platform = None
+    telemetry.reset()  # flushes what this process's telemetry holds, and reads the settings again on next use
     get_settings.cache_clear()

@@ -94,6 +94,10 @@ class Settings(BaseSettings):
     directory_endpoint: str | None = None
     directory_database: str = "aiaas-global"
     models_container: str = "models"
+    # A container registry whose labelled images are models too (shared/inference/containers.py): the ACR login
+    # server (https://<name>.azurecr.io, the managed identity needs AcrPull), or locally a plain-http loopback
+    # registry (shared/localhost/oci_registry.py); empty: none.
+    container_registry_url: str | None = None
     # Key Vault that keeps tenants' remote-model credentials (the managed identity only); unset in development,
     # where they are files under AIAAS_DATA_DIR/secrets (0600), out of reach of any SAS.
     keyvault_url: str | None = None
@@ -118,6 +122,10 @@ class Settings(BaseSettings):
     # A .zip or an image is one shard (no byte ranges): bounded so that it finishes inside the shard timeout.
     max_archive_bytes: int = Field(default=256 * 1024 * 1024, ge=1)
     max_archive_entries: int = Field(default=50_000, ge=1)
+    # Telemetry (shared.telemetry): "otlp" exports traces and metrics over OTLP/HTTP to OTEL_EXPORTER_OTLP_ENDPOINT;
+    # "none" exports nothing (and imports no opentelemetry module). In Azure, APPLICATIONINSIGHTS_CONNECTION_STRING
+    # sends them to Azure Monitor whatever this says.
+    otel_exporter: Literal["none", "otlp"] = "none"
     # Each tenant's quotas unless the operator set its own (`aiaas tenants set-quota`); 0: no limit. Generous: the
     # demo, the bench (1M-record jobs, 1 GB files, bursts of requests) and the tests never reach them.
     default_records_per_day: int = Field(default=1_000_000_000, ge=0)

@@ -17,6 +17,8 @@ param platformStorageAccountName string
 param platformStorageAccountId string
 param deploymentContainerName string = 'deployments'
 param modelsContainerName string = 'models'
+@description('Login server URL of the container registry whose labelled images are models (AIAAS_CONTAINER_REGISTRY_URL), https://<name>.azurecr.io; the app identity needs AcrPull there. Empty: none.')
+param containerRegistryUrl string = ''
 param deadLetterContainerName string = 'deadletter'
 
 param applicationInsightsConnectionString string
@@ -184,6 +186,7 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     AIAAS_STORAGE_ACCOUNT_NAME: storageAccountName
     AIAAS_PLATFORM_STORAGE_ACCOUNT_NAME: platformStorageAccountName
     AIAAS_MODELS_CONTAINER: modelsContainerName
+    AIAAS_CONTAINER_REGISTRY_URL: containerRegistryUrl
     AIAAS_KEYVAULT_URL: keyVaultUri
     AIAAS_COSMOS_ENDPOINT: cosmosEndpoint
     AIAAS_COSMOS_DATABASE: cosmosDatabaseName
@@ -228,6 +231,8 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     AIAAS_MAX_SWEEPS: '3'
     AIAAS_DEFAULT_ERROR_THRESHOLD: '-1'
     AIAAS_UPLOAD_SAS_MINUTES: '15'
+    // Traces and metrics go to Application Insights (APPLICATIONINSIGHTS_CONNECTION_STRING above), not OTLP.
+    AIAAS_OTEL_EXPORTER: 'none'
     // Identity: Entra ID v2 tokens of the public cloud's authority for this audience, next to API keys.
     AIAAS_ENTRA_AUTHORITY: 'https://login.microsoftonline.com'
     AIAAS_ENTRA_AUDIENCE: entraAudience

@@ -120,6 +120,10 @@ class AzureBlobStore:
         )
         return _plain(result.get("etag"))
 
+    def probe(self) -> None:
+        """Readiness: one page of one container from the account (raises when it cannot be reached)."""
+        next(iter(self._service.list_containers(results_per_page=1).by_page()), None)
+
     def stage_block(self, container: str, path: str, block_id: str, data: bytes) -> None:
         self.ensure_container(container)
         self._service.get_blob_client(container, path).stage_block(block_id, data, length=len(data))

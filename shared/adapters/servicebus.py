@@ -74,6 +74,11 @@ class ServiceBusJobQueue:
         self._sender: Any = None
         self._lock = threading.Lock()
 
+    def probe(self) -> None:
+        """Readiness: a peek at the queue (Listen rights, which the app has; its properties need Manage)."""
+        with self._client.get_queue_receiver(self._queue_name) as receiver:
+            receiver.peek_messages(max_message_count=1)
+
     def enqueue(self, messages: Sequence[ShardMessage]) -> None:
         if not messages:
             return

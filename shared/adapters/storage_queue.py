@@ -76,6 +76,10 @@ class StorageQueueJobQueue:
             break
         return received
 
+    def probe(self) -> None:
+        """Readiness: the queue's properties (raises when the queue or the service cannot be reached)."""
+        self._queue.get_queue_properties()
+
     def complete(self, received: ReceivedShard) -> None:
         try:
             self._queue.delete_message(received.handle)

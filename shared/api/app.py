@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from shared import telemetry
 from shared.api.auditing import AuditMiddleware
 from shared.api.auth import READER, SUBMITTER, Authenticator, AuthOptions, Caller, requires
 from shared.domain.errors import (
@@ -29,6 +30,7 @@ from shared.domain.errors import (
 from shared.domain.models import MODEL_NAME_PATTERN
 from shared.services import ingest, queries
 from shared.services.platform import Platform
+from shared.services.readiness import check_ready
 from shared.services.relay import RELAY_TIMEOUT_SECONDS
 
 logger = logging.getLogger(__name__)
@@ -87,6 +89,11 @@ class UploadRequest(BaseModel):
     filename: str = Field(min_length=1, max_length=200)
     parameters: dict[str, Any] | None = None
     errorThreshold: int | None = Field(default=None, ge=-1)
+
+
+class ReadinessCheck(BaseModel):
+    status: str = Field(description="ok, failed or timeout")
+    error: str | None = Field(default=None, description="the kind of error (its message is in the log)")
 
 
 class JobRequest(BaseModel):
@@ -179,6 +186,20 @@ def create_app(
     def health() -> dict[str, str]:
         return {"status": "ok"}
 
+    @app.get("/api/health/ready", responses={503: {"model": ReadinessAnswer}})
+    def health_ready() -> JSONResponse:
+        """Blob, Cosmos and the queue, each probed with a bounded timeout: 200 when all answer, else 503 with
+        which did not (no host, account or error message: the log has those)."""
+        try:
+            probes = platform_factory().readiness
+        except Exception as err:  # the platform could not even be built: a dependency is down at start-up
+            logger.warning("readiness: the platform could not be built", exc_info=True)
+            checks = {"platform": {"status": "failed", "error": type(err).__name__}}
+            return JSONResponse({"status": "unavailable", "checks": checks}, status_code=503)
+        ready, checks = check_ready(probes)
+        body = {"status": "ready" if ready else "unavailable", "checks": checks}
+        return JSONResponse(ReadinessAnswer.model_validate(body).model_dump(exclude_none=True), 200 if ready else 503)
+
     @app.get("/api/v1/models")
     def list_models(
         plat: Plat,
@@ -215,14 +236,25 @@ def create_app(
 
     @app.post("/api/v1/jobs", status_code=202)
     def submit_job(body: JobRequest, plat: Plat, tenant: Submitter) -> dict[str, Any]:
-        job = ingest.submit_job(
-            plat,
-            tenant.tenant_id,
-            body.model,
-            body.blobPath,
-            parameters=body.parameters,
-            error_threshold=body.errorThreshold,
-        )
+        # The root of the job's trace, as an upload's admission is (functions/ingest.py).
+        with telemetry.span(
+            "POST /api/v1/jobs",
+            kind="server",
+            attributes={
+                "http.request.method": "POST",
+                "http.route": "/api/v1/jobs",
+                telemetry.TENANT_ID: tenant.tenant_id,
+            },
+        ) as span:
+            job = ingest.submit_job(
+                plat,
+                tenant.tenant_id,
+                body.model,
+                body.blobPath,
+                parameters=body.parameters,
+                error_threshold=body.errorThreshold,
+            )
+            span.set_attributes({**telemetry.job_attributes(job), "aiaas.job.status": job.status.value})
         return job.public_view(plat.api_url)
 
     @app.get("/api/v1/jobs")

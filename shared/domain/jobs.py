@@ -79,6 +79,14 @@ def job_id_for(
 
 PLAN = "plan"
 SHARD = "shard"
+# A W3C traceparent is 55 characters (version 00); later versions may append fields, so some room is left.
+MAX_TRACEPARENT_CHARS = 128
+
+
+def traceparent_of(value: object) -> str | None:
+    """A trace context as read from a message or a document: a short string, else None (telemetry never fails
+    a shard: a malformed one only starts a trace of its own)."""
+    return value if isinstance(value, str) and 0 < len(value) <= MAX_TRACEPARENT_CHARS else None
 
 
 @dataclass(frozen=True)
@@ -97,6 +105,8 @@ class ShardMessage:
     first_record_index: int = 0
     first_line: int = 1
     kind: str = SHARD
+    # The job's W3C trace context (shared.telemetry): every run of this shard joins the job's one trace.
+    traceparent: str | None = None
 
     @property
     def message_id(self) -> str:
@@ -113,6 +123,7 @@ class ShardMessage:
             "byteEnd": self.byte_end,
             "firstRecordIndex": self.first_record_index,
             "firstLine": self.first_line,
+            "traceparent": self.traceparent,
         }
 
     @classmethod
@@ -128,6 +139,7 @@ class ShardMessage:
                 first_record_index=int(data.get("firstRecordIndex") or 0),
                 first_line=int(data.get("firstLine") or 1),
                 kind=PLAN if data.get("kind") == PLAN else SHARD,
+                traceparent=traceparent_of(data.get("traceparent")),
             )
         except (KeyError, TypeError, ValueError) as err:
             raise InvalidInput(f"malformed shard message: {err}", code="MalformedMessage") from err
@@ -207,6 +219,9 @@ class Job:
     idle_sweeps: int = 0
     # The region of the stamp that took the job (regional stamps): its results and its events were made there.
     region: str = ""
+    # The W3C trace context of the job's admission (shared.telemetry; None when telemetry is off): its shard
+    # messages carry it, so the shard runs, the finaliser and the sweeper's re-drives continue the same trace.
+    traceparent: str | None = None
     doc_etag: str | None = None
 
     @property
@@ -224,10 +239,20 @@ class Job:
 
     def shard_message(self, index: int) -> ShardMessage:
         if not self.shard_plan:
-            return ShardMessage(self.tenant_id, self.job_id, 0, 1, 0, self.content_length or None, 0)
+            return ShardMessage(
+                self.tenant_id, self.job_id, 0, 1, 0, self.content_length or None, 0, traceparent=self.traceparent
+            )
         start, end, first_index, first_line = self.shard_plan[index]
         return ShardMessage(
-            self.tenant_id, self.job_id, index, len(self.shard_plan), start, end, first_index, first_line
+            self.tenant_id,
+            self.job_id,
+            index,
+            len(self.shard_plan),
+            start,
+            end,
+            first_index,
+            first_line,
+            traceparent=self.traceparent,
         )
 
     @property
@@ -322,6 +347,7 @@ class Job:
             "errorThreshold": self.error_threshold,
             "sweeps": self.sweeps,
             "idleSweeps": self.idle_sweeps,
+            "traceparent": self.traceparent,
             "region": self.region,
         }
 
@@ -364,6 +390,7 @@ class Job:
             sweeps=int(doc.get("sweeps", 0)),
             idle_sweeps=int(doc.get("idleSweeps", doc.get("sweeps", 0))),
             region=str(doc.get("region") or ""),
+            traceparent=traceparent_of(doc.get("traceparent")),
             doc_etag=doc.get("_etag"),
         )
 

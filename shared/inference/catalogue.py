@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared.domain.errors import NotFound, UnknownModel
 from shared.domain.models import DEFAULT_ALIAS, SELECTOR_PATTERN, ModelCard, ModelRef
@@ -25,6 +25,9 @@ from shared.inference.packages import (
     version_key,
 )
 from shared.ports import BlobStore
+
+if TYPE_CHECKING:
+    from shared.inference.containers import ContainerModels
 
 logger = logging.getLogger(__name__)
 CATALOGUE_TTL_SECONDS = 5.0
@@ -47,9 +50,10 @@ def empty_aliases() -> dict[str, Any]:
 class Catalogue:
     """The cards and aliases in the `models` container, read through small ETag-checked caches."""
 
-    def __init__(self, blobs: BlobStore, container: str) -> None:
+    def __init__(self, blobs: BlobStore, container: str, *, containers: ContainerModels | None = None) -> None:
         self._blobs = blobs
         self._container = container
+        self._containers = containers  # models that come as labelled images (shared/inference/containers.py)
         self._lock = threading.Lock()
         self._entries: dict[tuple[str, str], Entry] = {}
         self._read_at = float("-inf")
@@ -81,6 +85,8 @@ class Catalogue:
             elif len(parts) == 2 and parts[1] == "aliases.json":
                 entry = entries.setdefault((owner, parts[0]), Entry())
                 entry.aliases_path, entry.aliases_etag = blob.name, blob.etag
+        if self._containers is not None:
+            self._containers.merge_into(entries)
         with self._lock:
             self._entries, self._read_at = entries, time.monotonic()
         return entries
@@ -135,6 +141,8 @@ class Catalogue:
         if selector in entry.versions:
             return entry.versions[selector]
         version = str(self.aliases_of(owner, ref.name, entry, fresh=True)["aliases"].get(selector, selector))
+        if version not in entry.versions and self._containers is not None and owner == PUBLIC:
+            version = self._containers.alias(ref.name, selector) or version
         card = entry.versions.get(version) or self._read_version(tenant_id, owner, ref.name, version)
         if card is None:
             raise UnknownModel(f"model {ref.name!r} has no version or alias {selector!r}")

@@ -26,6 +26,7 @@ from typing import Any
 
 from shared.domain.models import DEFAULT_ALIAS, ModelCard, ModelRef
 from shared.inference.catalogue import CATALOGUE_TTL_SECONDS, MISS_REFRESH_SECONDS, Catalogue
+from shared.inference.containers import ContainerModels
 from shared.inference.lifecycle import Publisher
 from shared.inference.loading import DEFAULT_MEMORY_BUDGET_BYTES, ModelLoader
 from shared.inference.packages import REMOTE_RUNTIME
@@ -57,13 +58,14 @@ class BlobModelRegistry:
         check_endpoint: Callable[[str], Any] | None = None,
         sandbox_limits: SandboxLimits = DEFAULT_LIMITS,
         max_sandboxes: int = 4,
+        containers: ContainerModels | None = None,
     ) -> None:
         """`secrets` keeps the credentials tenants send with remote models; `secret_lookup` resolves the
         environment/Key Vault secret names the operator's remote cards refer to; `onnx_threads` is ONNX Runtime's
         intra-op thread count per public model (0: its default, one per core); `check_endpoint` is the egress
         policy's URL check for tenants' remote endpoints; `sandbox_limits` bound the children that check and
-        serve tenants' ONNX models."""
-        self._catalogue = Catalogue(blobs, container)
+        serve tenants' ONNX models; `containers` adds the models a container registry's labels describe."""
+        self._catalogue = Catalogue(blobs, container, containers=containers)
         self.sandboxes = SandboxPool(sandbox_limits, max_children=max_sandboxes)
         self._loader = ModelLoader(
             blobs,

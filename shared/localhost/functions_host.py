@@ -70,7 +70,12 @@ def blob_created_event(
 
 
 def servicebus_message(
-    body: bytes, *, message_id: str, delivery_count: int, session_id: str | None
+    body: bytes,
+    *,
+    message_id: str,
+    delivery_count: int,
+    session_id: str | None,
+    enqueued_time_utc: datetime | None = None,
 ) -> func.ServiceBusMessage:
     from azure.functions.servicebus import ServiceBusMessage
 
@@ -78,6 +83,7 @@ def servicebus_message(
         body=body,
         message_id=message_id,
         delivery_count=delivery_count,
+        enqueued_time_utc=enqueued_time_utc,
         session_id=session_id,
         content_type="application/json",
         application_properties={},

@@ -43,6 +43,7 @@ def handle(queue: StorageQueueJobQueue, received: ReceivedShard, max_deliveries:
                 message_id=message.message_id,
                 delivery_count=received.delivery_count,
                 session_id=None,  # the Service Bus queue has no sessions either
+                enqueued_time_utc=getattr(received.handle, "inserted_on", None),  # the queue's own clock
             )
         )
     except Exception:

@@ -9,6 +9,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+from shared import telemetry
 from shared.domain.blobpaths import parse_tenant_blob_path
 from shared.domain.errors import (
     InvalidInput,
@@ -123,6 +124,7 @@ def admit(
         error_threshold=platform.default_error_threshold if threshold is None else threshold,
         shard_bytes=card.shard_bytes or platform.shard_bytes,
         region=platform.region,
+        traceparent=telemetry.current_traceparent(),  # the admission's span: the job's one trace
     )
     over_quota = check_admission(platform, tenant_id, info.size)
     if over_quota is not None and not _exists(platform, tenant_id, job.job_id):  # a replay is no new job
@@ -188,8 +190,8 @@ SPLITTABLE_TYPES = frozenset({".jsonl", ".csv", ".txt"})
 def first_messages(job: Job, shard_bytes: int) -> list[ShardMessage]:
     """A small file is one shard; a big line-oriented file first gets a plan message (see services.planning)."""
     if job.content_length > shard_bytes and job.file_type in SPLITTABLE_TYPES:
-        return [ShardMessage(job.tenant_id, job.job_id, 0, 0, kind=PLAN)]
-    return [ShardMessage(job.tenant_id, job.job_id, 0, 1, 0, job.content_length or None, 0)]
+        return [ShardMessage(job.tenant_id, job.job_id, 0, 0, kind=PLAN, traceparent=job.traceparent)]
+    return [job.shard_message(0)]
 
 
 def _check_input(

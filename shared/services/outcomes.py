@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from shared import telemetry
 from shared.domain.errors import PreconditionFailed
 from shared.domain.events import terminal_event
 from shared.domain.jobs import Job, utcnow
@@ -29,7 +30,24 @@ def publish_terminal_event(platform: Platform, job: Job) -> Job:
     record_usage(platform, job)
     # Into the event log, then to Event Grid (the sweeper re-drives an event whose publish failed: same id).
     # A drifted job's AIaaS.Model.DriftDetected rides with it, after it: a re-drive publishes both, same ids.
-    publish_events(platform, [terminal_event(job, platform.api_url), *drift_events(job)])
+    events = [terminal_event(job, platform.api_url), *drift_events(job)]
+    # In the job's trace (the finaliser's shard run, or the sweeper's re-drive from another process).
+    with telemetry.span(
+        "publish events",
+        kind="producer",
+        parent=job.traceparent,
+        attributes={
+            **telemetry.job_attributes(job),
+            "messaging.system": telemetry.EVENTS_SYSTEM,
+            "messaging.destination.name": job.tenant_id,  # the tenant's domain topic
+            "messaging.operation.type": "send",
+            "messaging.operation.name": "publish",
+            "messaging.batch.message_count": len(events),
+            "aiaas.job.status": job.status.value,
+        },
+    ):
+        publish_events(platform, events)
+    telemetry.record_job_end(job)
     logger.info(
         "job %s ended %s; event published",
         job.job_id,

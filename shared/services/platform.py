@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -71,3 +72,5 @@ class Platform:
     # Callback subscriptions (Logic Apps): the hosts a callback URL may name (a host or a ".suffix"); empty: any
     # host the egress policy allows (development only: production requires the list, shared.config).
     callback_hosts: tuple[str, ...] = ()
+    # GET /api/health/ready (services.readiness): a probe per dependency, by name ("blob", "cosmos", "queue").
+    readiness: dict[str, Callable[[], object]] = field(default_factory=dict)

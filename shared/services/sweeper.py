@@ -61,7 +61,7 @@ def _requeue(platform: Platform, job: Job) -> bool:
     # Only what was handed to the queue: the backlog is the dispatcher's; a plan left unfinished is read on.
     messages = [job.shard_message(index) for index in job.in_flight] if job.shard_count else []
     if job.shard_count == 0 or job.planning:
-        messages.append(ShardMessage(job.tenant_id, job.job_id, 0, 0, kind=PLAN))
+        messages.append(ShardMessage(job.tenant_id, job.job_id, 0, 0, kind=PLAN, traceparent=job.traceparent))
     platform.queue.enqueue(messages)
     logger.warning(
         "job %s stalled; re-enqueued %d shard(s) (sweep %d)",

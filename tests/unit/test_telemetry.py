@@ -1,0 +1,312 @@
+"""Telemetry: one connected trace per job (admission, every shard run, the event publish), its metrics, readiness."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from fastapi.testclient import TestClient
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+
+from functions import ingest as ingest_function
+from functions import worker as worker_function
+from shared import telemetry
+from shared.api.app import create_app
+from shared.domain.jobs import PLAN, Job, JobStatus, ShardMessage
+from shared.domain.tenants import container_for
+from shared.localhost.functions_host import blob_created_event, servicebus_message
+from shared.services.outcomes import republish_unsent_event
+from shared.services.platform import Platform
+from shared.services.readiness import check_ready
+from tests.fakes import MODEL_NAME, add_tenant, make_platform, sample_bytes
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+class Telemetry:
+    def __init__(self) -> None:
+        self.spans = InMemorySpanExporter()
+        self.metrics = InMemoryMetricReader()
+        tracer_provider = TracerProvider()
+        tracer_provider.add_span_processor(SimpleSpanProcessor(self.spans))
+        telemetry.use_providers(tracer_provider, MeterProvider(metric_readers=[self.metrics]))
+
+    def finished(self) -> list[ReadableSpan]:
+        return list(self.spans.get_finished_spans())
+
+    def points(self, name: str) -> list[Any]:
+        data = self.metrics.get_metrics_data()
+        found = []
+        for resource in data.resource_metrics if data else []:
+            for scope in resource.scope_metrics:
+                for metric in scope.metrics:
+                    if metric.name == name:
+                        found.extend(metric.data.data_points)
+        return found
+
+
+@pytest.fixture
+def otel(monkeypatch: pytest.MonkeyPatch) -> Iterator[Telemetry]:
+    monkeypatch.setenv("AIAAS_ENVIRONMENT", "development")
+    recorder = Telemetry()
+    try:
+        yield recorder
+    finally:
+        telemetry.reset()
+
+
+@pytest.fixture
+def traced(monkeypatch: pytest.MonkeyPatch, otel: Telemetry) -> Platform:
+    """Small shards (a sample file splits), the queue traced as bootstrap wraps it, the triggers on this platform."""
+    platform = make_platform(shard_bytes=4096, batch_size=50)
+    add_tenant(platform, "acme")
+    platform.queue = telemetry.TracedJobQueue(platform.queue, system="azure_storage_queue", destination="shards")
+    monkeypatch.setattr(ingest_function, "get_platform", lambda: platform)
+    monkeypatch.setattr(worker_function, "get_platform", lambda: platform)
+    return platform
+
+
+def upload_event(platform: Platform, name: str, data: bytes) -> Any:
+    path = f"inbox/{MODEL_NAME}/{name}"
+    platform.blobs.write_bytes(container_for("acme"), path, data)
+    info = platform.blobs.get_info(container_for("acme"), path)
+    return blob_created_event(
+        account="devstoreaccount1",
+        container=container_for("acme"),
+        blob=path,
+        etag=info.etag,
+        size=info.size,
+        content_type="application/x-ndjson",
+        url=f"http://127.0.0.1/devstoreaccount1/{container_for('acme')}/{path}",
+        sequencer=1,
+    )
+
+
+def run_queue_as_workers(platform: Platform) -> list[ShardMessage]:
+    """Every enqueued message through the registered trigger, as bytes on the wire (the worker's body)."""
+    ran = []
+    while messages := platform.queue.drain():  # type: ignore[attr-defined]
+        for message in messages:
+            body = orjson.dumps({"messageId": message.message_id, **message.to_dict()})
+            worker_function.run_shard_message(
+                servicebus_message(
+                    body,
+                    message_id=message.message_id,
+                    delivery_count=1,
+                    session_id=None,
+                    enqueued_time_utc=datetime.now(UTC) - timedelta(seconds=2),
+                )
+            )
+        ran.extend(messages)
+    return ran
+
+
+def only_job(platform: Platform) -> Job:
+    jobs, _ = platform.jobs.list_jobs("acme", limit=10)
+    [job] = jobs
+    return job
+
+
+def test_one_trace_joins_the_admission_every_shard_run_and_the_event_publish(traced: Platform, otel: Telemetry) -> None:
+    data = sample_bytes("breast-cancer.jsonl")
+    ingest_function.ingest_blob(upload_event(traced, "rows.jsonl", data))
+    ran = run_queue_as_workers(traced)
+    job = only_job(traced)
+
+    assert job.status == JobStatus.SUCCEEDED and job.shard_count >= 2
+    spans = otel.finished()
+    [root] = [s for s in spans if s.name == "admit upload"]
+    assert root.parent is None and root.kind == SpanKind.CONSUMER
+    assert {s.context.trace_id for s in spans} == {root.context.trace_id}  # one trace, nothing outside it
+    shard_runs = [s for s in spans if s.name == "process shards" and s.attributes["aiaas.shard.kind"] == "shard"]
+    assert sorted(s.attributes["aiaas.shard.index"] for s in shard_runs) == list(range(job.shard_count))
+    plan_runs = [s for s in spans if s.name == "process shards" and s.attributes["aiaas.shard.kind"] == PLAN]
+    assert len(plan_runs) == 1 and len(ran) == job.shard_count + 1
+    for run in shard_runs + plan_runs:  # every run a child of the admission, whichever order they ran in
+        assert run.kind == SpanKind.CONSUMER and run.parent is not None
+        assert run.parent.span_id == root.context.span_id
+        assert run.attributes["messaging.destination.name"] == "shards"
+        assert run.attributes["messaging.system"] == "azure_storage_queue"
+    sends = [s for s in spans if s.name == "publish shards"]
+    assert sends and all(s.kind == SpanKind.PRODUCER for s in sends)
+    assert sum(s.attributes["messaging.batch.message_count"] for s in sends) == len(ran)
+    [publish] = [s for s in spans if s.name == "publish events"]
+    assert publish.kind == SpanKind.PRODUCER and publish.attributes["messaging.system"] == "eventgrid"
+    for span in [root, *shard_runs, publish]:
+        assert span.attributes["aiaas.tenant.id"] == "acme"
+        assert span.attributes["aiaas.job.id"] == job.job_id
+        assert span.attributes["aiaas.model.name"] == MODEL_NAME
+    # The finaliser ran inside the last shard's run: its publish is that run's child, in the same trace.
+    assert publish.parent is not None and publish.parent.span_id in {s.context.span_id for s in shard_runs}
+
+
+def test_metrics_count_records_errors_job_duration_and_queue_age_by_tenant_and_model(
+    traced: Platform, otel: Telemetry
+) -> None:
+    rows = [json.loads(line) for line in sample_bytes("breast-cancer.jsonl").splitlines()[:30]]
+    bad = [{"id": "bad-1", "features": "not numbers"}, {"id": "bad-2"}]
+    data = b"".join(orjson.dumps(row) + b"\n" for row in rows + bad)
+    ingest_function.ingest_blob(upload_event(traced, "mixed.jsonl", data))
+    ran = run_queue_as_workers(traced)
+    job = only_job(traced)
+    assert job.counts.failed == 2 and job.counts.records == 32
+
+    labels = {"aiaas.tenant.id": "acme", "aiaas.model.name": MODEL_NAME}
+    [records] = otel.points("aiaas.records")
+    [errors] = otel.points("aiaas.record.errors")
+    assert (records.value, dict(records.attributes)) == (32, labels)
+    assert (errors.value, dict(errors.attributes)) == (2, labels)
+    [duration] = otel.points("aiaas.job.duration")
+    assert duration.count == 1 and duration.attributes["aiaas.job.status"] == job.status.value
+    ages = otel.points("aiaas.queue.age")
+    assert sum(point.count for point in ages) == len(ran)  # every message run: the plan and each shard
+    # Enqueued (by the queue's clock) two seconds before each run started.
+    assert all(point.min >= 2 and dict(point.attributes) == labels for point in ages)
+
+
+def test_the_sweepers_republish_continues_the_jobs_trace_from_the_stored_context(
+    platform: Platform, otel: Telemetry
+) -> None:
+    with telemetry.span("admit upload") as _:
+        admission = telemetry.current_traceparent()
+    [root] = otel.finished()
+    job = Job("acme", "a" * 32, MODEL_NAME, "1", "inbox/x/rows.jsonl", "etag", status=JobStatus.SUCCEEDED)
+    job.traceparent, job.completed_at = admission, job.created_at
+    job.counts.records = job.counts.succeeded = 3
+    platform.jobs.create_job(job)
+
+    republish_unsent_event(platform, platform.jobs.get_job("acme", job.job_id))  # no span is current here
+
+    [publish] = [s for s in otel.finished() if s.name == "publish events"]
+    assert publish.context.trace_id == root.context.trace_id
+    assert publish.parent is not None and publish.parent.span_id == root.context.span_id
+
+
+def test_the_trace_context_travels_in_the_shard_message_and_the_job_document() -> None:
+    traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    job = Job("acme", "b" * 32, MODEL_NAME, "1", "inbox/x/rows.jsonl", "etag", traceparent=traceparent)
+    job.shard_plan = [[0, 10, 0, 1], [10, 20, 5, 6]]
+    stored = Job.from_doc(orjson.loads(orjson.dumps(job.to_doc())))
+    assert stored.traceparent == traceparent
+    for message in stored.shard_messages():
+        wire = orjson.loads(orjson.dumps(message.to_dict()))
+        assert ShardMessage.from_dict(wire).traceparent == traceparent
+    old = {"tenantId": "acme", "jobId": "b" * 32, "shardIndex": 0, "shardCount": 1}  # sent before the field
+    assert ShardMessage.from_dict(old).traceparent is None
+    assert ShardMessage.from_dict({**old, "traceparent": {"not": "a string"}}).traceparent is None
+
+
+# Runs the admission and a shard through the registered functions over the fakes, then lists what was imported.
+COLD_START = """
+import json, sys
+from datetime import UTC, datetime
+import orjson
+import function_app
+from functions import ingest, worker
+from shared.localhost.functions_host import blob_created_event, servicebus_message
+from tests.fakes import MODEL_NAME, add_tenant, make_platform, sample_bytes
+
+platform = make_platform()
+add_tenant(platform, "acme")
+ingest.get_platform = worker.get_platform = lambda: platform
+path = f"inbox/{MODEL_NAME}/rows.jsonl"
+platform.blobs.write_bytes("tenant-acme", path, sample_bytes("breast-cancer.jsonl"))
+info = platform.blobs.get_info("tenant-acme", path)
+ingest.ingest_blob(blob_created_event(account="a", container="tenant-acme", blob=path, etag=info.etag,
+                                      size=info.size, content_type=None, url="http://127.0.0.1/x", sequencer=1))
+for message in platform.queue.drain():
+    body = orjson.dumps(message.to_dict())
+    worker.run_shard_message(servicebus_message(body, message_id=message.message_id, delivery_count=1,
+                                                session_id=None, enqueued_time_utc=datetime.now(UTC)))
+[job] = platform.jobs.list_jobs("acme", limit=5)[0]
+loaded = sorted(m for m in sys.modules if m.split(".")[0] == "opentelemetry" or m.startswith("azure.monitor"))
+print(json.dumps({"status": job.status.value, "telemetry": loaded}))
+"""
+
+
+@pytest.mark.parametrize("exporter", ["none", "otlp"])
+def test_with_telemetry_off_no_opentelemetry_module_is_imported_on_the_cold_start_path(exporter: str) -> None:
+    env = {n: v for n, v in os.environ.items() if not n.startswith(("AIAAS_", "OTEL_", "APPLICATIONINSIGHTS_"))}
+    env.update({"AIAAS_ENVIRONMENT": "development", "AIAAS_OTEL_EXPORTER": exporter})
+    # On: export to a loopback port nobody listens on, once, quickly (the probe only checks what was imported).
+    env.update({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9", "OTEL_EXPORTER_OTLP_TIMEOUT": "1"})
+
+    done = subprocess.run(
+        [sys.executable, "-c", COLD_START], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+
+    assert done.returncode == 0, done.stderr
+    probe = json.loads(done.stdout.strip().splitlines()[-1])
+    assert probe["status"] == "succeeded"
+    if exporter == "none":
+        assert probe["telemetry"] == []
+    else:  # the same path with telemetry on does load it: the probe above can see an import
+        assert "opentelemetry.sdk.trace" in probe["telemetry"]
+
+
+# Readiness
+
+
+def test_readiness_reports_each_probe_and_bounds_a_hanging_one() -> None:
+    release = threading.Event()
+
+    def broken() -> None:
+        raise ConnectionError("could not reach https://secret-account.documents.azure.com:443/")
+
+    try:
+        ready, checks = check_ready(
+            {"blob": lambda: None, "cosmos": broken, "queue": release.wait}, timeout_seconds=0.5
+        )
+    finally:
+        release.set()
+    assert not ready
+    assert checks == {
+        "blob": {"status": "ok"},
+        "cosmos": {"status": "failed", "error": "ConnectionError"},
+        "queue": {"status": "timeout"},
+    }
+
+
+def test_get_health_ready_answers_200_when_every_dependency_answers_and_503_naming_the_one_that_did_not(
+    platform: Platform,
+) -> None:
+    client = TestClient(create_app(lambda: platform), raise_server_exceptions=False)
+    platform.readiness = {"blob": lambda: None, "cosmos": lambda: None, "queue": lambda: None}
+
+    answer = client.get("/api/health/ready")
+    assert answer.status_code == 200
+    assert answer.json() == {"status": "ready", "checks": {n: {"status": "ok"} for n in ("blob", "cosmos", "queue")}}
+
+    def cosmos_down() -> None:
+        raise ConnectionError("https://secret-account.documents.azure.com:443/ refused the connection")
+
+    platform.readiness["cosmos"] = cosmos_down
+    answer = client.get("/api/health/ready")
+    assert answer.status_code == 503
+    body = answer.json()
+    assert body["status"] == "unavailable" and body["checks"]["cosmos"]["status"] == "failed"
+    assert body["checks"]["blob"] == body["checks"]["queue"] == {"status": "ok"}
+    assert "secret-account" not in answer.text  # no host names, no error text
+
+
+def test_get_health_ready_is_503_when_the_platform_cannot_even_be_built() -> None:
+    def no_platform() -> Platform:
+        raise ConnectionError("https://secret-account.documents.azure.com:443/ refused the connection")
+
+    answer = TestClient(create_app(no_platform), raise_server_exceptions=False).get("/api/health/ready")
+    assert answer.status_code == 503 and "secret-account" not in answer.text
+    assert answer.json()["checks"]["platform"]["status"] == "failed"
