@@ -82,6 +82,7 @@ def build_platform(settings: Settings) -> Platform:
             container=settings.models_container,
             onnx_threads=settings.onnx_threads,
             secrets=build_secret_store(settings),
+            containers=build_container_models(settings),
         ),
         validator=HttpEndpointValidator(),
         usage=CosmosUsageStore(db),
@@ -168,6 +169,19 @@ def build_platform_blobs(settings: Settings) -> Any:
     if settings.platform_storage_connection_string:
         return AzureBlobStore.from_connection_string(settings.platform_storage_connection_string)
     return AzureBlobStore.from_account(settings.platform_storage_account_name or "", azure_credential())
+
+
+def build_container_models(settings: Settings) -> Any:
+    """The models a container registry's image labels describe (ACR with the managed identity; a plain-http
+    loopback registry anonymously, in development), or None when no registry is configured."""
+    if not settings.container_registry_url:
+        return None
+    from shared.adapters.acr import RegistryImageLister
+    from shared.inference.containers import ContainerModels
+
+    url = settings.container_registry_url
+    credential = None if url.startswith("http://") else azure_credential()
+    return ContainerModels(RegistryImageLister(url, credential))
 
 
 def build_secret_store(settings: Settings) -> Any:
