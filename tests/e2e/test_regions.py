@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -40,6 +41,14 @@ class Stamps:
     cosmos_port: int
 
 
+def _models_of_this_test(data_dir: Path) -> Path:
+    """A models directory with only the model these tests run: each stamp publishes every package it finds into
+    its own storage account at start, and the two text models alone are 175 MB (seconds per stamp)."""
+    models = data_dir / "models"
+    shutil.copytree(REPO / "build/models" / MODEL, models / MODEL)
+    return models
+
+
 def _two_free_ports() -> int:
     """A free port whose next one is free too: the second stamp's API listens on AIAAS_API_PORT + 1."""
     for _ in range(50):
@@ -64,7 +73,7 @@ def stamps(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stamps]:
         **{name: value for name, value in os.environ.items() if not name.startswith("AIAAS_")},
         "AIAAS_ENVIRONMENT": "development",
         "AIAAS_DATA_DIR": str(data_dir),
-        "AIAAS_MODELS_DIR": str(REPO / "build/models"),
+        "AIAAS_MODELS_DIR": str(_models_of_this_test(data_dir)),
         "AIAAS_API_PORT": str(_two_free_ports()),
         "AIAAS_AZURITE_BLOB_PORT": str(free_port()),
         "AIAAS_AZURITE_QUEUE_PORT": str(free_port()),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,7 +22,10 @@ REPO = Path(__file__).resolve().parents[2]
 
 def _own_platform_env(data_dir: Path, workers: int) -> dict[str, str]:
     """Settings for a platform of its own on free ports (not the session's `stack`, whose Cosmos data other
-    tests rely on)."""
+    tests rely on), with only the small tabular model: a start publishes every package of its models directory, and
+    the two text models alone are 175 MB (seconds per start) that these platforms, running no job, never use."""
+    models = data_dir.parent / "models"
+    shutil.copytree(REPO / "build/models/breast-cancer-classifier", models / "breast-cancer-classifier")
     return {
         **os.environ,
         "AIAAS_ENVIRONMENT": "development",
@@ -31,7 +35,7 @@ def _own_platform_env(data_dir: Path, workers: int) -> dict[str, str]:
         "AIAAS_AZURITE_TABLE_PORT": str(free_port()),
         "AIAAS_COSMOS_PORT": str(free_port()),
         "AIAAS_DATA_DIR": str(data_dir),
-        "AIAAS_MODELS_DIR": str(REPO / "build/models"),
+        "AIAAS_MODELS_DIR": str(models),
         "AIAAS_WORKERS": str(workers),
     }
 
