@@ -96,6 +96,11 @@ class ReadinessCheck(BaseModel):
     error: str | None = Field(default=None, description="the kind of error (its message is in the log)")
 
 
+class ReadinessAnswer(BaseModel):
+    status: str = Field(description="ready or unavailable")
+    checks: dict[str, ReadinessCheck] = Field(description="blob, cosmos and queue")
+
+
 class JobRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     model: str = Field(min_length=1, max_length=140)
