@@ -319,6 +319,66 @@ def cmd_models_promote(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_models_rollout(args: argparse.Namespace) -> int:
+    """Sets an alias's rollout (a canary share of jobs with gates, a shadow) or ends it, and shows its state."""
+    from shared.domain.errors import PlatformError
+    from shared.services.rollouts import start_rollout
+
+    canary = None
+    if args.canary_version:
+        if args.percent is None:
+            print("error: --canary-version needs --percent (1-99)", file=sys.stderr)
+            return 1
+        gates = {
+            "maxErrorRate": args.max_error_rate,
+            "maxSecondsPerRecord": args.max_seconds_per_record,
+            "maxDriftShare": args.max_drift_share,
+            "noDrift": True if args.no_drift else None,
+            "minAgreement": args.min_agreement,
+        }
+        evidence = {"jobs": args.evidence_jobs, "records": args.evidence_records}
+        canary = {
+            "version": args.canary_version,
+            "percent": args.percent,
+            "gates": {k: v for k, v in gates.items() if v is not None},
+            "evidence": {k: v for k, v in evidence.items() if v is not None},
+        }
+    shadow = {"version": args.shadow_version} if args.shadow_version else None
+    if canary is None and shadow is None and not args.end:
+        print("error: give --canary-version/--percent, --shadow-version, or --end", file=sys.stderr)
+        return 1
+    try:
+        view = start_rollout(
+            _platform(),
+            owner=args.tenant,
+            name=args.name,
+            alias=args.alias,
+            canary=canary,
+            shadow=shadow,
+            by=args.by or _operator(),
+        )
+    except PlatformError as err:
+        print(f"error: {err.message}", file=sys.stderr)
+        return 1
+    if args.tenant:  # a tenant's model changed by the operator: in that tenant's audit log
+        _audit_operator(args.tenant, "models.rollout", f"models/{args.name}/aliases/{args.alias}", "succeeded")
+    state = view["rollouts"].get(args.alias)
+    if args.json:
+        print(json.dumps({"alias": args.alias, "version": view["aliases"].get(args.alias), "rollout": state}))
+    elif state is None:
+        print(f"{args.name}: {args.alias} is {view['aliases'].get(args.alias)}, no rollout")
+    else:
+        parts = [f"{args.name}: {args.alias} stable {state['stableVersion']}"]
+        if state.get("canary"):
+            c = state["canary"]
+            parts.append(f"canary {c['version']} on {c['percent']}% of jobs, gates {c['gates'] or 'none'}")
+            parts.append(f"promoted after {c['evidence']['jobs']} jobs and {c['evidence']['records']} records")
+        if state.get("shadow"):
+            parts.append(f"shadow {state['shadow']['version']}")
+        print("; ".join(parts))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from shared.localhost.demo import run_demo
 
@@ -398,6 +458,26 @@ def build_parser() -> argparse.ArgumentParser:
     promote.add_argument("--by", help="who moves it (default operator:<user>)")
     promote.add_argument("--tenant", help="a tenant's private model")
     promote.set_defaults(func=cmd_models_promote)
+    rollout = models.add_parser(
+        "rollout", help="canary and/or shadow an alias: the gates promote or roll back by themselves"
+    )
+    rollout.add_argument("name")
+    rollout.add_argument("--alias", default="production")
+    rollout.add_argument("--canary-version", help="the version a share of the alias's jobs runs")
+    rollout.add_argument("--percent", type=int, help="that share, 1-99 (chosen by job id)")
+    rollout.add_argument("--shadow-version", help="a version also run on the same records, compared, never returned")
+    rollout.add_argument("--max-error-rate", type=float, help="gate: failed records / records (0-1)")
+    rollout.add_argument("--max-seconds-per-record", type=float, help="gate: model seconds per record")
+    rollout.add_argument("--max-drift-share", type=float, help="gate: drifted canary jobs / jobs (0-1)")
+    rollout.add_argument("--no-drift", action="store_true", help="gate: any drifted canary job rolls back")
+    rollout.add_argument("--min-agreement", type=float, help="gate: agreement with the stable version (0-1)")
+    rollout.add_argument("--evidence-jobs", type=int, help="canary jobs before promotion (default 3)")
+    rollout.add_argument("--evidence-records", type=int, help="canary records before promotion (default 300)")
+    rollout.add_argument("--end", action="store_true", help="end the alias's rollout (the alias stays)")
+    rollout.add_argument("--tenant", help="a tenant's private model")
+    rollout.add_argument("--by", help="who sets it (default operator:<user>)")
+    rollout.add_argument("--json", action="store_true")
+    rollout.set_defaults(func=cmd_models_rollout)
 
     demo = sub.add_parser("demo", help="start a throwaway local stack, run sample jobs end to end, stop")
     demo.add_argument("--workers", type=int, default=2)

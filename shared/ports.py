@@ -85,6 +85,15 @@ class BlobStore(Protocol):
         """Writes a blob from a stream of chunks without holding it whole; returns its ETag."""
         ...
 
+    def replace_bytes(
+        self, container: str, path: str, data: bytes, *, etag: str, content_type: str | None = None
+    ) -> str:
+        """Overwrites the blob only while its ETag is still `etag` (If-Match); returns the new ETag.
+
+        Raises PreconditionFailed when another writer changed it first, NotFound when it is gone.
+        """
+        ...
+
     def stage_block(self, container: str, path: str, block_id: str, data: bytes) -> None:
         """Stages one block of a block blob (not visible until committed); the same id overwrites."""
         ...
@@ -381,6 +390,13 @@ class ModelRegistry(Protocol):
 
     def move_alias(self, name: str, alias: str, version: str, *, by: str, owner: str | None = None) -> dict[str, Any]:
         """Points an alias of a public (owner None) or private model at an existing version, recording who and when."""
+        ...
+
+    def update_aliases(
+        self, name: str, change: Callable[[dict[str, Any]], dict[str, Any] | None], *, owner: str | None = None
+    ) -> dict[str, Any]:
+        """Changes the model's aliases document ({"aliases", "history", "rollouts"}) by `change` (which returns
+        it changed, or None for no write), conditionally on its ETag and retried on a conflict; the new view."""
         ...
 
     def register_private(

@@ -136,6 +136,16 @@ class InMemoryBlobStore:
             self.copy_sources.pop((container, path), None)  # a Put Blob replaces the copy properties too
         return etag
 
+    def replace_bytes(
+        self, container: str, path: str, data: bytes, *, etag: str, content_type: str | None = None
+    ) -> str:
+        """If-Match, as Azure: PreconditionFailed when the blob changed since `etag`."""
+        with self._lock:
+            current = self._entry(container, path)[1]
+            if _plain(current) != _plain(etag):
+                raise PreconditionFailed(f"blob {container}/{path} changed since it was read")
+            return self.write_bytes(container, path, data, content_type=content_type)
+
     def write_chunks(
         self, container: str, path: str, chunks: Iterable[bytes], *, content_type: str | None = None
     ) -> str:

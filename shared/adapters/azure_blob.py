@@ -120,6 +120,25 @@ class AzureBlobStore:
         )
         return _plain(result.get("etag"))
 
+    def replace_bytes(
+        self, container: str, path: str, data: bytes, *, etag: str, content_type: str | None = None
+    ) -> str:
+        settings = ContentSettings(content_type=content_type) if content_type else None
+        try:
+            result = self._service.get_blob_client(container, path).upload_blob(
+                data,
+                overwrite=True,
+                content_settings=settings,
+                blob_type="BlockBlob",
+                etag=_quoted(etag),
+                match_condition=MatchConditions.IfNotModified,
+            )
+        except ResourceModifiedError as err:
+            raise PreconditionFailed(f"blob {container}/{path} changed since it was read") from err
+        except ResourceNotFoundError as err:
+            raise NotFound(f"blob {container}/{path} not found") from err
+        return _plain(result.get("etag"))
+
     def probe(self) -> None:
         """Readiness: one page of one container from the account (raises when it cannot be reached)."""
         next(iter(self._service.list_containers(results_per_page=1).by_page()), None)

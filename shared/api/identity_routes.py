@@ -48,6 +48,9 @@ class AuditItem(BaseModel):
     outcome: str
     requestId: str
     statusCode: int | None
+    details: dict[str, Any] | None = Field(
+        default=None, description="the figures behind a decision the platform took itself (a rollout's gates)"
+    )
 
 
 class AuditPage(BaseModel):

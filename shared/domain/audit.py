@@ -39,6 +39,8 @@ class AuditEntry:
     status_code: int | None = None
     time: str = ""
     entry_id: str = ""
+    # The figures behind a decision the platform took itself (a rollout promoted or rolled back); small.
+    details: dict[str, Any] | None = None
 
     @classmethod
     def new(cls, tenant_id: str, **fields: Any) -> AuditEntry:
@@ -54,6 +56,7 @@ class AuditEntry:
             "outcome": self.outcome,
             "requestId": self.request_id,
             "statusCode": self.status_code,
+            **({"details": self.details} if self.details else {}),
         }
 
     def to_doc(self) -> dict[str, Any]:
@@ -73,4 +76,5 @@ class AuditEntry:
             status_code=doc.get("statusCode"),
             time=doc.get("time", ""),
             entry_id=doc["id"],
+            details=doc.get("details"),
         )

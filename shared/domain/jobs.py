@@ -222,6 +222,11 @@ class Job:
     # The W3C trace context of the job's admission (shared.telemetry; None when telemetry is off): its shard
     # messages carry it, so the shard runs, the finaliser and the sweeper's re-drives continue the same trace.
     traceparent: str | None = None
+    # Rollouts: the arm admission chose when the model's alias had a canary or shadow ({"alias", "arm",
+    # "stableVersion", "canaryVersion"?, "shadowVersion"?, "rolloutId"}), and per recorded shard the stats of
+    # running the other version on its records (compared, agreement sum, failures, seconds): never outputs.
+    rollout: dict[str, Any] | None = None
+    shard_comparisons: dict[int, dict[str, Any]] = field(default_factory=dict)
     doc_etag: str | None = None
 
     @property
@@ -349,6 +354,8 @@ class Job:
             "idleSweeps": self.idle_sweeps,
             "traceparent": self.traceparent,
             "region": self.region,
+            "rollout": self.rollout,
+            "comparisons": {str(index): c for index, c in sorted(self.shard_comparisons.items())},
         }
 
     @classmethod
@@ -391,6 +398,8 @@ class Job:
             idle_sweeps=int(doc.get("idleSweeps", doc.get("sweeps", 0))),
             region=str(doc.get("region") or ""),
             traceparent=traceparent_of(doc.get("traceparent")),
+            rollout=doc.get("rollout"),
+            shard_comparisons={int(k): dict(v) for k, v in (doc.get("comparisons") or {}).items()},
             doc_etag=doc.get("_etag"),
         )
 
@@ -413,6 +422,8 @@ class Job:
             view["region"] = self.region
         if self.parameters:
             view["parameters"] = self.parameters
+        if self.rollout:
+            view["rollout"] = {k: v for k, v in self.rollout.items() if k != "rolloutId"}
         if self.error:
             view["error"] = self.error
         if self.drift:

@@ -44,7 +44,17 @@ class Entry:
 
 
 def empty_aliases() -> dict[str, Any]:
-    return {"aliases": {}, "history": []}
+    return {"aliases": {}, "history": [], "rollouts": {}}
+
+
+def aliases_view(name: str, doc: dict[str, Any]) -> dict[str, Any]:
+    """What GET .../aliases answers: the aliases, their history, and each alias's rollout (canary, shadow)."""
+    return {
+        "name": name,
+        "aliases": dict(doc.get("aliases") or {}),
+        "history": list(doc.get("history") or []),
+        "rollouts": dict(doc.get("rollouts") or {}),
+    }
 
 
 class Catalogue:
@@ -116,6 +126,7 @@ class Catalogue:
             return empty_aliases()
         data.setdefault("aliases", {})
         data.setdefault("history", [])
+        data.setdefault("rollouts", {})
         with self._lock:
             self._alias_cache[path] = (etag, data)
         return dict(data)
@@ -203,10 +214,11 @@ class Catalogue:
         return view
 
     def get_aliases(self, tenant_id: str, name: str) -> dict[str, Any]:
-        """The model's aliases and every move of them (who, when), read fresh; raises UnknownModel."""
+        """The model's aliases, every move of them (who, when) and their rollouts, read fresh; raises
+        UnknownModel. `owner` in the answer: the tenant whose private model it is, "" for a public one."""
         owner, entry = self.lookup(tenant_id, name)
         doc = self.aliases_of(owner, name, entry, fresh=True)
-        return {"name": name, "aliases": dict(doc["aliases"]), "history": list(doc["history"])}
+        return {**aliases_view(name, doc), "owner": owner}
 
 
 def _lookup_in(entries: dict[tuple[str, str], Entry], tenant_id: str, name: str) -> tuple[str, Entry]:

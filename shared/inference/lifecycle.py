@@ -2,9 +2,10 @@
 
 A version is immutable: its card is written last, after the artifact and files, so a card always names bytes
 that are there, and publishing an existing version with other bytes is refused. Aliases move; every move is
-appended to the history in aliases.json with who and when. A tenant's ONNX package is checked in a sandbox child
-(sandbox.check_in_sandbox) before anything is written; a remote model's credential goes to the SecretStore, never
-into the `models` container.
+appended to the history in aliases.json with who and when, and an alias's rollout (canary, shadow; decided by
+services.rollouts) is kept beside it under `rollouts`; aliases.json is only rewritten If-Match its ETag. A tenant's
+ONNX package is checked in a sandbox child (sandbox.check_in_sandbox) before anything is written; a remote model's
+credential goes to the SecretStore, never into the `models` container.
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from shared.domain.errors import AlreadyExists, InvalidInput, NotFound, UnknownModel
+from shared.domain.errors import AlreadyExists, InvalidInput, NotFound, PreconditionFailed, UnknownModel
 from shared.domain.jobs import utcnow
 from shared.domain.models import DEFAULT_ALIAS, SELECTOR_PATTERN, ModelCard
-from shared.inference.catalogue import Catalogue, empty_aliases
+from shared.inference.catalogue import Catalogue, aliases_view, empty_aliases
 from shared.inference.packages import (
     PUBLIC,
     REMOTE_RUNTIME,
@@ -35,6 +36,7 @@ from shared.inference.sandbox import DEFAULT_LIMITS, SandboxLimits, check_in_san
 from shared.ports import BlobStore, SecretStore
 
 logger = logging.getLogger(__name__)
+MAX_ALIAS_CONFLICTS = 50
 
 
 def _default_endpoint_check(url: str) -> Any:
@@ -193,24 +195,50 @@ class Publisher:
             raise InvalidInput(
                 f"{alias!r} is a version of {name!r}; an alias cannot share its name", code="InvalidAlias"
             )
-        path = f"{prefix}/aliases.json"
-        try:
-            data = json.loads(self._blobs.read_bytes(self._container, path))
-        except NotFound:
-            data = empty_aliases()
-        data.setdefault("aliases", {})
-        data.setdefault("history", [])
-        data["history"].append(
-            {"alias": alias, "from": data["aliases"].get(alias), "to": version, "by": by, "at": utcnow()}
-        )
-        data["aliases"][alias] = version
-        # Last writer wins: alias moves are rare, operator-driven and each is recorded in the history it rewrites.
-        self._blobs.write_bytes(
-            self._container, path, json.dumps(data, indent=2).encode(), content_type="application/json"
-        )
+
+        def move(data: dict[str, Any]) -> dict[str, Any]:
+            entry = {"alias": alias, "from": data["aliases"].get(alias), "to": version, "by": by, "at": utcnow()}
+            if data["rollouts"].pop(alias, None) is not None:  # a hand move ends the alias's rollout: its base moved
+                entry["rollout"] = "cancelled"
+            data["history"].append(entry)
+            data["aliases"][alias] = version
+            return data
+
+        view = self.update_aliases(name, move, owner=owner)
         logger.info("alias %s of %s now %s (by %s)", alias, name, version, by)
-        self._catalogue.refresh()
-        return {"name": name, "aliases": dict(data["aliases"]), "history": list(data["history"])}
+        return view
+
+    def update_aliases(
+        self, name: str, change: Callable[[dict[str, Any]], dict[str, Any] | None], *, owner: str | None = None
+    ) -> dict[str, Any]:
+        """Read-modify-write of the model's aliases.json, If-Match on its ETag, retried on a conflict: two
+        workers deciding a rollout at once (or a worker and an operator) never lose each other's change.
+
+        `change` gets the document ({"aliases", "history", "rollouts"}) and returns it changed, or None to
+        write nothing; it may run more than once (once per conflict). Returns the aliases view."""
+        path = f"{package_prefix(owner, name)}/aliases.json"
+        for _ in range(MAX_ALIAS_CONFLICTS):
+            try:
+                etag: str | None = self._blobs.get_info(self._container, path).etag
+                data = json.loads(self._blobs.read_bytes(self._container, path))
+            except NotFound:
+                etag, data = None, empty_aliases()
+            for key, empty in (("aliases", {}), ("history", []), ("rollouts", {})):
+                data.setdefault(key, empty)
+            changed = change(data)
+            if changed is None:
+                return aliases_view(name, data)
+            body = json.dumps(changed, indent=2).encode()
+            try:
+                if etag is None:  # the first alias of a model: a race here is two publishes of its first version
+                    self._blobs.write_bytes(self._container, path, body, content_type="application/json")
+                else:
+                    self._blobs.replace_bytes(self._container, path, body, etag=etag, content_type="application/json")
+            except PreconditionFailed:
+                continue
+            self._catalogue.refresh()
+            return aliases_view(name, changed)
+        raise PreconditionFailed(f"the aliases of {name!r} kept changing; try again")
 
     def _blob_exists(self, path: str) -> bool:
         try:

@@ -165,3 +165,9 @@ class BlobModelRegistry:
     def move_alias(self, name: str, alias: str, version: str, *, by: str, owner: str | None = None) -> dict[str, Any]:
         """Points `alias` at an existing version and records who and when; returns the aliases with history."""
         return self._publisher.move_alias(name, alias, version, by=by, owner=owner)
+
+    def update_aliases(
+        self, name: str, change: Callable[[dict[str, Any]], dict[str, Any] | None], *, owner: str | None = None
+    ) -> dict[str, Any]:
+        """Read-modify-write of the model's aliases document If-Match its ETag (rollouts); see Publisher."""
+        return self._publisher.update_aliases(name, change, owner=owner)

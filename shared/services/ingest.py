@@ -39,6 +39,7 @@ from shared.services.dispatch import dispatch
 from shared.services.outcomes import publish_terminal_event
 from shared.services.platform import Platform
 from shared.services.quotas import check_admission, check_slot_after_create
+from shared.services.rollouts import assign as assign_rollout_arm
 
 logger = logging.getLogger(__name__)
 
@@ -111,9 +112,13 @@ def admit(
         model_key = f"{card.name}@{card.version}"
         return _reject(platform, tenant_id, blob_path, info, model_key=model_key, error=problem, card=card)
     threshold = error_threshold if error_threshold is not None else card.error_threshold
+    job_id = job_id_for(tenant_id, blob_path, info.etag, f"{card.name}@{card.version}", parameters)
+    # An alias with a canary: the job id (from the stable version) picks the arm, the same on every replay.
+    card, rollout = assign_rollout_arm(platform, tenant_id, ref, card, job_id)
     job = Job(
         tenant_id=tenant_id,
-        job_id=job_id_for(tenant_id, blob_path, info.etag, f"{card.name}@{card.version}", parameters),
+        job_id=job_id,
+        rollout=rollout,
         model_name=card.name,
         model_version=card.version,
         blob_path=blob_path,

@@ -20,6 +20,7 @@ from shared.domain.tenants import container_for
 from shared.inference.readers import Record, header_of_csv, reader_for
 from shared.inference.remote import RemoteEndpointUnavailable
 from shared.ports import Predictor
+from shared.services import rollouts
 from shared.services.dispatch import dispatch
 from shared.services.drift import ShardSketch, after_drift, evaluate_job, record_sketch, start_sketch
 from shared.services.outcomes import publish_terminal_event
@@ -56,6 +57,8 @@ class ShardOutcome:
     compute_seconds: float = 0.0
     # The shard's drift sketch (shared.domain.drift doc); None: the model has no profile.
     sketch: dict[str, Any] | None = None
+    # A rollout's comparison of the other version on the shard's records (services.rollouts); stats only.
+    comparison: dict[str, Any] | None = None
 
 
 @dataclass
@@ -100,10 +103,12 @@ def run_shard(platform: Platform, message: ShardMessage) -> Job:
     outcome = ShardOutcome()
     meter = ComputeMeter()
     sketch: ShardSketch | None = None
+    compared: Predictor | None = None
     try:
         with heartbeat(platform, job.tenant_id, job.job_id):
             card = platform.models.resolve(job.tenant_id, ModelRef(job.model_name, job.model_version))
             predictor = bind_parameters(platform.models.load(card), job.parameters)
+            predictor = compared = rollouts.comparing(platform, job, predictor)  # a rollout's other version
             sketch = start_sketch(platform, card, message.message_id)
             outcome.counts = _process(platform, job, message, predictor, meter, sketch)
             outcome.sketch = sketch.to_doc() if sketch else None
@@ -111,7 +116,9 @@ def run_shard(platform: Platform, message: ShardMessage) -> Job:
         outcome.error = INPUT_CHANGED
     except InvalidInput as err:
         outcome.error = {"code": err.code, "message": err.message}
-    outcome.compute_seconds = meter.seconds
+    comparison, other_seconds = rollouts.comparison_of(compared)
+    outcome.comparison = comparison
+    outcome.compute_seconds = max(0.0, meter.seconds - other_seconds)  # the comparison is not the tenant's
     return record_shard(platform, job.tenant_id, job.job_id, message.shard_index, outcome)
 
 
@@ -158,6 +165,8 @@ def record_shard(platform: Platform, tenant_id: str, job_id: str, shard_index: i
             return _settled(platform, job)
         job.shards_done.append(shard_index)
         job.shard_compute_seconds[shard_index] = outcome.compute_seconds
+        if outcome.comparison is not None:
+            job.shard_comparisons[shard_index] = outcome.comparison
         record_sketch(job, shard_index, outcome.sketch)
         job.idle_sweeps = 0  # progress: a re-drive before this one was not fruitless
         job.counts.add(outcome.counts)
@@ -246,6 +255,12 @@ def finalise_if_complete(platform: Platform, job: Job) -> Job:
                 return job
     job = publish_terminal_event(platform, job)  # a drifted job's DriftDetected goes out right after its own
     after_drift(platform, job)
+    try:  # a rollout's evidence and decision: never the job's failure
+        rollouts.on_job_finished(platform, job)
+    except Exception:
+        logger.warning(
+            "rollout evidence of job %s not recorded", job.job_id, exc_info=True, extra={"job_id": job.job_id}
+        )
     return job
 
 
