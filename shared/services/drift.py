@@ -26,11 +26,13 @@ if TYPE_CHECKING:  # numpy behind it: imported only where a sketch is made, neve
 logger = logging.getLogger(__name__)
 
 # A job document is one Cosmos DB item, at most 2 MB (Azure Cosmos DB service quotas). A shard's sketch is bounded
-# by bins x features (never by rows); one over MAX_SKETCH_DOC_BYTES is not kept (logged), and past
-# MAX_SHARD_SKETCHES shards the kept ones are merged into one (FOLDED, exact: sketches are bin counts): the
-# sketches of a job of any number of shards stay under (16 + 1) x 32 KB = 544 KB, leaving the rest of the 2 MB
-# to the shard plan and lists.
-MAX_SKETCH_DOC_BYTES = 32 * 1024
+# by bins x features, never by rows (breast-cancer's 30 features: ~17-29 KB). The job keeps one per shard while
+# they come to at most SKETCHES_BUDGET_BYTES and MAX_SHARD_SKETCHES; past either, the kept ones are merged into one
+# (FOLDED; exact, sketches are counts), so a job of any number of shards holds at most ~SKETCHES_BUDGET_BYTES of
+# sketches and the rest of the 2 MB stays the shard plan's. A single sketch over MAX_SKETCH_DOC_BYTES (a model of
+# thousands of features) is not kept: logged, and the job's drift counts only the rows it has ("rows").
+SKETCHES_BUDGET_BYTES = 512 * 1024
+MAX_SKETCH_DOC_BYTES = SKETCHES_BUDGET_BYTES // 2
 MAX_SHARD_SKETCHES = 16
 FOLDED = -1
 PROFILE_CACHE_SIZE = 32
@@ -119,11 +121,13 @@ def start_sketch(platform: Platform, card: ModelCard, label: str) -> ShardSketch
 
 def record_sketch(job: Job, shard_index: int, doc: dict[str, Any] | None) -> None:
     """Keeps the shard's sketch on the job (called in the write that records the shard: once per shard). Past
-    MAX_SHARD_SKETCHES they are merged into one, so the job document stays bounded whatever its shard count."""
+    MAX_SHARD_SKETCHES or SKETCHES_BUDGET_BYTES they are merged into one: the job document stays bounded whatever
+    its shard count."""
     if doc is None:
         return
     job.shard_sketches[shard_index] = doc
-    if len(job.shard_sketches) > MAX_SHARD_SKETCHES:
+    kept = sum(len(orjson.dumps(d)) for d in job.shard_sketches.values())
+    if len(job.shard_sketches) > MAX_SHARD_SKETCHES or kept > SKETCHES_BUDGET_BYTES:
         from shared.domain.drift import DriftSketch
 
         merged = DriftSketch.merge([DriftSketch.from_doc(d) for d in job.shard_sketches.values()])

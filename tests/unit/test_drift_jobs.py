@@ -16,7 +16,7 @@ from shared.domain.errors import UnknownModel
 from shared.domain.events import DRIFT_DETECTED
 from shared.domain.jobs import Job, JobStatus
 from shared.services import drift as drift_service
-from shared.services.drift import MAX_SHARD_SKETCHES, MAX_SKETCH_DOC_BYTES, drift_event_id, drift_report
+from shared.services.drift import MAX_SHARD_SKETCHES, SKETCHES_BUDGET_BYTES, drift_event_id, drift_report
 from shared.services.ingest import admit_blob_created
 from shared.services.outcomes import republish_unsent_event
 from shared.services.platform import Platform
@@ -152,7 +152,7 @@ def test_many_shards_give_the_drift_of_one_sketch_over_the_whole_file(platform: 
 
     assert job.shard_count > MAX_SHARD_SKETCHES + 1
     assert len(job.shard_sketches) <= MAX_SHARD_SKETCHES + 1
-    assert all(len(orjson.dumps(doc)) <= MAX_SKETCH_DOC_BYTES for doc in job.shard_sketches.values())
+    assert sum(len(orjson.dumps(doc)) for doc in job.shard_sketches.values()) <= SKETCHES_BUDGET_BYTES
     outputs = [item["output"] for page in platform.results.iter_pages("acme", job.job_id) for item in page.items]
     whole = drift_math.DriftSketch.empty(profile)
     whole.add(rows, outputs)
@@ -239,3 +239,33 @@ def test_a_drifted_job_is_handed_to_retraining_whose_failure_is_only_logged(
     assert handed == [shifted.job_id] != [clean.job_id]
     assert shifted.status == JobStatus.SUCCEEDED and shifted.event_published
     assert "trainer down" in caplog.text
+
+
+def test_sketches_past_the_byte_budget_fold_into_one_with_the_same_verdict(
+    platform: Platform, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job document is one Cosmos DB item (2 MB): the kept sketches never pass their budget, however many."""
+    publish_copy(platform, tmp_path / "small", name="bc-drift-small", shardBytes=16384)
+    rows = [dict(row, id=f"row-{i}") for i, row in enumerate(scaled(sample_rows(), 1.1))]
+    unbounded = run_file(platform, rows, model="bc-drift-small", name="a.jsonl")
+    one_sketch = max(len(orjson.dumps(doc)) for doc in unbounded.shard_sketches.values())
+    assert len(unbounded.shard_sketches) == unbounded.shard_count > 3
+
+    monkeypatch.setattr(drift_service, "SKETCHES_BUDGET_BYTES", 2 * one_sketch + 1)
+    bounded = run_file(platform, rows, model="bc-drift-small", name="b.jsonl")
+    assert sum(len(orjson.dumps(doc)) for doc in bounded.shard_sketches.values()) <= 2 * one_sketch + 1
+    assert bounded.drift is not None and unbounded.drift is not None
+    assert [(f["name"], f["drifted"]) for f in bounded.drift["features"]] == [
+        (f["name"], f["drifted"]) for f in unbounded.drift["features"]
+    ]
+    assert bounded.drift["rows"] == unbounded.drift["rows"] == len(rows)
+
+
+def test_a_sketch_too_big_to_keep_is_logged_and_the_job_ends_without_drift(
+    platform: Platform, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(drift_service, "MAX_SKETCH_DOC_BYTES", 1000)
+    with caplog.at_level(logging.WARNING, logger=drift_service.__name__):
+        job = run_file(platform, sample_rows())
+    assert job.status == JobStatus.SUCCEEDED and job.drift is None
+    assert "not kept" in caplog.text
