@@ -18,8 +18,10 @@ from shared.services.platform import Platform
 from shared.services.tenants import create_key
 from tests.fakes import MODEL_NAME, add_tenant
 
-# Routes anyone may call: liveness and the documents that describe the API, the V2 server's health and metadata
-# (the protocol's unauthenticated probes), the V2 catch-all that answers 404 for a path that is no endpoint, and
+# Routes anyone may call: liveness and readiness (a load balancer's or App Service's health probe carries no
+# credential; readiness answers only which dependency is down, never a host or an error text), the documents
+# that describe the API, the V2 server's health and metadata (the protocol's unauthenticated probes), the V2
+# catch-all that answers 404 for a path that is no endpoint, and
 # the relay of callback subscriptions: Event Grid calls it with no tenant credential, so it authenticates each
 # delivery by the subscription's own relay header instead (shared.services.relay; its OPTIONS is the CloudEvents
 # abuse-protection request, which carries no header of ours).
