@@ -52,6 +52,10 @@ param directoryEndpoint string
 @description('The relay key (AIAAS_RELAY_KEY, kept in the stamp\'s vault): from the azd environment (AZURE_RELAY_KEY), set once and kept; a new value breaks every callback subscription until it is recreated.')
 param relayKey string
 
+@description('Optional container registry (name, resource group) whose labelled images are models (AIAAS_CONTAINER_REGISTRY_URL): the app gets AcrPull on it. Empty: no container models.')
+param containerRegistryName string = ''
+param containerRegistryResourceGroupName string = ''
+
 @description('Email address that receives the operator alerts (modules/alerts.bicep). Empty: alerts show in the portal only.')
 param alertEmail string = ''
 
@@ -223,6 +227,7 @@ module functionApp 'modules/functionapp.bicep' = {
     platformStorageAccountId: platformStorage.outputs.resourceId
     deploymentContainerName: deploymentContainerName
     modelsContainerName: modelsContainerName
+    containerRegistryUrl: empty(containerRegistryName) ? '' : 'https://${containerRegistryName}${environment().suffixes.acrLoginServer}'
     deadLetterContainerName: deadLetterContainerName
     applicationInsightsConnectionString: monitoring.outputs.applicationInsightsConnectionString
     cosmosEndpoint: cosmos.outputs.endpoint
@@ -245,6 +250,15 @@ module directoryReader 'modules/directory-reader.bicep' = {
   scope: resourceGroup(directoryResourceGroupName)
   params: {
     directoryAccountName: directoryAccountName
+    functionPrincipalId: identity.outputs.principalId
+  }
+}
+
+module acrPull 'modules/acr-pull.bicep' = if (!empty(containerRegistryName)) {
+  name: 'acr-pull-${region}'
+  scope: resourceGroup(empty(containerRegistryResourceGroupName) ? rg.name : containerRegistryResourceGroupName)
+  params: {
+    containerRegistryName: containerRegistryName
     functionPrincipalId: identity.outputs.principalId
   }
 }

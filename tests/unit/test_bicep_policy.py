@@ -108,6 +108,7 @@ ALLOWED_ROLES = {
         "Storage Blob Data Reader",
         {"Microsoft.Storage/storageAccounts/blobServices/containers"},
     ),
+    "7f951dda-4ed3-4680-a7ca-43fe172d538d": ("AcrPull", {"Microsoft.ContainerRegistry/registries"}),
     "db58b8e5-c6ad-4a2a-8342-4190687cbf4a": ("Storage Blob Delegator", {"Microsoft.Storage/storageAccounts"}),
     "69a216fc-b8fb-44d8-bc22-1f3c2cd27a39": (
         "Azure Service Bus Data Sender",
