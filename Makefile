@@ -92,6 +92,7 @@ $(STAMP_BENCH): requirements-bench.txt
 bench: deps models $(if $(filter-out 0,$(BENCH_SKIP_RAY)),,$(STAMP_BENCH))
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/logicapps_latency.py
+	$(BIN)/python bench/drift_fpr.py
 
 # The workflow checks (check-jsonschema, zizmor; tests/unit/test_delivery.py) live in their own venv: their
 # dependencies (ruamel.yaml, jsonschema, requests) must not move the main venv's pins.
