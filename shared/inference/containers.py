@@ -18,8 +18,13 @@ Label schema (image config `Labels`, as `LABEL` in a Dockerfile writes them; val
 The card is checked as a published remote card is (packages.normalised_card, check_remote_card); an image whose
 labels make no valid card is refused with its reason (logged, kept in `refused`), never taken half. Container
 models are the operator's (the registry is the platform's own), so they are public; a blob package of the same
-name wins over them. The registry is listed at most every CONTAINER_TTL_SECONDS; an image's labels are read once
-per manifest digest (digests are immutable).
+name wins over them (and a tenant cannot register a private one under a container model's name). Aliases: an
+aliases.json in the models container (operator moves) as for any model, else `production` is the newest version.
+The registry is listed at most every CONTAINER_TTL_SECONDS; an image's labels are read once per manifest digest.
+
+Who runs the container: not the platform. In Azure the operator deploys the image where it serves the V2 protocol
+(Azure Container Apps with external ingress, or AKS with KServe / Triton) and labels it with that URL; batch jobs
+and /api/v2 reach it through the egress policy like any remote-oip model (public addresses only).
 """
 
 from __future__ import annotations
