@@ -172,7 +172,10 @@ def _configure(exporter: str) -> _Runtime | None:
         if not _azure_configured:  # configure_azure_monitor sets the process's global providers, once
             from azure.monitor.opentelemetry import configure_azure_monitor
 
-            options: dict[str, Any] = {"connection_string": os.environ["APPLICATIONINSIGHTS_CONNECTION_STRING"]}
+            options: dict[str, Any] = {
+                "connection_string": os.environ["APPLICATIONINSIGHTS_CONNECTION_STRING"],
+                "resource": _resource(),  # the cloud role name "aiaas", not "unknown_service"
+            }
             # Entra ID ingestion (local auth is off on the component): the app's managed identity signs.
             if "AAD" in os.environ.get("APPLICATIONINSIGHTS_AUTHENTICATION_STRING", ""):
                 from shared.bootstrap import azure_credential

@@ -258,6 +258,97 @@ def test_with_telemetry_off_no_opentelemetry_module_is_imported_on_the_cold_star
         assert "opentelemetry.sdk.trace" in probe["telemetry"]
 
 
+AZURE_MONITOR_PROBE = """
+import json, socket
+attempts = []
+connect = socket.socket.connect
+def loopback_only(self, address, *args):
+    if isinstance(address, tuple) and address[0] not in ("127.0.0.1", "::1"):
+        attempts.append(repr(address))
+        raise OSError("this test allows loopback only")
+    return connect(self, address, *args)
+socket.socket.connect = loopback_only
+
+from shared import telemetry
+from opentelemetry import trace
+with telemetry.span("admit upload", kind="consumer", attributes={"aiaas.tenant.id": "acme", "aiaas.job.id": "j1"}):
+    pass
+trace.get_tracer_provider().force_flush()
+print(json.dumps({"attempts": attempts}))
+"""
+
+
+class IngestionEndpoint:
+    """Application Insights' ingestion API (POST /v2.1/track, JSON envelopes) on a loopback port."""
+
+    def __init__(self) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        from shared.localhost.emulators import free_port
+
+        self.envelopes: list[dict[str, Any]] = []
+        endpoint = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if self.headers.get("Content-Encoding") == "gzip":
+                    import gzip
+
+                    body = gzip.decompress(body)
+                if self.path == "/v2.1/track":
+                    endpoint.envelopes.extend(json.loads(body))
+                answer = json.dumps({"itemsReceived": 1, "itemsAccepted": 1, "errors": []}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_with_an_application_insights_connection_string_spans_go_to_azure_monitor() -> None:
+    ingestion = IngestionEndpoint()
+    env = {n: v for n, v in os.environ.items() if not n.startswith(("AIAAS_", "OTEL_", "APPLICATIONINSIGHTS_"))}
+    env.update(
+        {
+            "AIAAS_ENVIRONMENT": "development",
+            "APPLICATIONINSIGHTS_CONNECTION_STRING": "InstrumentationKey=00000000-0000-0000-0000-000000000000;"
+            f"IngestionEndpoint={ingestion.url}",
+            # No call past loopback: no statsbeat (Microsoft's own endpoint), no Azure VM metadata lookup.
+            "APPLICATIONINSIGHTS_STATSBEAT_DISABLED_ALL": "true",
+            "OTEL_EXPERIMENTAL_RESOURCE_DETECTORS": "azure_functions",
+        }
+    )
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", AZURE_MONITOR_PROBE],
+            cwd=REPO_ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        ingestion.close()
+
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1])["attempts"] == []
+    [request] = [e for e in ingestion.envelopes if e["data"]["baseData"].get("name") == "admit upload"]
+    assert request["data"]["baseData"]["properties"]["aiaas.tenant.id"] == "acme"
+    assert request["tags"]["ai.cloud.role"] == "aiaas"
+
+
 # Readiness
 
 
