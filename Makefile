@@ -66,7 +66,7 @@ test-unit: deps models $(STAMP_IAC)
 test-integration: deps models $(STAMP_OCI)
 	$(BIN)/pytest -q tests/integration
 
-test-e2e: deps models $(STAMP_OCI)
+test-e2e: deps models
 	$(BIN)/pytest -q tests/e2e
 
 lint: $(STAMP_PY)
