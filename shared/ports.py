@@ -90,7 +90,8 @@ class BlobStore(Protocol):
     ) -> str:
         """Overwrites the blob only while its ETag is still `etag` (If-Match); returns the new ETag.
 
-        Raises PreconditionFailed when another writer changed it first, NotFound when it is gone.
+        Raises PreconditionFailed when another writer changed it first, or deleted it (HTTP 412, as Azure and
+        Azurite answer an If-Match on a missing blob).
         """
         ...
 

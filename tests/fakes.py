@@ -141,8 +141,8 @@ class InMemoryBlobStore:
     ) -> str:
         """If-Match, as Azure: PreconditionFailed when the blob changed since `etag`."""
         with self._lock:
-            current = self._entry(container, path)[1]
-            if _plain(current) != _plain(etag):
+            current = self.containers.get(container, {}).get(path, (b"", "", None))[1]
+            if not current or _plain(current) != _plain(etag):
                 raise PreconditionFailed(f"blob {container}/{path} changed since it was read")
             return self.write_bytes(container, path, data, content_type=content_type)
 

@@ -133,10 +133,8 @@ class AzureBlobStore:
                 etag=_quoted(etag),
                 match_condition=MatchConditions.IfNotModified,
             )
-        except ResourceModifiedError as err:
+        except (ResourceModifiedError, ResourceNotFoundError) as err:  # 412 also when it is gone
             raise PreconditionFailed(f"blob {container}/{path} changed since it was read") from err
-        except ResourceNotFoundError as err:
-            raise NotFound(f"blob {container}/{path} not found") from err
         return _plain(result.get("etag"))
 
     def probe(self) -> None:
