@@ -372,7 +372,7 @@ def profile_id(profile: dict[str, Any]) -> str:
 
 def card_drift_section(profile: dict[str, Any]) -> dict[str, Any]:
     """card["drift"]: the profile file and the metric each column is tested with (chosen by reference rows)."""
-    features = {f["name"]: _metric_name(f, None) for f in profile["features"]}
+    features = {f["name"]: _card_metric(f) for f in profile["features"]}
     prediction = profile.get("prediction")
     return {
         "profile": PROFILE_FILE,
@@ -380,7 +380,7 @@ def card_drift_section(profile: dict[str, Any]) -> dict[str, Any]:
         "referenceRows": profile["referenceRows"],
         "metrics": {
             "features": features,
-            "prediction": _metric_name(prediction, None) if prediction else None,
+            "prediction": _card_metric(prediction) if prediction else None,
             "rule": (
                 "Evidently's defaults: KS p<0.05 / chi-square p<0.05 when the reference or the job has <= 1000 "
                 "rows, else normalised Wasserstein > 0.1 / Jensen-Shannon > 0.1; embeddings: centroid shift "
@@ -397,6 +397,12 @@ def card_drift_section(profile: dict[str, Any]) -> dict[str, Any]:
             "smallSampleRows": SMALL_SAMPLE_ROWS,
         },
     }
+
+
+def _card_metric(column: dict[str, Any]) -> str:
+    large = _metric_name(column, None)
+    small = _metric_name(column, 0)
+    return large if large == small else f"{large} (jobs of over {SMALL_SAMPLE_ROWS} rows), {small} (smaller jobs)"
 
 
 def _category_key(value: Any) -> str:
@@ -426,6 +432,9 @@ class _Column:
     counts: np.ndarray | None = None  # numeric bins
     sums: np.ndarray | None = None
     categories: dict[str, int] = field(default_factory=dict)
+    # Categories outside the reference (at most MAX_NEW_CATEGORIES, then OTHER); the rest are reference ones.
+    new_keys: set[str] = field(default_factory=set)
+    known: frozenset[str] = frozenset()
     vector_sum: np.ndarray | None = None  # embedding
     sum_sq_norm: float = 0.0
     sum_ref_distance: float = 0.0
@@ -440,7 +449,7 @@ class _Column:
             return cls(kind, counts=np.zeros(bins, dtype=np.int64), sums=np.zeros(bins, dtype=np.float64))
         if kind == "embedding":
             return cls(kind, vector_sum=np.zeros(int(ref["dimensions"]), dtype=np.float64))
-        return cls(kind)
+        return cls(kind, known=frozenset(str(k) for k in ref.get("categories", {})))
 
     def to_doc(self) -> dict[str, Any]:
         doc: dict[str, Any] = {"rows": self.rows, "missing": self.missing}
@@ -455,6 +464,7 @@ class _Column:
             doc["sumReferenceDistance"] = self.sum_ref_distance
         else:
             doc["categories"] = dict(self.categories)
+            doc["newKeys"] = sorted(self.new_keys)
         return doc
 
     @classmethod
@@ -469,6 +479,8 @@ class _Column:
             column.sum_ref_distance = float(doc["sumReferenceDistance"])
         else:
             column.categories = {str(k): int(v) for k, v in dict(doc["categories"]).items()}
+            column.new_keys = {str(k) for k in doc.get("newKeys", [])}
+            column.known = frozenset(k for k in column.categories if k not in column.new_keys)
         return column
 
     def merge_in(self, other: _Column) -> None:
@@ -491,18 +503,18 @@ class _Column:
             self.sum_sq_norm += other.sum_sq_norm
             self.sum_ref_distance += other.sum_ref_distance
         else:
+            self.known = self.known | other.known
             for key, count in other.categories.items():
                 self._count(key, count)
 
     def _count(self, key: str, count: int) -> None:
-        if key in self.categories or key == OTHER:
+        if (key in self.categories and key not in self.new_keys) or key in self.known:
             self.categories[key] = self.categories.get(key, 0) + count
-        elif sum(1 for k in self.categories if k != OTHER) < self._cap:
-            self.categories[key] = count
-        else:
-            self.categories[OTHER] = self.categories.get(OTHER, 0) + count
-
-    _cap: int = 0  # set by DriftSketch: reference categories + MAX_NEW_CATEGORIES
+            return
+        if key not in self.new_keys and (key == OTHER or len(self.new_keys - {OTHER}) >= MAX_NEW_CATEGORIES):
+            key = OTHER
+        self.new_keys.add(key)
+        self.categories[key] = self.categories.get(key, 0) + count
 
     def add_numeric(self, ref: dict[str, Any], values: list[float | None]) -> None:
         present = [v for v in values if v is not None]
@@ -563,14 +575,6 @@ class DriftSketch:
         self.records = records
         self.failed = failed
         self._profile = profile
-        if profile is not None:
-            self._set_caps(profile)
-
-    def _set_caps(self, profile: dict[str, Any]) -> None:
-        refs = [*profile["features"], profile.get("prediction")]
-        for column, ref in zip([*self.features, self.prediction], refs, strict=True):
-            if column is not None and ref is not None and column.kind == "categorical":
-                column._cap = len(ref["categories"]) + MAX_NEW_CATEGORIES
 
     @classmethod
     def empty(cls, profile: dict[str, Any]) -> DriftSketch:
@@ -630,10 +634,6 @@ class DriftSketch:
         first = items[0]
         merged = cls.from_doc(first.to_doc())
         merged._profile = first._profile
-        if first._profile is not None:
-            merged._set_caps(first._profile)
-        else:
-            merged._copy_caps(first)
         for other in items[1:]:
             if other.profile_id != merged.profile_id:
                 raise ValueError("sketches of different profiles cannot merge")
@@ -646,11 +646,6 @@ class DriftSketch:
             merged.records += other.records
             merged.failed += other.failed
         return merged
-
-    def _copy_caps(self, other: DriftSketch) -> None:
-        for mine, theirs in zip([*self.features, self.prediction], [*other.features, other.prediction], strict=True):
-            if mine is not None and theirs is not None:
-                mine._cap = theirs._cap
 
     def to_doc(self) -> dict[str, Any]:
         """A JSON-ready document, bounded by bins x features (never by rows)."""
@@ -680,10 +675,11 @@ class DriftSketch:
             failed=int(doc.get("failed", 0)),
             profile=profile,
         )
-        if profile is None:
-            for column in [*features, prediction]:
-                if column is not None and column.kind == "categorical":
-                    column._cap = MAX_NEW_CATEGORIES + len(column.categories)
+        if profile is not None:
+            refs = [*profile["features"], profile.get("prediction")]
+            for column, ref in zip([*features, prediction], refs, strict=False):
+                if column is not None and ref is not None and column.kind == "categorical":
+                    column.known = column.known | frozenset(str(k) for k in ref.get("categories", {}))
         return sketch
 
 

@@ -17,7 +17,9 @@ from typing import Any
 import orjson
 
 from shared.modelbuild.common import (
+    DRIFT_SOURCE,
     MODEL_FILE,
+    PROFILE_FILE,
     BuildResult,
     build_key,
     data_fingerprint,
@@ -29,6 +31,7 @@ from shared.modelbuild.common import (
     skipped_result,
     up_to_date_card,
     utc_now_iso,
+    with_profile,
     write_file_if_changed,
     write_package_atomically,
 )
@@ -116,7 +119,8 @@ TRAINING_PARAMETERS: dict[str, Any] = {
 def current_build_key() -> str:
     here = Path(__file__).resolve().parent
     params = {"name": NAME, "version": VERSION, "training": TRAINING_PARAMETERS, "features": FEATURES}
-    return build_key([here / "anomaly.py", here / "common.py"], library_versions(LIBRARIES), params)
+    sources = [here / "anomaly.py", here / "common.py", DRIFT_SOURCE]
+    return build_key(sources, library_versions(LIBRARIES), params)
 
 
 def generate(rows: int = ROWS, seed: int = SEED) -> tuple[Any, Any, Any]:
@@ -348,6 +352,21 @@ def make_card(split: dict[str, Any], metrics: dict[str, Any], model_bytes: bytes
     }
 
 
+def drift_profile(x_train: Any, held_out_scores: Any) -> dict[str, Any]:
+    """The reference profile: every feature over the (normal) training rows, the score histogram held out."""
+    from shared.domain import drift
+
+    features = [drift.numeric_reference(name, x_train[:, i]) for i, name in enumerate(FEATURES)]
+    return drift.make_profile(
+        NAME,
+        VERSION,
+        features,
+        drift.score_reference(held_out_scores),
+        reference=f"the {len(x_train)} normal training rows the forest was fitted on",
+        prediction_reference=f"scores of the {len(held_out_scores)} held-out rows (normal and injected anomalies)",
+    )
+
+
 def package_dir(out_root: Path) -> Path:
     return out_root / NAME / VERSION
 
@@ -376,9 +395,11 @@ def build(out_root: Path, force: bool = False) -> BuildResult:
         raise RuntimeError(f"ONNX scores differ from sklearn by {diff:.2e}")
     threshold = round(float(np.quantile(train_scores, THRESHOLD_QUANTILE)), 6)
     test = split["test_idx"]
-    metrics = compute_metrics(y[test], onnx_scores(model_bytes, x[test]), threshold, split["kind"][test])
+    test_scores = onnx_scores(model_bytes, x[test])
+    metrics = compute_metrics(y[test], test_scores, threshold, split["kind"][test])
     card = make_card(split, metrics, model_bytes, key)
-    write_package_atomically(target, {MODEL_FILE: model_bytes, "card.json": dump_json(card)})
+    profile = with_profile(card, drift_profile(x[train_idx], test_scores))
+    write_package_atomically(target, {MODEL_FILE: model_bytes, PROFILE_FILE: profile, "card.json": dump_json(card)})
     logger.info("%s v%s built: %s", NAME, VERSION, metrics)
     return BuildResult(
         NAME,

@@ -13,16 +13,19 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from shared.modelbuild.common import (
+    DRIFT_SOURCE,
     MODEL_FILE,
+    PROFILE_FILE,
     BuildResult,
     build_key,
     data_fingerprint,
     dump_json,
     library_versions,
-    read_card,
     sha256_bytes,
-    sha256_file,
+    skipped_result,
+    up_to_date_card,
     utc_now_iso,
+    with_profile,
     write_file_if_changed,
     write_package_atomically,
 )
@@ -101,7 +104,8 @@ def current_build_key() -> str:
     """Hash of this script, the shared helpers, library versions and training parameters."""
     here = Path(__file__).resolve().parent
     params = {"name": NAME, "version": VERSION, "training": TRAINING_PARAMETERS}
-    return build_key([here / "breast_cancer.py", here / "common.py"], library_versions(LIBRARIES), params)
+    sources = [here / "breast_cancer.py", here / "common.py", DRIFT_SOURCE]
+    return build_key(sources, library_versions(LIBRARIES), params)
 
 
 def load_split() -> Split:
@@ -280,6 +284,21 @@ def make_card(split: Split, metrics: dict[str, Any], model_bytes: bytes, opset: 
     }
 
 
+def drift_profile(split: Split, held_out_labels: list[str]) -> dict[str, Any]:
+    """The reference profile: every feature over the training rows, predicted labels on the held-out rows."""
+    from shared.domain import drift
+
+    features = [drift.numeric_reference(name, split.x_train[:, i]) for i, name in enumerate(split.feature_names)]
+    return drift.make_profile(
+        NAME,
+        VERSION,
+        features,
+        drift.label_reference(held_out_labels, known=LABELS),
+        reference=f"the {len(split.train_idx)} training rows",
+        prediction_reference=f"predicted labels of the {len(split.test_idx)} held-out rows",
+    )
+
+
 def package_dir(out_root: Path) -> Path:
     """``<out_root>/<name>/<version>``."""
     return out_root / NAME / VERSION
@@ -290,29 +309,20 @@ def build(out_root: Path, force: bool = False) -> BuildResult:
     started = time.perf_counter()
     target = package_dir(out_root)
     key = current_build_key()
-    card = None if force else read_card(target)
-    if card is not None and card.get("buildKey") == key:
-        artifact = card["artifact"]
-        if sha256_file(target / artifact["file"]) == artifact["sha256"]:
-            logger.info("%s v%s up to date (buildKey %s); skipping", NAME, VERSION, key[:12])
-            return BuildResult(
-                name=NAME,
-                version=VERSION,
-                package_dir=target,
-                skipped=True,
-                metric_name="accuracy",
-                metric_value=float(card["metrics"]["accuracy"]),
-                artifact_bytes=int(artifact["bytes"]),
-                seconds=time.perf_counter() - started,
-            )
-        logger.warning("%s v%s artifact hash mismatch; rebuilding", NAME, VERSION)
+    card = None if force else up_to_date_card(target, key)
+    if card is not None:
+        logger.info("%s v%s up to date (buildKey %s); skipping", NAME, VERSION, key[:12])
+        return skipped_result(NAME, VERSION, target, card, "accuracy", started)
 
     split = load_split()
     pipeline = train(split)
     model_bytes = export_onnx(pipeline, len(split.feature_names))
     metrics = verify_onnx(pipeline, model_bytes, split)
     card = make_card(split, metrics, model_bytes, onnx_opset(model_bytes), key)
-    write_package_atomically(target, {MODEL_FILE: model_bytes, "card.json": dump_json(card)})
+    held_out = onnx_probabilities(model_bytes, split.x_test).argmax(axis=1)
+    profile = with_profile(card, drift_profile(split, [LABELS[int(i)] for i in held_out]))
+    files = {MODEL_FILE: model_bytes, PROFILE_FILE: profile, "card.json": dump_json(card)}
+    write_package_atomically(target, files)
     logger.info("%s v%s built into %s: %s", NAME, VERSION, target, metrics)
     return BuildResult(
         name=NAME,

@@ -21,6 +21,9 @@ logger = logging.getLogger(__name__)
 
 CARD_FILE = "card.json"
 MODEL_FILE = "model.onnx"
+PROFILE_FILE = "profile.json"
+# The drift profile's layout and metrics come from here: a change to it must rebuild every package (buildKey).
+DRIFT_SOURCE = Path(__file__).resolve().parent.parent / "domain" / "drift.py"
 
 
 @dataclass(frozen=True)
@@ -174,6 +177,19 @@ def write_file_if_changed(path: Path, data: bytes) -> bool:
 def file_entry(name: str, data: bytes) -> dict[str, Any]:
     """A card's ``{"file", "sha256", "bytes"}`` entry for one package file."""
     return {"file": name, "sha256": sha256_bytes(data), "bytes": len(data)}
+
+
+def with_profile(card: dict[str, Any], profile: dict[str, Any]) -> bytes:
+    """Adds the drift profile to the card (a hashed entry of "files" and card["drift"]); returns the file's bytes."""
+    from shared.domain.drift import card_drift_section
+
+    data = orjson.dumps(profile) + b"\n"  # compact: read by every job's finalise
+    card["files"] = [
+        *(f for f in card.get("files", []) if f.get("file") != PROFILE_FILE),
+        file_entry(PROFILE_FILE, data),
+    ]
+    card["drift"] = card_drift_section(profile)
+    return data
 
 
 def up_to_date_card(package_dir: Path, key: str) -> dict[str, Any] | None:

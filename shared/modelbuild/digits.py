@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from shared.modelbuild.common import (
+    DRIFT_SOURCE,
     MODEL_FILE,
+    PROFILE_FILE,
     BuildResult,
     build_key,
     data_fingerprint,
@@ -29,6 +31,7 @@ from shared.modelbuild.common import (
     skipped_result,
     up_to_date_card,
     utc_now_iso,
+    with_profile,
     write_file_if_changed,
     write_package_atomically,
 )
@@ -69,7 +72,7 @@ SAMPLE_ZIP_COUNT = 30
 
 def current_build_key() -> str:
     here = Path(__file__).resolve().parent
-    sources = [here / "digits.py", here / "common.py", here.parent / "inference" / "handlers_image.py"]
+    sources = [here / "digits.py", here / "common.py", here.parent / "inference" / "handlers_image.py", DRIFT_SOURCE]
     params = {"name": NAME, "version": VERSION, "training": TRAINING_PARAMETERS}
     return build_key(sources, library_versions(LIBRARIES), params)
 
@@ -207,6 +210,30 @@ def make_card(split: dict[str, Any], metrics: dict[str, Any], model_bytes: bytes
     }
 
 
+def drift_profile(x_train: Any, held_out_labels: list[str]) -> dict[str, Any]:
+    """The reference profile: mean intensity and ink fraction of the training digits rendered as serving sees
+    them (64x64 dark-on-light PNGs), predicted labels of the held-out digits through the same PNG path."""
+    from shared.domain import drift
+
+    stats = [drift.image_stats(render_png(row)) for row in x_train]
+    if any(s is None for s in stats):
+        raise RuntimeError("a rendered training digit did not decode")
+    means = [s[0] for s in stats if s is not None]
+    inks = [s[1] for s in stats if s is not None]
+    features = [
+        drift.numeric_reference("meanIntensity", means, source="imageMeanIntensity"),
+        drift.numeric_reference("inkFraction", inks, source="imageInkFraction"),
+    ]
+    return drift.make_profile(
+        NAME,
+        VERSION,
+        features,
+        drift.label_reference(held_out_labels, known=LABELS),
+        reference=f"the {len(x_train)} training digits rendered {RENDER_SIDE}x{RENDER_SIDE} dark-on-light PNG",
+        prediction_reference=f"predicted labels of the {len(held_out_labels)} held-out digits as rendered PNGs",
+    )
+
+
 def package_dir(out_root: Path) -> Path:
     return out_root / NAME / VERSION
 
@@ -242,7 +269,8 @@ def build(out_root: Path, force: bool = False) -> BuildResult:
         "split": f"stratified {int(TEST_SIZE * 100)}% held out, random_state={SPLIT_RANDOM_STATE}",
     }
     card = make_card(split, metrics, model_bytes, key)
-    write_package_atomically(target, {MODEL_FILE: model_bytes, "card.json": dump_json(card)})
+    profile = with_profile(card, drift_profile(x[train], [LABELS[int(i)] for i in rendered.argmax(axis=1)]))
+    write_package_atomically(target, {MODEL_FILE: model_bytes, PROFILE_FILE: profile, "card.json": dump_json(card)})
     logger.info("%s v%s built: %s", NAME, VERSION, metrics)
     return BuildResult(
         NAME,

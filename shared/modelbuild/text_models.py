@@ -25,7 +25,9 @@ import orjson
 
 from shared.modelbuild.common import (
     CARD_FILE,
+    DRIFT_SOURCE,
     MODEL_FILE,
+    PROFILE_FILE,
     BuildResult,
     build_key,
     dump_json,
@@ -38,6 +40,7 @@ from shared.modelbuild.common import (
     skipped_result,
     up_to_date_card,
     utc_now_iso,
+    with_profile,
     write_file_if_changed,
     write_package_atomically,
 )
@@ -63,6 +66,8 @@ DATA_DIR = Path(__file__).resolve().parent / "data"
 TEXT_EVAL = DATA_DIR / "text_eval.json"
 ZERO_SHOT_EVAL = DATA_DIR / "zero_shot_eval.jsonl"
 TEXT_SAMPLES = DATA_DIR / "text_samples.txt"
+# The drift reference texts come from these files (and the profile's layout from drift.py).
+REFERENCE_SOURCES = [TEXT_EVAL, ZERO_SHOT_EVAL, TEXT_SAMPLES, DRIFT_SOURCE]
 BUILD_LIBRARIES = ["torch", "transformers", "sentence-transformers", SOURCE_PACKAGE, "onnx", "onnxruntime"]
 SERVE_LIBRARIES = ["onnxruntime", "numpy", "tokenizers"]
 EMBED_PARAMETERS: dict[str, Any] = {
@@ -87,13 +92,13 @@ def _handlers_source() -> Path:
 
 
 def embed_build_key() -> str:
-    sources = [_here() / "text_models.py", _here() / "common.py", _handlers_source(), TEXT_EVAL]
+    sources = [_here() / "text_models.py", _here() / "common.py", _handlers_source(), *REFERENCE_SOURCES]
     params = {"name": EMBED_NAME, "version": VERSION, "training": EMBED_PARAMETERS}
     return build_key(sources, library_versions([*BUILD_LIBRARIES, *SERVE_LIBRARIES]), params)
 
 
 def zero_shot_build_key(embed_card: dict[str, Any]) -> str:
-    sources = [_here() / "text_models.py", _here() / "common.py", _handlers_source(), ZERO_SHOT_EVAL]
+    sources = [_here() / "text_models.py", _here() / "common.py", _handlers_source(), *REFERENCE_SOURCES]
     params = {
         "name": ZERO_SHOT_NAME,
         "version": VERSION,
@@ -382,6 +387,34 @@ def zero_shot_card(
     return card
 
 
+def reference_texts() -> list[str]:
+    """The drift reference: every distinct hand-written text in data/ (174), none used to train the model."""
+    data = orjson.loads(TEXT_EVAL.read_bytes())
+    texts = [*data["agreement"], *(t for pair in data["stsPairs"] for t in pair)]
+    texts += [row["text"] for row in zero_shot_eval_rows()]
+    texts += [t for t in TEXT_SAMPLES.read_text("utf-8").splitlines() if t.strip()]
+    return list(dict.fromkeys(texts))
+
+
+def drift_profile(name: str, texts: list[str], embeddings: Any | None) -> dict[str, Any]:
+    """Text length (characters) of the reference texts; for embeddings also their centroid and spread.
+
+    zero-shot has no fixed label set (labels come with each job), so it has no prediction reference.
+    """
+    from shared.domain import drift
+
+    features = [drift.numeric_reference("textChars", [len(t) for t in texts], source="textChars")]
+    prediction = drift.embedding_reference(embeddings) if embeddings is not None else None
+    return drift.make_profile(
+        name,
+        VERSION,
+        features,
+        prediction,
+        reference=f"{len(texts)} hand-written English texts (shared/modelbuild/data), never trained on",
+        prediction_reference=f"embeddings of the same {len(texts)} texts" if embeddings is not None else None,
+    )
+
+
 def build_embedding(out_root: Path, force: bool = False) -> BuildResult:
     from shared.inference.handlers_text import TextEmbedding
 
@@ -398,11 +431,15 @@ def build_embedding(out_root: Path, force: bool = False) -> BuildResult:
     from sentence_transformers import SentenceTransformer
 
     reference = SentenceTransformer(str(model_dir), device="cpu")
-    metrics = embedding_metrics(_handler(TextEmbedding, EMBED_NAME, model_bytes, tokenizer), reference)
+    handler = _handler(TextEmbedding, EMBED_NAME, model_bytes, tokenizer)
+    metrics = embedding_metrics(handler, reference)
     if metrics["cosineAgreementMin"] < MIN_AGREEMENT:
         raise RuntimeError(f"ONNX embeddings disagree with sentence-transformers: {metrics}")
     card = embed_card(model_bytes, tokenizer, metrics, key)
-    write_package_atomically(target, {MODEL_FILE: model_bytes, TOKENIZER_FILE: tokenizer, CARD_FILE: dump_json(card)})
+    texts = reference_texts()
+    profile = with_profile(card, drift_profile(EMBED_NAME, texts, handler.embed(texts)))
+    files = {MODEL_FILE: model_bytes, TOKENIZER_FILE: tokenizer, PROFILE_FILE: profile, CARD_FILE: dump_json(card)}
+    write_package_atomically(target, files)
     logger.info("%s v%s built: %s", EMBED_NAME, VERSION, metrics)
     return BuildResult(
         EMBED_NAME,
@@ -445,7 +482,9 @@ def build_zero_shot(out_root: Path, force: bool = False) -> BuildResult:
     metrics["temperature"] = temperature
     metrics["logLossByTemperature"] = {str(t): v for t, v in losses.items()}
     card = zero_shot_card(model_bytes, tokenizer, metrics, temperature, key)
-    write_package_atomically(target, {MODEL_FILE: model_bytes, TOKENIZER_FILE: tokenizer, CARD_FILE: dump_json(card)})
+    profile = with_profile(card, drift_profile(ZERO_SHOT_NAME, reference_texts(), None))
+    files = {MODEL_FILE: model_bytes, TOKENIZER_FILE: tokenizer, PROFILE_FILE: profile, CARD_FILE: dump_json(card)}
+    write_package_atomically(target, files)
     logger.info("%s v%s built: %s", ZERO_SHOT_NAME, VERSION, metrics)
     return BuildResult(
         ZERO_SHOT_NAME,

@@ -49,6 +49,8 @@ def package(root: Path, name: str, version: str, description: str) -> Path:
     target.mkdir(parents=True)
     shutil.copyfile(SOURCE / "model.onnx", target / "model.onnx")
     card = json.loads((SOURCE / "card.json").read_text())
+    for entry in card.get("files", []):  # the drift profile.json
+        shutil.copyfile(SOURCE / entry["file"], target / entry["file"])
     card.update(name=name, version=version, description=description)
     (target / "card.json").write_text(json.dumps(card))
     return target
@@ -113,6 +115,7 @@ def test_a_private_model_is_its_owners_alone(stack: LocalHost, create_tenant: Ca
     card = json.loads((SOURCE / "card.json").read_text())
     card.update(name="privy-cancer", version="1", description="privy's own copy")
     body = {"card": card, "artifactBase64": base64.b64encode((SOURCE / "model.onnx").read_bytes()).decode()}
+    body["files"] = {f["file"]: base64.b64encode((SOURCE / f["file"]).read_bytes()).decode() for f in card["files"]}
     answer = owner.post("/v1/models", json=body)
     assert answer.status_code == 201, answer.text
     assert answer.json()["visibility"] == "private"
@@ -158,6 +161,7 @@ def test_a_private_model_is_served_online_by_a_sandbox_that_may_die(
     card = json.loads((SOURCE / "card.json").read_text())
     card.update(name="boxed-cancer", version="1", description="boxed's own copy")
     body = {"card": card, "artifactBase64": base64.b64encode((SOURCE / "model.onnx").read_bytes()).decode()}
+    body["files"] = {f["file"]: base64.b64encode((SOURCE / f["file"]).read_bytes()).decode() for f in card["files"]}
     assert owner.post("/v1/models", json=body).status_code == 201
     rows = [[1.0] * len(card["features"]), [0.5] * len(card["features"])]
 

@@ -65,6 +65,8 @@ def copy_package(tmp_path: Path, *, version: str, description: str | None = None
     target.mkdir(parents=True)
     shutil.copyfile(source / "model.onnx", target / "model.onnx")
     card = json.loads((source / "card.json").read_text())
+    for entry in card.get("files", []):  # the drift profile.json
+        shutil.copyfile(source / entry["file"], target / entry["file"])
     card.update(name=name, version=version, description=description or card["description"])
     (target / "card.json").write_text(json.dumps(card))
     return target
@@ -122,7 +124,8 @@ def test_load_verifies_the_sha256_and_caches_per_process(registry: BlobModelRegi
 
 
 def test_lru_is_bounded_by_bytes_not_count(blobs: InMemoryBlobStore, tmp_path: Path) -> None:
-    size = (model_package_dir() / "model.onnx").stat().st_size
+    card_files = json.loads((model_package_dir() / "card.json").read_text()).get("files", [])
+    size = sum((model_package_dir() / name).stat().st_size for name in ["model.onnx", *(f["file"] for f in card_files)])
     registry = BlobModelRegistry(blobs, memory_budget_bytes=int(size * 2.5))
     for version in ("1", "2", "3"):
         registry.publish_package(copy_package(tmp_path, version=version), set_alias=None)
