@@ -191,7 +191,12 @@ def create_app(
     def health() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/api/health/ready", responses={503: {"model": ReadinessAnswer}})
+    @app.get(
+        "/api/health/ready",
+        response_model=ReadinessAnswer,
+        response_model_exclude_none=True,
+        responses={503: {"model": ReadinessAnswer, "description": "a dependency did not answer"}},
+    )
     def health_ready() -> JSONResponse:
         """Blob, Cosmos and the queue, each probed with a bounded timeout: 200 when all answer, else 503 with
         which did not (no host, account or error message: the log has those)."""
