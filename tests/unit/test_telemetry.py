@@ -32,6 +32,7 @@ from shared.localhost.functions_host import blob_created_event, servicebus_messa
 from shared.services.outcomes import republish_unsent_event
 from shared.services.platform import Platform
 from shared.services.readiness import check_ready
+from shared.services.sweeper import sweep
 from tests.fakes import MODEL_NAME, add_tenant, make_platform, sample_bytes
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -115,6 +116,10 @@ def run_queue_as_workers(platform: Platform) -> list[ShardMessage]:
     return ran
 
 
+def few_rows(count: int = 5) -> bytes:
+    return b"".join(sample_bytes("breast-cancer.jsonl").splitlines(keepends=True)[:count])
+
+
 def only_job(platform: Platform) -> Job:
     jobs, _ = platform.jobs.list_jobs("acme", limit=10)
     [job] = jobs
@@ -194,6 +199,42 @@ def test_the_sweepers_republish_continues_the_jobs_trace_from_the_stored_context
     [publish] = [s for s in otel.finished() if s.name == "publish events"]
     assert publish.context.trace_id == root.context.trace_id
     assert publish.parent is not None and publish.parent.span_id == root.context.span_id
+
+
+def test_a_job_submitted_through_the_api_is_traced_from_its_post(traced: Platform, otel: Telemetry) -> None:
+    key = add_tenant(traced, "globex")
+    traced.blobs.write_bytes(container_for("globex"), "data/rows.jsonl", few_rows())
+    client = TestClient(create_app(lambda: traced), raise_server_exceptions=False)
+
+    answer = client.post(
+        "/api/v1/jobs",
+        headers={"Authorization": f"Bearer {key}"},
+        json={"model": MODEL_NAME, "blobPath": "data/rows.jsonl"},
+    )
+    assert answer.status_code == 202, answer.text
+    assert traced.jobs.get_job("globex", answer.json()["jobId"]).shard_count == 1  # small: no plan message
+    run_queue_as_workers(traced)
+
+    spans = otel.finished()
+    [root] = [s for s in spans if s.name == "POST /api/v1/jobs"]
+    assert root.kind == SpanKind.SERVER and root.attributes["aiaas.job.id"] == answer.json()["jobId"]
+    [run] = [s for s in spans if s.name == "process shards"]
+    assert run.parent is not None and run.parent.span_id == root.context.span_id
+    assert any(s.name == "publish events" and s.context.trace_id == root.context.trace_id for s in spans)
+
+
+def test_a_shard_the_sweeper_re_drives_runs_in_the_jobs_trace(traced: Platform, otel: Telemetry) -> None:
+    ingest_function.ingest_blob(upload_event(traced, "rows.jsonl", few_rows()))
+    traced.queue.drain()  # type: ignore[attr-defined]  # the shard's message is lost (a worker died with it)
+    [root] = [s for s in otel.finished() if s.name == "admit upload"]
+
+    sweep(traced, stalled_after=timedelta(seconds=-1), max_sweeps=3)
+    run_queue_as_workers(traced)
+
+    assert only_job(traced).status == JobStatus.SUCCEEDED
+    [run] = [s for s in otel.finished() if s.name == "process shards"]  # one small file: one shard, re-driven
+    assert run.context.trace_id == root.context.trace_id and run.parent is not None
+    assert run.parent.span_id == root.context.span_id
 
 
 def test_the_trace_context_travels_in_the_shard_message_and_the_job_document() -> None:
