@@ -497,8 +497,9 @@ def on_job_finished(platform: Platform, job: Job) -> dict[str, Any] | None:
             "gates": verdict["gates"],
             "evidence": verdict["evidence"],
             "figures": verdict["figures"],
-            "decidedBy": job.job_id,
         }
+        if owner:  # the job that tipped it; a public model's would name another tenant's job
+            entry["decidedBy"] = job.job_id
         if doc["aliases"].get(alias) == stable:  # moved by hand meanwhile: that move already ended it
             doc["aliases"][alias] = entry["to"]
         doc["history"].append(entry)
@@ -534,7 +535,9 @@ def _record_decision(
 
     promoted = entry["rollout"] == "promoted"
     details = {
-        k: entry[k] for k in ("alias", "from", "to", "canaryVersion", "gates", "evidence", "figures", "decidedBy")
+        k: entry[k]
+        for k in ("alias", "from", "to", "canaryVersion", "gates", "evidence", "figures", "decidedBy")
+        if k in entry
     }
     events: list[PlatformEvent] = []
     for tenant in tenants:

@@ -92,18 +92,22 @@ def test_a_good_canary_is_promoted_and_an_inverted_one_rolled_back(
     assert rollout["status"]["decision"] is None
 
     arms: list[str] = []
+    canary_ids: list[str] = []
     for _ in range(20):
         job = run_job(api, "roller", model)
         assert job["status"] == "succeeded", job
         arm = arm_for(job["jobId"], 60)  # by the job's id alone, as documented
         assert job["rollout"]["arm"] == arm and job["model"]["version"] == ("2" if arm == "canary" else "1")
         arms.append(arm)
+        if arm == "canary":
+            canary_ids.append(job["jobId"])
         if arms.count("canary") == 2:
             break
     view = wait_for_aliases(api, model, lambda v: v["aliases"]["production"] == "2")
     assert view["aliases"]["production"] == "2", view
     promoted = view["history"][-1]
     assert promoted["rollout"] == "promoted" and promoted["by"] == "platform:rollouts"
+    assert promoted["decidedBy"] == canary_ids[-1]  # the tenant's own job whose figures tipped it
     canary_figures = promoted["figures"]["canary"]
     assert canary_figures["jobs"] == 2 and canary_figures["records"] == 10 and canary_figures["agreement"] == 1.0
     assert canary_figures["errorRate"] == 0.0 and canary_figures["secondsPerRecord"] > 0

@@ -113,6 +113,7 @@ def test_a_good_canary_is_promoted_after_its_evidence_with_the_figures_everywher
     assert view["rollouts"] == {}
     decision = view["history"][-1]
     assert decision["rollout"] == "promoted" and (decision["from"], decision["to"]) == ("1", "2")
+    assert "decidedBy" not in decision  # a public model's: it would name one tenant's job to all
     assert decision["figures"]["canary"]["agreement"] == 1.0
     assert decision["figures"]["canary"]["compared"] == 20 and decision["figures"]["canary"]["errorRate"] == 0.0
     assert {g["name"]: g["status"] for g in decision["gates"]} == {"maxErrorRate": "passed", "minAgreement": "passed"}
