@@ -288,3 +288,34 @@ def test_the_card_sets_default_gates_that_the_rollout_overrides() -> None:
     )
     assert parsed["gates"] == {"minAgreement": 0.8, "maxErrorRate": 0.01}
     assert orjson.dumps(parsed)  # stored as JSON in aliases.json
+
+
+def test_a_canary_whose_jobs_drift_is_rolled_back_by_the_drift_gate(platform: Platform) -> None:
+    rollouts.start_rollout(
+        platform,
+        owner=None,
+        name=MODEL_NAME,
+        alias="production",
+        canary=canary("2", gates={"noDrift": True}),
+        by="op",
+    )
+    scaled = [orjson.loads(line) for line in ROWS[:60]]
+    for row in scaled:
+        for key, value in row.items():
+            if isinstance(value, float) and key not in ("id", "expected"):
+                row[key] = value * 3  # every feature far off its reference profile
+    data = b"".join(orjson.dumps(row) + b"\n" for row in scaled)
+    while True:
+        path = f"inbox/{MODEL_NAME}/{uuid.uuid4().hex}.jsonl"
+        job = admit_blob_created(platform, "acme", path, upload(platform, "acme", path, data))
+        assert job is not None
+        while messages := platform.queue.drain():  # type: ignore[attr-defined]
+            for message in messages:
+                run_shard(platform, message)
+        if job.rollout and job.rollout["arm"] == "canary":
+            break
+    assert platform.jobs.get_job("acme", job.job_id).drift["status"] == "drifted"  # type: ignore[index]
+    decision = aliases(platform)["history"][-1]
+    assert decision["rollout"] == "rolledBack"
+    assert decision["gates"] == [{"name": "noDrift", "threshold": True, "value": 1, "status": "failed"}]
+    assert decision["figures"]["canary"]["driftShare"] == 1.0
