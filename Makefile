@@ -44,7 +44,7 @@ $(STAMP_BUILD): requirements-build.txt constraints.txt $(STAMP_PY)
 
 # Each builder skips a package whose buildKey (sources, library versions, parameters) is unchanged.
 $(STAMP_MODELS): $(STAMP_PY) $(wildcard shared/modelbuild/*.py shared/modelbuild/data/*) \
-		shared/inference/handlers_image.py shared/inference/handlers_text.py
+		shared/inference/handlers_image.py shared/inference/handlers_text.py shared/domain/drift.py
 	$(MAKE) --no-print-directory $(STAMP_BUILD)
 	$(BIN)/python -m shared.modelbuild --out build/models --samples build/samples
 	touch $@
