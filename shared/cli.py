@@ -262,12 +262,15 @@ def cmd_models_show(args: argparse.Namespace) -> int:
 
     models = _platform().models
     try:
+        from shared.services.rollouts import present
+
         view = models.get_model(args.tenant or "", args.name)
-        history = models.get_aliases(args.tenant or "", args.name)["history"]
+        aliases = present(models.get_aliases(args.tenant or "", args.name))
     except PlatformError as err:
         print(f"error: {err.message}", file=sys.stderr)
         return 1
-    print(json.dumps({**view, "aliasHistory": history}, indent=2))
+    # The rollouts with their evidence and gates: how an operator follows a built-in's canary.
+    print(json.dumps({**view, "aliasHistory": aliases["history"], "rollouts": aliases["rollouts"]}, indent=2))
     return 0
 
 

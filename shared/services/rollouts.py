@@ -534,7 +534,7 @@ def _record_decision(
     from shared.services.events import publish_events
 
     promoted = entry["rollout"] == "promoted"
-    details = {
+    details: dict[str, Any] = {
         k: entry[k]
         for k in ("alias", "from", "to", "canaryVersion", "gates", "evidence", "figures", "decidedBy")
         if k in entry
@@ -556,6 +556,6 @@ def _record_decision(
         except Exception:  # the decision stands (it is in the alias history); the audit store may be down
             logger.warning("audit of the rollout decision on %s for %s failed", name, tenant, exc_info=True)
         event_id = hashlib.sha256(f"rollout:{rollout_id}:{entry['rollout']}:{tenant}".encode()).hexdigest()[:32]
-        data = {"decision": entry["rollout"], **details}
+        data: dict[str, Any] = {"decision": entry["rollout"], **details}
         events.append(model_event(tenant, name, PROMOTED if promoted else ROLLED_BACK, data, event_id))
     publish_events(platform, events)

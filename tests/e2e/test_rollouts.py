@@ -170,6 +170,8 @@ def test_an_operator_shadows_a_public_model_with_the_cli(
     view = wait_for_aliases(api, model, lambda v: v["rollouts"]["production"]["shadow"]["figures"]["jobs"] == 1)
     figures = view["rollouts"]["production"]["shadow"]["figures"]
     assert figures["compared"] == 5 and figures["agreement"] == 1.0
+    shown = json.loads(aiaas(stack, "models", "show", model))
+    assert shown["rollouts"]["production"]["shadow"]["figures"] == figures  # what the operator follows
     ended = json.loads(aiaas(stack, "models", "rollout", model, "--end", "--json"))
     assert ended["rollout"] is None and ended["version"] == "1"
 
