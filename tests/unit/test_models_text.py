@@ -27,7 +27,7 @@ def zero_shot() -> Any:
 def test_embedding_card_metrics_recheck(embedder: Any) -> None:
     check_card(embedder.card)
     card = embedder.card.raw
-    assert [f["file"] for f in card["files"]] == ["tokenizer.json"]
+    assert [f["file"] for f in card["files"]] == ["tokenizer.json", "profile.json"]
     try:
         from sentence_transformers import SentenceTransformer  # build-time only; present after `make models`
     except ImportError:
