@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import operator
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -248,7 +249,8 @@ def image_stats(data: Any) -> tuple[float, float] | None:
 
 
 def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    """A finite number, else None (missing). A boolean counts as 0/1, as numpy's conversion (the fast path) has it."""
+    if not isinstance(value, int | float):
         return None
     f = float(value)
     return f if math.isfinite(f) else None
@@ -435,6 +437,7 @@ class _Column:
     # Categories outside the reference (at most MAX_NEW_CATEGORIES, then OTHER); the rest are reference ones.
     new_keys: set[str] = field(default_factory=set)
     known: frozenset[str] = frozenset()
+    edges: np.ndarray | None = None  # the reference's, as an array (cached)
     vector_sum: np.ndarray | None = None  # embedding
     sum_sq_norm: float = 0.0
     sum_ref_distance: float = 0.0
@@ -519,15 +522,24 @@ class _Column:
     def add_numeric(self, ref: dict[str, Any], values: list[float | None]) -> None:
         present = [v for v in values if v is not None]
         self.missing += len(values) - len(present)
-        if not present:
+        self.add_array(ref, np.asarray(present, dtype=np.float64))
+
+    def add_array(self, ref: dict[str, Any], v: np.ndarray) -> None:
+        """Count finite values of a float array (NaN, inf: missing)."""
+        finite = np.isfinite(v)
+        if not finite.all():
+            self.missing += int((~finite).sum())
+            v = v[finite]
+        if not len(v):
             return
         assert self.counts is not None and self.sums is not None
-        v = np.asarray(present, dtype=np.float64)
-        idx = np.searchsorted(np.asarray(ref["edges"], dtype=np.float64), v, side="left")
+        if self.edges is None:
+            self.edges = np.asarray(ref["edges"], dtype=np.float64)
+        idx = np.searchsorted(self.edges, v, side="left")
         bins = len(self.counts)
         self.counts = self.counts + np.bincount(idx, minlength=bins)
         self.sums = self.sums + np.bincount(idx, weights=v, minlength=bins)
-        self.rows += len(present)
+        self.rows += len(v)
 
     def add_categories(self, values: list[Any]) -> None:
         for value in values:
@@ -575,6 +587,7 @@ class DriftSketch:
         self.records = records
         self.failed = failed
         self._profile = profile
+        self._numeric_fields: list[tuple[int, str]] | None = None
 
     @classmethod
     def empty(cls, profile: dict[str, Any]) -> DriftSketch:
@@ -598,8 +611,12 @@ class DriftSketch:
         self.records += len(records)
         self.failed += sum(1 for o in outputs if o is None)
         images: list[tuple[float, float] | None] | None = None
-        for column, ref in zip(self.features, profile["features"], strict=True):
+        matrix = self._numeric_matrix(profile, records)
+        for i, (column, ref) in enumerate(zip(self.features, profile["features"], strict=True)):
             source = ref.get("source", "field")
+            if matrix is not None and i in matrix:
+                column.add_array(ref, matrix[i])
+                continue
             if source == "field":
                 raw = [r.get(ref["field"]) if isinstance(r, dict) else None for r in records]
                 values = [_number(v) for v in raw] if column.kind == "numeric" or ref.get("numericValues") else raw
@@ -624,6 +641,26 @@ class DriftSketch:
                 self.prediction.add_embeddings(pred_ref, got)
             else:
                 self.prediction.add_categories([_category_value(v) for v in got])
+
+    def _numeric_matrix(self, profile: dict[str, Any], records: list[Any]) -> dict[int, np.ndarray] | None:
+        """Every plain numeric field of every record in one numpy conversion (the tabular fast path), by feature
+        index; None when a record lacks one or holds a non-number (then each value is looked at on its own)."""
+        if self._numeric_fields is None:
+            self._numeric_fields = [
+                (i, str(ref["field"]))
+                for i, ref in enumerate(profile["features"])
+                if ref["kind"] == "numeric" and ref.get("source", "field") == "field"
+            ]
+        if not self._numeric_fields or not records:
+            return None
+        names = [name for _, name in self._numeric_fields]
+        getter = operator.itemgetter(*names)
+        try:
+            rows = [getter(r) for r in records]
+            matrix = np.array(rows, dtype=np.float64).reshape(len(records), len(names))
+        except (KeyError, TypeError, ValueError):  # a missing field, a string, a list: the careful path
+            return None
+        return {i: matrix[:, k] for k, (i, _) in enumerate(self._numeric_fields)}
 
     @classmethod
     def merge(cls, sketches: Iterable[DriftSketch]) -> DriftSketch:

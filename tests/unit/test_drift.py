@@ -168,7 +168,7 @@ def test_failed_records_count_inputs_not_predictions(profile: dict[str, Any], sp
 def test_missing_and_non_numeric_values_are_missing_not_zero(profile: dict[str, Any]) -> None:
     name = profile["features"][0]["name"]
     sketch = DriftSketch.empty(profile)
-    sketch.add([{name: "big"}, {name: None}, {name: True}, {}, {name: float("nan")}], [None] * 5)
+    sketch.add([{name: "big"}, {name: None}, {name: [1.0]}, {}, {name: float("nan")}], [None] * 5)
     assert sketch.features[0].rows == 0 and sketch.features[0].missing == 5
     result = evaluate(profile, sketch)
     assert result is not None and result["status"] == "ok"
@@ -341,3 +341,21 @@ def test_model_event_shape_and_default_subscriptions() -> None:
     assert not Subscription("acme", "s3", "https://example.test/hook", event_types=list(EVENT_TYPES)).matches(event)
     with pytest.raises(ValueError):
         model_event("acme", "m", "AIaaS.Job.Succeeded", {}, "e2")
+
+
+def test_the_fast_and_the_careful_path_count_alike(profile: dict[str, Any], split: bc.Split, pipeline: Any) -> None:
+    """A batch of plain numbers goes through one numpy conversion; one odd record sends it value by value."""
+    x = split.x_test[:40]
+    rows, outs = records(split, x), outputs(pipeline, x)
+    fast = DriftSketch.empty(profile)
+    fast.add(rows, outs)
+    careful = DriftSketch.empty(profile)
+    odd = {"id": "odd", split.feature_names[0]: "n/a"}  # a string: the whole batch takes the careful path
+    careful.add([*rows, odd], [*outs, None])
+    a, b = fast.to_doc(), careful.to_doc()
+    assert [f["counts"] for f in a["features"][1:]] == [f["counts"] for f in b["features"][1:]]
+    assert b["features"][1]["missing"] == 1 and b["features"][0]["counts"] == a["features"][0]["counts"]
+    assert b["features"][0]["missing"] == 1
+    infinite = DriftSketch.empty(profile)
+    infinite.add([{**rows[0], split.feature_names[0]: float("inf")}], [None])
+    assert infinite.features[0].missing == 1 and infinite.features[0].rows == 0
