@@ -784,7 +784,8 @@ def _evaluate_column(ref: dict[str, Any], column: _Column) -> dict[str, Any]:
         cur_points = _bin_points(cur_counts, column.sums, fallback)
         distance = weighted_wasserstein(ref_points, ref_counts, cur_points, cur_counts)
         std = float(ref["std"])
-        value = distance / std if std > 0 else (0.0 if distance == 0 else math.inf)
+        # > 5 distinct reference values (else the column is categorical), so std > 0; guarded all the same.
+        value = distance / std if std > 0 else float(distance > 0)
         return {
             **out,
             "value": _round(value),

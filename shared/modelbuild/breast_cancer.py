@@ -8,7 +8,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 
@@ -85,19 +85,19 @@ class Split:
 
     @property
     def x_train(self) -> np.ndarray:
-        return self.x[self.train_idx]
+        return cast("np.ndarray", self.x[self.train_idx])
 
     @property
     def y_train(self) -> np.ndarray:
-        return self.y[self.train_idx]
+        return cast("np.ndarray", self.y[self.train_idx])
 
     @property
     def x_test(self) -> np.ndarray:
-        return self.x[self.test_idx]
+        return cast("np.ndarray", self.x[self.test_idx])
 
     @property
     def y_test(self) -> np.ndarray:
-        return self.y[self.test_idx]
+        return cast("np.ndarray", self.y[self.test_idx])
 
 
 def current_build_key() -> str:
@@ -167,7 +167,7 @@ def export_onnx(pipeline: Pipeline, n_features: int) -> bytes:
     outputs = [o.name for o in model.graph.output]
     if PROBABILITIES_OUTPUT not in outputs:
         raise RuntimeError(f"expected output {PROBABILITIES_OUTPUT!r}, got {outputs}")
-    return model.SerializeToString()
+    return bytes(model.SerializeToString())
 
 
 def onnx_opset(model_bytes: bytes) -> int:

@@ -233,7 +233,9 @@ def ort_session(model_bytes: bytes, *, threads: int = 2) -> Any:
     return ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
 
 
-def skipped_result(name: str, version: str, target: Path, card: dict[str, Any], metric: str, started: float) -> Any:
+def skipped_result(
+    name: str, version: str, target: Path, card: dict[str, Any], metric: str, started: float
+) -> BuildResult:
     """The BuildResult of a package that was already up to date."""
     import time
 
