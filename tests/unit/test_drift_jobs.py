@@ -269,3 +269,26 @@ def test_a_sketch_too_big_to_keep_is_logged_and_the_job_ends_without_drift(
         job = run_file(platform, sample_rows())
     assert job.status == JobStatus.SUCCEEDED and job.drift is None
     assert "not kept" in caplog.text
+
+
+def test_the_drift_route_answers_the_listing_as_typed_in_the_openapi_document(platform: Platform) -> None:
+    from fastapi.testclient import TestClient
+
+    from shared.api.app import create_app
+
+    key = add_tenant(platform, "initech")
+    shifted = run_file(platform, scaled(sample_rows()), tenant="initech")
+    client = TestClient(create_app(lambda: platform), raise_server_exceptions=False)
+    auth = {"Authorization": f"Bearer {key}"}
+    answer = client.get(f"/api/v1/models/{DRIFT_MODEL}/drift", headers=auth)
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == drift_report(platform, "initech", DRIFT_MODEL, start=None, end=None)
+    assert answer.json()["items"][0]["drift"] == shifted.drift  # every figure, none added
+    bad = client.get(f"/api/v1/models/{DRIFT_MODEL}/drift", headers=auth, params={"continuationToken": "abc"})
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == "InvalidContinuationToken"
+    assert client.get(f"/api/v1/models/{DRIFT_MODEL}/drift").status_code == 401
+    schema = client.get("/api/openapi.json").json()
+    operation = schema["paths"]["/api/v1/models/{name}/drift"]["get"]
+    assert operation["responses"]["200"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/DriftPage"
+    }
