@@ -108,6 +108,7 @@ def build_platform(settings: Settings) -> Platform:
         max_archive_entries=settings.max_archive_entries,
         region=settings.region or "local",
         directory=build_directory(settings, cosmos),
+        trainer=build_trainer(settings),
         default_quota=Quota(
             records_per_day=settings.default_records_per_day,
             concurrent_jobs=settings.default_concurrent_jobs,
@@ -182,6 +183,29 @@ def build_container_models(settings: Settings) -> Any:
     url = settings.container_registry_url
     credential = None if url.startswith("http://") else azure_credential()
     return ContainerModels(RegistryImageLister(url, credential))
+
+
+def build_trainer(settings: Settings) -> Any:
+    """Who retrains models (services.retraining): the models' own builders in this process (development), an Azure
+    ML workspace's command jobs (AIAAS_TRAINER azureml), or none."""
+    choice = settings.trainer or ("local" if settings.is_development else "none")
+    if choice == "local":
+        from shared.modelbuild.retrain import LocalTrainer
+
+        return LocalTrainer()
+    if choice != "azureml":
+        return None
+    from shared.adapters.azureml import AzureMLTrainer
+
+    return AzureMLTrainer.for_workspace_id(
+        azure_credential(),
+        settings.azureml_workspace_id,
+        compute=settings.azureml_compute,
+        environment=settings.azureml_environment,
+        tenant_blob_endpoint=f"https://{settings.storage_account_name}.blob.core.windows.net",
+        models_blob_endpoint=f"https://{settings.platform_storage_account_name}.blob.core.windows.net",
+        models_container=settings.models_container,
+    )
 
 
 def build_secret_store(settings: Settings) -> Any:

@@ -85,6 +85,13 @@ class Settings(BaseSettings):
     # allows), and the key the relay's per-subscription header is derived from (a Key Vault reference in Azure).
     callback_hosts: str = ""
     relay_key: str | None = None
+    # Retraining (services.retraining): "local" runs a model's own builder in this process (scikit-learn is a dev
+    # dependency), "azureml" submits an Azure ML command job to the workspace (its ARM id), compute cluster and
+    # environment (one carrying this repo and its dev dependencies); "" is local in development, none in production.
+    trainer: Literal["", "local", "azureml", "none"] = ""
+    azureml_workspace_id: str = ""
+    azureml_compute: str = ""
+    azureml_environment: str = ""
 
     public_api_url: str | None = None
     # Regional stamps (README "Regional stamps"): the region this stamp serves (required in production; "local" in

@@ -454,3 +454,41 @@ class UsageStore(Protocol):
     def set_rate_limit(self, tenant_id: str, window: str, limit: int) -> None:
         """A new requests-per-minute limit for the window under way (when the operator changes it)."""
         ...
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """Labelled records for retraining: a blob of the tenant's (the version read, by ETag) and its bytes."""
+
+    tenant_id: str
+    container: str
+    blob_path: str
+    etag: str
+    sha256: str
+    file_type: str
+    content: bytes
+    label_field: str = "label"
+    # The platform's retraining run (services.retraining): a trainer names its own job after it, so that the same
+    # run submitted twice is one job.
+    run_id: str = ""
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    """A package a trainer made: the card (without lineage: the service adds it), the artifact, extra files."""
+
+    card: dict[str, Any]
+    artifact: bytes
+    files: dict[str, bytes]
+    metrics: dict[str, Any]
+    # Where the trainer ran it, when it is somewhere else (an Azure ML job's name and workspace).
+    run: dict[str, Any] | None = None
+
+
+class Trainer(Protocol):
+    """Trains a new version of a model on labelled data: locally the model's own builder, in Azure an Azure ML job."""
+
+    def train(self, parent: ModelCard, data: TrainingData, *, version: str) -> TrainedModel:
+        """Blocks until trained (the service runs it in the background); raises InvalidInput (code
+        TrainingDataInvalid for data it cannot learn from, NoTrainer for a model it has no builder for)."""
+        ...

@@ -24,11 +24,12 @@ from shared.domain.delivery import DeadLetter
 from shared.domain.errors import AlreadyExists, InvalidInput, NotFound, PreconditionFailed
 from shared.domain.events import PlatformEvent, Subscription
 from shared.domain.jobs import TERMINAL_STATUSES, Job, ResultPage, ShardMessage
+from shared.domain.models import ModelCard
 from shared.domain.regions import TenantHome
 from shared.domain.tenants import Tenant, container_for
 from shared.domain.usage import TenantActivity, UsageRecord
 from shared.inference.registry import BlobModelRegistry
-from shared.ports import BlobInfo, JobBacklog
+from shared.ports import BlobInfo, JobBacklog, TrainedModel, TrainingData
 from shared.services.platform import Platform
 from shared.services.tenants import create_tenant
 
@@ -735,6 +736,27 @@ class InMemoryDeadLetterReader:
         ]
         start = int(continuation or 0)
         return mine[start : start + limit], str(start + limit) if start + limit < len(mine) else None
+
+
+class RecordingTrainer:
+    """A Trainer that "trains" by handing back the built breast-cancer artifact under a new card, and keeps each call
+    (parent, data, version); `fail` makes it raise instead, as a trainer refusing the data does."""
+
+    def __init__(self, *, fail: Exception | None = None) -> None:
+        self.calls: list[tuple[ModelCard, TrainingData, str]] = []
+        self.fail = fail
+
+    def train(self, parent: ModelCard, data: TrainingData, *, version: str) -> TrainedModel:
+        self.calls.append((parent, data, version))
+        if self.fail is not None:
+            raise self.fail
+        package = model_package_dir()
+        card = {k: v for k, v in parent.raw.items() if k not in ("artifact", "files", "owner", "drift")}
+        card["version"] = version
+        metrics = {"accuracy": 0.97, "heldOutRows": 36}
+        return TrainedModel(
+            card={**card, "metrics": metrics}, artifact=(package / "model.onnx").read_bytes(), files={}, metrics=metrics
+        )
 
 
 # Composition

@@ -47,6 +47,15 @@ param relayKeySecretUri string
 @description('Hosts a Logic Apps callback URL may name, comma-separated, each a host or a .suffix (AIAAS_CALLBACK_HOSTS).')
 param callbackHosts string = '.logic.azure.com'
 
+@description('Retraining in Azure ML: the workspace\'s resource id (AIAAS_AZUREML_WORKSPACE_ID); empty: no retraining (AIAAS_TRAINER none).')
+param azureMlWorkspaceId string = ''
+
+@description('The Azure ML compute cluster training jobs run on (AIAAS_AZUREML_COMPUTE); its identity reads the tenants\' and platform accounts.')
+param azureMlCompute string = ''
+
+@description('The Azure ML environment (azureml:<name>:<version>) carrying this repo and its dev dependencies (AIAAS_AZUREML_ENVIRONMENT).')
+param azureMlEnvironment string = ''
+
 @description('Application ID URI (or client id) that Entra ID access tokens for the API carry as aud; empty: tokens are refused, API keys only (AIAAS_ENTRA_AUDIENCE).')
 param entraAudience string = ''
 
@@ -204,6 +213,11 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     // Logic Apps callbacks: only these hosts; the relay's header key never sits in the settings in clear.
     AIAAS_CALLBACK_HOSTS: callbackHosts
     AIAAS_RELAY_KEY: '@Microsoft.KeyVault(SecretUri=${relayKeySecretUri})'
+    // Retraining: Azure ML command jobs when a workspace is given (scikit-learn is not in the app's package).
+    AIAAS_TRAINER: empty(azureMlWorkspaceId) ? 'none' : 'azureml'
+    AIAAS_AZUREML_WORKSPACE_ID: azureMlWorkspaceId
+    AIAAS_AZUREML_COMPUTE: azureMlCompute
+    AIAAS_AZUREML_ENVIRONMENT: azureMlEnvironment
     AIAAS_PUBLIC_API_URL: 'https://${functionApp.properties.defaultHostName}/api'
     // Tenants' webhooks and model endpoints never reach loopback in Azure (the app refuses 'true' outside development).
     AIAAS_ALLOW_LOOPBACK_ENDPOINTS: 'false'

@@ -216,3 +216,171 @@ def build_package(
     (package / "card.json").write_text(json.dumps(card, indent=2))
     logger.info("built package %s@%s from Azure ML model %s", name, model.version, model.asset_id or model.name)
     return package
+
+
+# Retraining: an Azure ML command job runs the model's own builder (python -m shared.modelbuild.retrain) in an
+# environment that carries this repo and its dev dependencies (scikit-learn, skl2onnx), reading the tenant's labelled
+# blob and the parent's card straight from storage with the job's managed identity, and writing a package folder
+# (card.json, model.onnx, ...) to its `model` output; when the job completes that folder is downloaded and becomes
+# the new version. Tested like the model source: tests/unit/test_azureml_training.py records the SDK's requests.
+TRAINING_EXPERIMENT = "aiaas-retraining"
+TRAINING_COMMAND = (
+    "python -m shared.modelbuild.retrain --parent ${{inputs.parent}} --data ${{inputs.data}} "
+    "--file-type ${{inputs.file_type}} --label-field ${{inputs.label_field}} --version ${{inputs.version}} "
+    "--out ${{outputs.model}}"
+)
+# Azure ML job states (azure.ai.ml.entities JobStatus; REST "JobStatus"): these end a job.
+ENDED_STATES = {"Completed", "Failed", "Canceled", "NotResponding"}
+# A training job must end within this (its `timeout`, seconds): Azure ML cancels it after that.
+TRAINING_TIMEOUT_SECONDS = 3600
+WORKSPACE_ID = re.compile(
+    r"^/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)"
+    r"/providers/Microsoft\.MachineLearningServices/workspaces/(?P<ws>[^/]+)$",
+    re.IGNORECASE,
+)
+
+
+def training_job_name(run_id: str) -> str:
+    """A job name from the platform's run id: submitting the same run again names the same job (idempotent)."""
+    return f"aiaas-retrain-{run_id}"[:255]
+
+
+class AzureMLTrainer:
+    """The Trainer port in Azure: one Azure ML command job per retraining run, through an `azure.ai.ml.MLClient`."""
+
+    def __init__(
+        self,
+        ml_client: Any,
+        *,
+        compute: str,
+        environment: str,
+        tenant_blob_endpoint: str,
+        models_blob_endpoint: str,
+        models_container: str,
+        poll_seconds: float = 30.0,
+        timeout_seconds: float = TRAINING_TIMEOUT_SECONDS,
+        sleep: Any = None,
+    ) -> None:
+        import time
+
+        self._client = ml_client
+        self._compute = compute
+        self._environment = environment
+        self._tenant_blobs = tenant_blob_endpoint.rstrip("/")
+        self._models_blobs = models_blob_endpoint.rstrip("/")
+        self._models_container = models_container
+        self._poll_seconds = poll_seconds
+        self._timeout_seconds = timeout_seconds
+        self._sleep = sleep or time.sleep
+
+    @classmethod
+    def for_workspace_id(cls, credential: Any, workspace_id: str, **kwargs: Any) -> AzureMLTrainer:
+        """From the workspace's ARM id (AIAAS_AZUREML_WORKSPACE_ID); `kwargs` as __init__, plus MLClient's own."""
+        from azure.ai.ml import MLClient
+
+        match = WORKSPACE_ID.fullmatch(workspace_id.strip())
+        if match is None:
+            raise ValueError(f"AIAAS_AZUREML_WORKSPACE_ID {workspace_id!r} is not a workspace's resource id")
+        own = {k: kwargs.pop(k) for k in list(kwargs) if k in _TRAINER_OPTIONS}
+        client = MLClient(credential, match["sub"], match["rg"], match["ws"], **kwargs)
+        return cls(client, **own)
+
+    def training_job(self, parent: Any, data: Any, *, version: str, run_id: str) -> Any:
+        """The command job for one run (an azure.ai.ml Command), not yet submitted."""
+        from azure.ai.ml import Input, Output, command
+        from azure.ai.ml.constants import AssetTypes
+        from azure.ai.ml.entities import ManagedIdentityConfiguration
+
+        from shared.inference.packages import package_prefix
+
+        card_path = f"{package_prefix(parent.owner, parent.name)}/{parent.version}/card.json"
+        return command(
+            name=training_job_name(run_id),
+            display_name=f"retrain {parent.name} {parent.version} -> {version}",
+            experiment_name=TRAINING_EXPERIMENT,
+            description=f"AIaaS retraining run {run_id} of tenant {data.tenant_id}'s model {parent.name}",
+            tags={"aiaas.tenant": data.tenant_id, "aiaas.model": parent.name, "aiaas.run": run_id},
+            command=TRAINING_COMMAND,
+            environment=self._environment,
+            compute=self._compute,
+            inputs={
+                "parent": Input(
+                    type=AssetTypes.URI_FILE,
+                    path=f"{self._models_blobs}/{self._models_container}/{card_path}",
+                    mode="download",
+                ),
+                "data": Input(
+                    type=AssetTypes.URI_FILE,
+                    path=f"{self._tenant_blobs}/{data.container}/{data.blob_path}",
+                    mode="download",
+                ),
+                "file_type": data.file_type,
+                "label_field": data.label_field,
+                "version": version,
+            },
+            outputs={"model": Output(type=AssetTypes.URI_FOLDER, mode="rw_mount")},
+            # The compute's managed identity reads both blobs (Storage Blob Data Reader on the two accounts).
+            identity=ManagedIdentityConfiguration(),
+            timeout=int(self._timeout_seconds),
+        )
+
+    def submit(self, parent: Any, data: Any, *, version: str, run_id: str) -> str:
+        """Submits the run's job (PUT: the same run id submits the same job); returns its name."""
+        job = self._client.jobs.create_or_update(self.training_job(parent, data, version=version, run_id=run_id))
+        logger.info("submitted Azure ML job %s for %s -> %s", job.name, parent.name, version)
+        return str(job.name)
+
+    def status(self, job_name: str) -> str:
+        """The job's state as the service names it ("Running", "Completed", ...; the SDK hands back an enum)."""
+        state = self._client.jobs.get(job_name).status
+        return str(getattr(state, "value", state))
+
+    def collect(self, job_name: str, out_dir: Path) -> Any:
+        """The package the completed job wrote to its `model` output, as a TrainedModel."""
+        from shared.ports import TrainedModel
+
+        self._client.jobs.download(job_name, output_name="model", download_path=str(out_dir))
+        cards = sorted(out_dir.rglob("card.json"))
+        if len(cards) != 1:
+            raise InvalidInput(
+                f"Azure ML job {job_name} wrote {len(cards)} card.json files, not one", code="TrainingFailed"
+            )
+        package = cards[0].parent
+        card = json.loads(cards[0].read_text())
+        artifact = (package / str((card.get("artifact") or {}).get("file", "model.onnx"))).read_bytes()
+        files = {str(f["file"]): (package / str(f["file"])).read_bytes() for f in card.get("files") or []}
+        metrics = card.get("metrics") if isinstance(card.get("metrics"), dict) else {}
+        return TrainedModel(
+            card=card, artifact=artifact, files=files, metrics=metrics, run={"azureml": {"job": job_name}}
+        )
+
+    def train(self, parent: Any, data: Any, *, version: str) -> Any:
+        """The Trainer port: submits, waits for the job to end (the service runs this in the background) and collects
+        the package; a failed or cancelled job is a failed run with its state."""
+        import time
+
+        run_id = (
+            data.run_id or hashlib.sha256(f"{data.container}/{data.blob_path}@{data.etag}".encode()).hexdigest()[:32]
+        )
+        name = self.submit(parent, data, version=version, run_id=run_id)
+        deadline = time.monotonic() + self._timeout_seconds + self._poll_seconds
+        while (state := self.status(name)) not in ENDED_STATES:
+            if time.monotonic() > deadline:
+                raise InvalidInput(f"Azure ML job {name} did not end in time (state {state})", code="TrainingFailed")
+            self._sleep(self._poll_seconds)
+        if state != "Completed":
+            raise InvalidInput(f"Azure ML job {name} ended {state}", code="TrainingFailed")
+        with tempfile.TemporaryDirectory(prefix="aiaas-aml-train-") as tmp:
+            return self.collect(name, Path(tmp))
+
+
+_TRAINER_OPTIONS = {
+    "compute",
+    "environment",
+    "tenant_blob_endpoint",
+    "models_blob_endpoint",
+    "models_container",
+    "poll_seconds",
+    "timeout_seconds",
+    "sleep",
+}

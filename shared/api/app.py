@@ -301,9 +301,11 @@ def create_app(
     from shared.api.identity_routes import identity_router
     from shared.api.oip import oip_router
     from shared.api.registry_routes import registry_router
+    from shared.api.retrain_routes import retrain_router
     from shared.api.usage_routes import usage_router
 
     app.include_router(registry_router(Depends(platform)))
+    app.include_router(retrain_router(Depends(platform)))
     app.include_router(identity_router(Depends(platform)))
     app.include_router(oip_router(Depends(platform)))
     app.include_router(usage_router(Depends(platform)))

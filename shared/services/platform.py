@@ -23,6 +23,7 @@ from shared.ports import (
     SubscriptionStore,
     TenantDirectory,
     TenantStore,
+    Trainer,
     UsageStore,
 )
 
@@ -74,3 +75,5 @@ class Platform:
     callback_hosts: tuple[str, ...] = ()
     # GET /api/health/ready (services.readiness): a probe per dependency, by name ("blob", "cosmos", "queue").
     readiness: dict[str, Callable[[], object]] = field(default_factory=dict)
+    # Retraining (services.retraining): locally the models' own builders, in Azure Azure ML jobs; None: none.
+    trainer: Trainer | None = None
