@@ -1,44 +1,4 @@
-"""Drift of a job against its model's reference profile: mergeable bounded sketches and Evidently-style metrics.
-
-Why these metrics and thresholds (the anchors):
-- Evidently's default data-drift tests (``evidently.calculations.stattests``, "Data drift" docs): a numeric column
-  is tested with the two-sample Kolmogorov-Smirnov test (drift when p < 0.05) when the reference has at most
-  1,000 rows, else with the Wasserstein distance normalised by the reference standard deviation (drift when
-  > 0.1); a categorical column with chi-square (p < 0.05) at most 1,000 rows, else the Jensen-Shannon distance
-  (> 0.1); a numeric column with at most 5 distinct reference values counts as categorical; the dataset drifts
-  when at least half of its columns drift (``drift_share=0.5``). Azure ML model monitoring offers the same
-  family (Jensen-Shannon, PSI, normalised Wasserstein, KS, chi-square).
-- One deliberate difference: Evidently chooses by the reference size only, because its current window is
-  usually as large. A batch job can be 10 rows, where a distance's own sampling noise (about 1/sqrt(n) of a
-  standard deviation) is larger than 0.1, so every small job would "drift". We use the distance only when BOTH
-  the reference and the job have more than 1,000 rows; otherwise the test, whose p-value accounts for n.
-- The chi-square test is the two-sample test of homogeneity (reference counts vs job counts, as
-  scipy.stats.chi2_contingency), not Evidently's goodness-of-fit against reference frequencies: the reference is
-  a sample too (a few hundred rows here), and treating it as exact raises the false-positive rate.
-- The prediction is one more column (Evidently's DataDriftPreset checks the prediction column with the same
-  rules), so it counts towards the share.
-- Embeddings (text-embedding): the distance between the job's mean embedding and the reference's, as in
-  Evidently's embeddings "distance" method; tested (p < 0.05) with the squared shift over its expected value
-  under no drift, tr(Sigma) (1/n + 1/m), scaled to a chi-square with the reference's effective dimension
-  (Satterthwaite: (tr Sigma)^2 / tr(Sigma^2)). Reported with the shift and spread as ratios of the reference
-  spread (root mean squared distance to the centroid).
-
-Sketches hold counts only (no per-row storage), so a shard's sketch is bounded by bins x features whatever its row
-count, and merging is addition:
-- numeric: counts (and value sums, for the bin means) in the profile's bins. Edges are reference quantiles
-  (NUMERIC_BINS = 40 equal-mass bins) with open outer bins, so values outside the reference range still land.
-  KS is computed from the two CDFs at the bin edges: that is a lower bound of the exact statistic (the supremum
-  over a subset of points), off by at most the mass of one bin (2.5% of the reference), so the p-value is
-  slightly conservative. 40 bins keep that gap small against the smallest shift a few hundred reference rows can
-  resolve (~1.36 sqrt(2/400) = 0.1) while the sketch stays ~1 KB per feature. Wasserstein places each bin's mass
-  at its mean (from the sums), so tails beyond the reference range count by how far they went.
-- categorical: counts per reference category; up to MAX_NEW_CATEGORIES unseen ones, then "__other__".
-- embeddings: the count, the vector sum, the sum of squared norms and of distances to the reference centroid.
-
-p-values without scipy: KS with the asymptotic Kolmogorov distribution at sqrt(n m / (n + m)) D; chi-square with
-the regularised upper incomplete gamma function (series / continued fraction, Numerical Recipes 6.2).
-tests/unit/test_drift.py checks both against scipy.
-"""
+"""Drift of a job against its model's reference profile: mergeable bounded sketches and Evidently-style metrics."""
 
 from __future__ import annotations
 
@@ -51,6 +11,51 @@ from typing import Any
 
 import numpy as np
 import orjson
+
+# Why these metrics and thresholds (the anchors):
+# - Evidently's default data-drift tests (evidentlyai/evidently, src/evidently/legacy/calculations/stattests/
+#   registry.py `_get_default_stattest`; the "Data drift" docs): a numeric column
+#   is tested with the two-sample Kolmogorov-Smirnov test (drift when p < 0.05) when the reference has at most
+#   1,000 rows, else with the Wasserstein distance normalised by the reference standard deviation (drift when
+#   > 0.1); a categorical column with chi-square (p < 0.05) at most 1,000 rows, else the Jensen-Shannon distance
+#   (> 0.1); a numeric column with at most 5 distinct values counts as categorical (Evidently's z-test for 2 values
+#   is the 2x2 chi-square test of homogeneity, which we use for every categorical column); the dataset drifts
+#   when at least half of its columns drift (``drift_share=0.5``). Azure ML model monitoring offers the same
+#   family (Jensen-Shannon, PSI, normalised Wasserstein, KS, chi-square).
+# - One deliberate difference: Evidently chooses by the reference size only, because its current window is
+#   usually as large. A batch job can be 10 rows, where a distance's own sampling noise (about 1/sqrt(n) of a
+#   standard deviation) is larger than 0.1, so every small job would "drift". We use the distance only when BOTH
+#   the reference and the job have more than 1,000 rows; otherwise the test, whose p-value accounts for n.
+# - The chi-square test is the two-sample test of homogeneity (reference counts vs job counts, as
+#   scipy.stats.chi2_contingency), not Evidently's goodness-of-fit against reference frequencies: the reference is
+#   a sample too (a few hundred rows here), and treating it as exact raises the false-positive rate.
+# - The prediction is one more column (Evidently's DataDriftPreset checks the prediction column with the same
+#   rules), so it counts towards the share.
+# - Embeddings (text-embedding): the distance between the job's mean embedding and the reference's, as in
+#   Evidently's embeddings "distance" method (legacy/metrics/data_drift/embedding_drift_methods.py
+#   DistanceDriftMethod: Euclidean, drifted above 0.2, or with bootstrap above the 95th percentile of the
+#   reference's own resampled distances). Above 1,000 rows on both sides we use its 0.2; below, instead of a
+#   bootstrap (a second pass), the analytic test: p < 0.05 for the squared shift over its expected value
+#   under no drift, tr(Sigma) (1/n + 1/m), scaled to a chi-square with the reference's effective dimension
+#   (Satterthwaite: (tr Sigma)^2 / tr(Sigma^2)). Reported with the shift and spread as ratios of the reference
+#   spread (root mean squared distance to the centroid).
+#
+# Sketches hold counts only (no per-row storage), so a shard's sketch is bounded by bins x features whatever its row
+# count, and merging is addition:
+# - numeric: counts (and value sums, for the bin means) in the profile's bins. Edges are reference quantiles
+#   (NUMERIC_BINS = 40 equal-mass bins) with open outer bins, so values outside the reference range still land.
+#   KS is computed from the two CDFs at the bin edges: that is a lower bound of the exact statistic (the supremum
+#   over a subset of points), off by at most the larger of the two samples' masses in one bin (2.5% of the
+#   reference's; a job piled into one bin shows as a jump at its edges anyway), so the p-value is conservative.
+#   40 bins keep that gap small against the smallest shift a few hundred reference rows can
+#   resolve (~1.36 sqrt(2/400) = 0.1) while the sketch stays ~1 KB per feature. Wasserstein places each bin's mass
+#   at its mean (from the sums), so tails beyond the reference range count by how far they went.
+# - categorical: counts per reference category; up to MAX_NEW_CATEGORIES unseen ones, then "__other__".
+# - embeddings: the count, the vector sum, the sum of squared norms and of distances to the reference centroid.
+#
+# p-values without scipy: KS with the asymptotic Kolmogorov distribution at sqrt(n m / (n + m)) D; chi-square with
+# the regularised upper incomplete gamma function (series / continued fraction, Numerical Recipes 6.2).
+# tests/unit/test_drift.py checks both against scipy.
 
 PROFILE_FILE = "profile.json"
 PROFILE_SCHEMA = 1

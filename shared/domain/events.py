@@ -1,4 +1,4 @@
-"""The platform's events (AIaaS.Job.*) and tenants' event subscriptions."""
+"""The platform's events (AIaaS.Job.*, AIaaS.Model.*) and tenants' event subscriptions."""
 
 from __future__ import annotations
 
@@ -106,9 +106,7 @@ def terminal_event(job: Job, api_url: str) -> PlatformEvent:
     )
 
 
-def model_event(
-    tenant_id: str, model_name: str, event_type: str, data: dict[str, Any], event_id: str
-) -> PlatformEvent:
+def model_event(tenant_id: str, model_name: str, event_type: str, data: dict[str, Any], event_id: str) -> PlatformEvent:
     """An AIaaS.Model.* event; data gets model.name when it has no model, so model-name filters apply to it."""
     if event_type not in MODEL_EVENT_TYPES:
         raise ValueError(f"not a model event type: {event_type}")
