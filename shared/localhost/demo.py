@@ -34,8 +34,14 @@ def _sample_uploads() -> list[tuple[str, str, bytes, dict[str, Any] | None]]:
     rows = (SAMPLES / "breast-cancer.jsonl").read_bytes()
     lines = rows.splitlines()
     broken = [*lines[:20], b'{"id": "broken-1", "mean radius": "not a number"}', b"{not json"]
+    # The held-out rows with every feature x1.5 (a unit change upstream): the model's drift check flags it.
+    scaled = [
+        json.dumps({k: v * 1.5 if isinstance(v, float) else v for k, v in json.loads(line).items()}).encode()
+        for line in lines
+    ]
     return [
         ("breast-cancer-classifier", "breast-cancer.jsonl", rows, None),
+        ("breast-cancer-classifier", "scaled-x1.5.jsonl", b"\n".join(scaled) + b"\n", None),
         ("breast-cancer-classifier", "breast-cancer.csv", (SAMPLES / "breast-cancer.csv").read_bytes(), None),
         ("breast-cancer-classifier@1", "with-broken-rows.jsonl", b"\n".join(broken) + b"\n", None),
         ("transaction-anomaly-detector", "transactions.jsonl", (SAMPLES / "transactions.jsonl").read_bytes(), None),
@@ -116,13 +122,17 @@ def run_demo(*, workers: int = 2) -> int:
                 upload = answer.json()
                 BlobClient.from_blob_url(upload["uploadUrl"]).upload_blob(content)
                 print(f"  {model:<28} {filename:<24} uploaded through its SAS URL ({len(content):,} bytes)")
-            events = webhook.wait_for(len(uploads), timeout=120)
+            webhook.wait_until(lambda: len(_job_events(webhook.events)) >= len(uploads), timeout=120)
             elapsed = time.perf_counter() - upload_started
-            print(f"\n{len(events)} events delivered to the webhook in {elapsed:.2f}s:")
-            summary = _summarise(api, events)
+            time.sleep(1.0)  # a drifted job's AIaaS.Model.DriftDetected follows its own event
+            events = list(webhook.events)
+            jobs = _job_events(events)
+            print(f"\n{len(jobs)} job events delivered to the webhook in {elapsed:.2f}s:")
+            summary = _summarise(api, jobs)
+            drift = _drift_summary(events)
             relayed = _logic_app_summary(logic_app, events, timeout=max(10.0, 60 - elapsed))
             time.sleep(0.2)
-            return 0 if len(events) == len(uploads) and summary and relayed else 1
+            return 0 if len(jobs) == len(uploads) and summary and drift and relayed else 1
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
 
@@ -138,7 +148,8 @@ def _logic_app_summary(logic_app: LogicAppsCallback, events: list[dict[str, Any]
         f"{'' if same else ' (MISSING some)'}:"
     )
     for event in objects:
-        print(f"  {event['eventType']:<30} job {event['data']['jobId'][:12]}... {event['data']['status']}")
+        status = event["data"].get("status") or event["data"].get("drift", {}).get("status")
+        print(f"  {event['eventType']:<30} job {event['data']['jobId'][:12]}... {status}")
     return same and len(objects) == len(received)
 
 
@@ -156,7 +167,33 @@ def _summarise(api: httpx.Client, events: list[dict[str, Any]]) -> bool:
         print(line)
         if data["status"] in {"succeeded", "partially_succeeded"}:
             ok &= _check_results(api, data)
+            drift = api.get(f"/v1/jobs/{data['jobId']}").raise_for_status().json().get("drift")
+            if drift:
+                print(
+                    f"      drift: {drift['status']} ({drift.get('driftedColumns')} of {drift.get('columns')} columns)"
+                )
     return ok
+
+
+def _job_events(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [e for e in events if str(e.get("eventType", "")).startswith("AIaaS.Job.")]
+
+
+def _drift_summary(events: list[dict[str, Any]]) -> bool:
+    """The AIaaS.Model.DriftDetected events: one per drifted job, with its figures; the x1.5 file must be one."""
+    detected = [e for e in events if e.get("eventType") == "AIaaS.Model.DriftDetected"]
+    print(f"\n{len(detected)} drift event(s):")
+    for event in detected:
+        drift = event["data"]["drift"]
+        worst = sorted((f for f in drift["features"] if f["drifted"]), key=lambda f: f["value"])[:3]
+        figures = ", ".join(f"{f['name']} {f['metric']}={f['value']:.3g}" for f in worst)
+        print(
+            f"  {event['data']['model']['name']:<28} job {event['data']['jobId'][:12]}... "
+            f"{drift['share']:.0%} of columns drifted{': ' + figures if figures else ''}"
+        )
+    files = {e["data"]["jobId"]: e["data"]["input"]["blobPath"].rsplit("/", 1)[-1] for e in _job_events(events)}
+    drifted = {files.get(e["data"]["jobId"]) for e in detected}
+    return "scaled-x1.5.jsonl" in drifted and "breast-cancer.jsonl" not in drifted
 
 
 def _check_results(api: httpx.Client, data: dict[str, Any]) -> bool:
