@@ -268,6 +268,12 @@ class Settings(BaseSettings):
             problems.append("AIAAS_RELAY_KEY is an unresolved Key Vault reference (check the app's vault access)")
         if self.keyvault_url and not self.keyvault_url.startswith("https://"):
             problems.append("AIAAS_KEYVAULT_URL must be an https Key Vault URL")
+        if self.trainer == "local":  # scikit-learn is a dev dependency: not in the app's package
+            problems.append("AIAAS_TRAINER local is for development only (azureml or none)")
+        if self.trainer == "azureml" and not (
+            self.azureml_workspace_id and self.azureml_compute and self.azureml_environment
+        ):
+            problems.append("AIAAS_TRAINER azureml needs AIAAS_AZUREML_WORKSPACE_ID, _COMPUTE and _ENVIRONMENT")
         if problems:
             raise ValueError("unsafe production settings: " + "; ".join(problems))
 

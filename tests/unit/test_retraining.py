@@ -11,6 +11,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from shared.api.app import create_app
+from shared.bootstrap import build_trainer
+from shared.config import Settings
 from shared.domain.errors import InvalidInput
 from shared.domain.jobs import Job
 from shared.domain.models import ModelCard, ModelRef
@@ -21,6 +23,7 @@ from shared.services import retraining
 from shared.services.platform import Platform
 from tests.fakes import RecordingTrainer, add_tenant, make_platform, model_package_dir, upload
 from tests.unit.test_api import auth
+from tests.unit.test_config import production
 
 NAME = "bc-private"
 
@@ -221,3 +224,26 @@ def test_the_local_trainer_refuses_data_it_cannot_learn_from_with_the_reason(con
     with pytest.raises(InvalidInput, match=message) as caught:
         LocalTrainer().train(parent, data, version="2")
     assert caught.value.code == "TrainingDataInvalid"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "complaint"),
+    [
+        pytest.param({"AIAAS_TRAINER": "local"}, "TRAINER local is for development only", id="local-in-production"),
+        pytest.param({"AIAAS_TRAINER": "azureml"}, "AZUREML_WORKSPACE_ID", id="azureml-without-workspace"),
+    ],
+)
+def test_production_refuses_the_local_trainer_and_an_incomplete_azure_ml_one(
+    monkeypatch: pytest.MonkeyPatch, overrides: dict[str, str], complaint: str
+) -> None:
+    production(monkeypatch, **overrides)
+    with pytest.raises(ValueError, match=complaint):
+        Settings()
+
+
+def test_the_trainer_is_the_local_builder_in_development_and_none_in_production(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert isinstance(build_trainer(Settings(environment="development")), LocalTrainer)
+    production(monkeypatch)
+    assert build_trainer(Settings()) is None
