@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from azure.cosmos import CosmosClient, DatabaseProxy, PartitionKey
 from azure.cosmos.exceptions import CosmosResourceExistsError, CosmosResourceNotFoundError
 
@@ -18,9 +20,15 @@ def directory_database(client: CosmosClient, database: str, *, create: bool) -> 
     creates them and each stamp's identity may only read (a data-plane role cannot create databases anyway)."""
     if not create:
         return client.get_database_client(database)
-    db = client.create_database_if_not_exists(database)
-    # Read by tenant id only: the id is the partition key, a point read per lookup.
-    db.create_container_if_not_exists(DIRECTORY_CONTAINER, partition_key=PartitionKey(path="/id"))
+    # Every stamp of `aiaas up --regions` makes the shared directory at start: "if not exists" is a read then a
+    # create, so of two stamps racing, one gets 409 Conflict for what the other just made, which is success here.
+    try:
+        db = client.create_database_if_not_exists(database)
+    except CosmosResourceExistsError:
+        db = client.get_database_client(database)
+    with contextlib.suppress(CosmosResourceExistsError):
+        # Read by tenant id only: the id is the partition key, a point read per lookup.
+        db.create_container_if_not_exists(DIRECTORY_CONTAINER, partition_key=PartitionKey(path="/id"))
     return db
 
 

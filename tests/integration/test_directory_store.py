@@ -46,3 +46,32 @@ def test_a_tenant_gets_one_home_and_every_stamp_reads_it(cosmos: CosmosServer) -
 
 def test_a_stamp_without_the_directory_database_finds_no_home(cosmos: CosmosServer) -> None:
     assert directory(cosmos, f"missing{uuid.uuid4().hex[:8]}", create=False).home_of("acme") is None
+
+
+def test_stamps_starting_together_all_get_the_directory(cosmos: CosmosServer) -> None:
+    """`aiaas up --regions` starts its stamps at once and each makes the shared directory: one of two racing
+    "create if not exists" calls gets 409 Conflict, which must be taken as the directory being there."""
+    import threading
+
+    name = f"race{uuid.uuid4().hex[:8]}"
+    start = threading.Barrier(6)
+    failures: list[BaseException] = []
+    made: list[CosmosTenantDirectory] = []
+
+    def stamp() -> None:
+        client = make_cosmos_client(cosmos.endpoint, cosmos.key)
+        start.wait()
+        try:
+            made.append(CosmosTenantDirectory(directory_database(client, name, create=True)))
+        except BaseException as err:  # what a stamp would have died of
+            failures.append(err)
+
+    threads = [threading.Thread(target=stamp) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert failures == [] and len(made) == 6
+    home = TenantHome("acme", "westeurope", "https://weu.example/api")
+    made[0].place(home)
+    assert all(d.home_of("acme") is not None for d in made)
