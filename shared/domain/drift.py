@@ -547,12 +547,16 @@ class _Column:
         self.rows += len(v)
 
     def add_categories(self, values: list[Any]) -> None:
+        tally: dict[str, int] = {}  # tallied first: a batch has few distinct labels, each placed once
         for value in values:
             if value is None:
                 self.missing += 1
                 continue
-            self._count(_category_key(value), 1)
-            self.rows += 1
+            key = value if type(value) is str else _category_key(value)
+            tally[key] = tally.get(key, 0) + 1
+        for key, count in tally.items():
+            self._count(key, count)
+            self.rows += count
 
     def add_embeddings(self, ref: dict[str, Any], vectors: list[Any]) -> None:
         dims = int(ref["dimensions"])
