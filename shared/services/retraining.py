@@ -5,9 +5,10 @@ Where things live: a model's retraining policy and its runs are kept in the owne
 upload URLs only ever name `inbox/`, so a tenant can read its runs but never forge one. Only a tenant's private model
 is retrained (a public one is the operator's, built by `make models`).
 
-A run's id is derived from (tenant, model, blob, ETag, trigger), so a redelivered drift event or a repeated request
-trains once. Training runs in the background (`Runner`: a thread by default), never inside an API request: the
-request answers 202 with the run, which is then `queued` -> `running` -> `succeeded` | `failed` (with its error).
+A run's id is derived from (tenant, model, blob, ETag): the same bytes train once, whichever trigger (a redelivered
+drift event, a repeated request) names them; a run not updated for STALE_RUN_SECONDS (its process died) is taken as
+abandoned and may run again. Training runs in the background (`Runner`: a thread by default), never inside an API
+request: the request answers 202 with the run, then `queued` -> `running` -> `succeeded` | `failed` (with its error).
 A succeeded run registered `version` (card["lineage"]: parent version, data blob/etag/sha256, metrics, trigger,
 job id) and entered it as the canary of the policy's alias through shared.services.rollouts.start_rollout: the
 rollout's gates decide from there.
@@ -20,6 +21,7 @@ import json
 import logging
 import threading
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from shared.domain.audit import FAILED, SUCCEEDED, AuditEntry
@@ -46,6 +48,9 @@ DEFAULT_LABEL_FIELD = "label"
 POLICY_KEYS = {"onDrift", "labelField", "alias", "canary"}
 CANARY_KEYS = {"percent", "gates", "evidence"}
 VERSION_ATTEMPTS = 5
+# A run under way writes its record when it starts and ends; one older than the longest training (an Azure ML job's
+# timeout, 1 h) and a margin lost its process.
+STALE_RUN_SECONDS = 2 * 3600
 
 
 def background(work: Callable[[], None]) -> None:
@@ -145,6 +150,20 @@ def get_run(platform: Platform, tenant_id: str, name: str, run_id: str) -> dict[
     return run
 
 
+def _under_way(run: dict[str, Any]) -> bool:
+    return run.get("status") in (QUEUED, RUNNING) and not _abandoned(run)
+
+
+def _abandoned(run: dict[str, Any]) -> bool:
+    if run.get("status") not in (QUEUED, RUNNING):
+        return False
+    try:
+        updated = datetime.fromisoformat(str(run.get("updatedAt", "")).replace("Z", "+00:00"))
+    except ValueError:
+        return True
+    return (datetime.now(UTC) - updated).total_seconds() > STALE_RUN_SECONDS
+
+
 # Triggers
 
 
@@ -178,11 +197,9 @@ def request_retraining(
         raise copied_blob_refused()
     if info.size > MAX_TRAINING_BYTES:
         raise InvalidInput(f"labelled data is at most {MAX_TRAINING_BYTES} bytes", code="TrainingDataTooLarge")
-    run_id = hashlib.sha256(
-        "\n".join([tenant_id, name, blob.name, info.etag.strip('"'), trigger]).encode()
-    ).hexdigest()[:32]
+    run_id = hashlib.sha256("\n".join([tenant_id, name, blob.name, info.etag.strip('"')]).encode()).hexdigest()[:32]
     existing = _read_json(platform, tenant_id, f"{_prefix(name)}/runs/{run_id}.json")
-    if existing is not None and existing.get("status") != FAILED_RUN:
+    if existing is not None and existing.get("status") != FAILED_RUN and not _abandoned(existing):
         return existing
     policy = get_policy(platform, tenant_id, name)
     now = utcnow()
@@ -220,7 +237,7 @@ def on_drift(platform: Platform, job: Job, *, runner: Runner | None = None) -> d
     policy = get_policy(platform, job.tenant_id, job.model_name)
     if not policy["onDrift"]:
         return None
-    under_way = [r for r in list_runs(platform, job.tenant_id, job.model_name) if r.get("status") in (QUEUED, RUNNING)]
+    under_way = [r for r in list_runs(platform, job.tenant_id, job.model_name) if _under_way(r)]
     if under_way:
         logger.info(
             "drift of job %s: run %s of %s is under way; not another", job.job_id, under_way[0]["id"], job.model_name

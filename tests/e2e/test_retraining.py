@@ -18,6 +18,7 @@ import pytest
 
 from shared.bootstrap import get_platform
 from shared.localhost.host import LocalHost
+from tests.e2e._api import upload
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
@@ -135,9 +136,11 @@ def test_drift_retrains_the_model_and_the_gates_promote_the_new_version(
     assert lineage["data"]["blobPath"].startswith("data/") and lineage["data"]["etag"]
     assert len(lineage["data"]["sha256"]) == 64 and lineage["metrics"] == run["metrics"]
 
-    # A labelled upload retrains too (on demand): version 3, as the canary of version 2.
-    path = "labelled/more.jsonl"
-    get_platform().blobs.write_bytes(f"tenant-{TENANT}", path, shifted_rows(1.7))
+    # A tenant's upload of newly labelled rows (through its upload URL, as any file) retrains on request: version 3,
+    # as the canary of version 2. Drift no longer retrains (the policy says so), so this run is the request's.
+    policy["onDrift"] = False
+    assert api.put(f"/v1/models/{MODEL}/retraining", json=policy).status_code == 200
+    path = upload(api, MODEL, "labelled.jsonl", shifted_rows(1.7))
     answer = api.post(f"/v1/models/{MODEL}/retrain", json={"blobPath": path})
     assert answer.status_code == 202 and answer.json()["status"] == "queued", answer.text
     run = wait(lambda: finished_run(api, 2), what="second retraining run")

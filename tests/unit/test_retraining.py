@@ -247,3 +247,18 @@ def test_the_trainer_is_the_local_builder_in_development_and_none_in_production(
     assert isinstance(build_trainer(Settings(environment="development")), LocalTrainer)
     production(monkeypatch)
     assert build_trainer(Settings()) is None
+
+
+def test_a_run_whose_process_died_is_run_again_but_one_under_way_is_not(platform: Platform) -> None:
+    upload(platform, "acme", "data/labelled.jsonl", shifted_rows())
+    lost = retraining.request_retraining(platform, "acme", NAME, "data/labelled.jsonl", by="t", runner=lambda _: None)
+    # Under way (queued, fresh): asked again, the same run and no second training.
+    again = retraining.request_retraining(platform, "acme", NAME, "data/labelled.jsonl", by="t", runner=inline)
+    assert again == lost and platform.trainer.calls == []  # type: ignore[union-attr]
+
+    path = f"retraining/{NAME}/runs/{lost['id']}.json"
+    stale = {**lost, "updatedAt": "2020-01-01T00:00:00.000Z"}  # its process never came back
+    platform.blobs.write_bytes(container_for("acme"), path, json.dumps(stale).encode())
+    retraining.request_retraining(platform, "acme", NAME, "data/labelled.jsonl", by="t", runner=inline)
+    assert retraining.get_run(platform, "acme", NAME, lost["id"])["status"] == "succeeded"
+    assert len(platform.trainer.calls) == 1  # type: ignore[union-attr]
