@@ -37,8 +37,11 @@ class ReceivedShard:
 
 class StorageQueueJobQueue:
     def __init__(self, connection_string: str, queue_name: str, *, visibility_seconds: int = 300) -> None:
-        self._queue = QueueClient.from_connection_string(connection_string, queue_name)
-        self._poison = QueueClient.from_connection_string(connection_string, f"{queue_name}-poison")
+        from shared.adapters.azure_blob import loopback_retry
+
+        retry = loopback_retry(connection_string)
+        self._queue = QueueClient.from_connection_string(connection_string, queue_name, **retry)
+        self._poison = QueueClient.from_connection_string(connection_string, f"{queue_name}-poison", **retry)
         self._visibility = visibility_seconds
         self._ready = False
 
