@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import tempfile
 import time
@@ -67,7 +66,6 @@ def run_demo(*, workers: int = 2) -> int:
         return 1
     data_dir = Path(tempfile.mkdtemp(prefix="aiaas-demo-"))
     ports = {name: free_port() for name in ("api", "blob", "queue", "table", "cosmos")}
-    os.environ.update({"AIAAS_WEBHOOK_FIRST_RETRY_SECONDS": "0.5"})
     settings = Settings(
         api_port=ports["api"],
         azurite_blob_port=ports["blob"],

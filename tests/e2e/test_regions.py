@@ -80,7 +80,7 @@ def stamps(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stamps]:
         "AIAAS_AZURITE_TABLE_PORT": str(free_port()),
         "AIAAS_COSMOS_PORT": str(cosmos_port),
         "AIAAS_ALLOW_LOOPBACK_ENDPOINTS": "true",  # the test's webhook receivers listen on loopback
-        "AIAAS_WEBHOOK_FIRST_RETRY_SECONDS": "0.2",
+        "AIAAS_EVENT_TIME_SCALE": "3600",  # Event Grid's retry schedule in seconds, should a delivery fail
     }
     with (data_dir / "up.out").open("wb") as out:
         parent = subprocess.Popen(
