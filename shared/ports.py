@@ -488,7 +488,15 @@ class TrainedModel:
 class Trainer(Protocol):
     """Trains a new version of a model on labelled data: locally the model's own builder, in Azure an Azure ML job."""
 
-    def train(self, parent: ModelCard, data: TrainingData, *, version: str) -> TrainedModel:
-        """Blocks until trained (the service runs it in the background); raises InvalidInput (code
-        TrainingDataInvalid for data it cannot learn from, NoTrainer for a model it has no builder for)."""
+    def train(
+        self,
+        parent: ModelCard,
+        data: TrainingData,
+        *,
+        version: str,
+        started: Callable[[dict[str, Any]], None] | None = None,
+    ) -> TrainedModel:
+        """Blocks until trained (the service runs it in the background), calling `started` with where it runs (an
+        Azure ML job's name) once it does; raises InvalidInput (code TrainingDataInvalid for data it cannot learn
+        from, NoTrainer for a model it has no builder for, TrainingFailed for a job that did not complete)."""
         ...

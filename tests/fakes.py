@@ -746,8 +746,10 @@ class RecordingTrainer:
         self.calls: list[tuple[ModelCard, TrainingData, str]] = []
         self.fail = fail
 
-    def train(self, parent: ModelCard, data: TrainingData, *, version: str) -> TrainedModel:
+    def train(self, parent: ModelCard, data: TrainingData, *, version: str, started: Any = None) -> TrainedModel:
         self.calls.append((parent, data, version))
+        if started is not None:
+            started({"fake": {"calls": len(self.calls)}})
         if self.fail is not None:
             raise self.fail
         package = model_package_dir()

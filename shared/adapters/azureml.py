@@ -354,7 +354,7 @@ class AzureMLTrainer:
             card=card, artifact=artifact, files=files, metrics=metrics, run={"azureml": {"job": job_name}}
         )
 
-    def train(self, parent: Any, data: Any, *, version: str) -> Any:
+    def train(self, parent: Any, data: Any, *, version: str, started: Any = None) -> Any:
         """The Trainer port: submits, waits for the job to end (the service runs this in the background) and collects
         the package; a failed or cancelled job is a failed run with its state."""
         import time
@@ -363,6 +363,8 @@ class AzureMLTrainer:
             data.run_id or hashlib.sha256(f"{data.container}/{data.blob_path}@{data.etag}".encode()).hexdigest()[:32]
         )
         name = self.submit(parent, data, version=version, run_id=run_id)
+        if started is not None:
+            started({"azureml": {"job": name, "experiment": TRAINING_EXPERIMENT}})
         deadline = time.monotonic() + self._timeout_seconds + self._poll_seconds
         while (state := self.status(name)) not in ENDED_STATES:
             if time.monotonic() > deadline:

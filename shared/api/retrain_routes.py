@@ -53,6 +53,8 @@ class RetrainingRun(BaseModel):
     lineage: dict[str, Any] | None = None
     rollout: dict[str, Any] | None = None
     error: dict[str, str] | None = None
+    labelField: str | None = None
+    trainer: dict[str, Any] | None = Field(default=None, description="where it trains, e.g. its Azure ML job")
 
 
 class RetrainingView(BaseModel):

@@ -8,6 +8,7 @@ import hashlib
 import io
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -51,7 +52,14 @@ def builder_of(parent: ModelCard) -> str | None:
 class LocalTrainer:
     """Trains in this process with the parent's builder (scikit-learn, skl2onnx: the dev environment's)."""
 
-    def train(self, parent: ModelCard, data: TrainingData, *, version: str) -> TrainedModel:
+    def train(
+        self,
+        parent: ModelCard,
+        data: TrainingData,
+        *,
+        version: str,
+        started: Callable[[dict[str, Any]], None] | None = None,
+    ) -> TrainedModel:
         if builder_of(parent) is None:
             raise InvalidInput(
                 f"{parent.name}@{parent.version} was not made by a builder the platform can run again "
@@ -61,6 +69,8 @@ class LocalTrainer:
         features = [str(f) for f in parent.raw["features"]]
         labels = [str(label) for label in parent.raw["labels"]]
         x, y = labelled_matrix(data, features, labels)
+        if started is not None:
+            started({"local": {"builder": builder_of(parent), "rows": len(y)}})
         split = _split(x, y, features)
         pipeline = breast_cancer.train(split)
         model_bytes = breast_cancer.export_onnx(pipeline, len(features))

@@ -313,7 +313,12 @@ def _train_and_register(platform: Platform, tenant_id: str, name: str, run: dict
         run_id=str(run["id"]),
     )
     version = _next_version(platform, tenant_id, name)
-    trained = platform.trainer.train(parent, data, version=version)
+
+    def started(where: dict[str, Any]) -> None:  # where it trains (an Azure ML job), recorded while it does
+        run.update(trainer=where, updatedAt=utcnow())
+        _write_json(platform, tenant_id, f"{_prefix(name)}/runs/{run['id']}.json", run)
+
+    trained = platform.trainer.train(parent, data, version=version, started=started)
     lineage: dict[str, Any] = {
         "parentVersion": parent.version,
         "data": {"blobPath": blob_path, "etag": etag, "sha256": digest},
@@ -391,6 +396,11 @@ def _audit(platform: Platform, tenant_id: str, name: str, run: dict[str, Any]) -
                 target=target,
                 outcome=SUCCEEDED if run["status"] == SUCCEEDED_RUN else FAILED,
                 request_id=str(run["id"]),
+                details={
+                    k: run[k]
+                    for k in ("trigger", "jobId", "parentVersion", "version", "metrics", "error", "trainer")
+                    if run.get(k) is not None
+                },
             )
         )
     except PlatformError:  # the run's own record stands; the audit log being busy must not undo it

@@ -103,6 +103,7 @@ def test_drift_retrains_the_model_and_the_gates_promote_the_new_version(
     assert run["status"] == "succeeded", run
     assert (run["trigger"], run["jobId"], run["parentVersion"], run["version"]) == ("drift", drifted["jobId"], "1", "2")
     assert run["metrics"]["accuracy"] > 0.9
+    assert run["trainer"] == {"local": {"builder": "breast_cancer", "rows": 569}}
     # Registered by the worker that finalised the job: the API's catalogue sees it within its 5 s cache.
     view = wait(lambda: (v := api.get(f"/v1/models/{MODEL}").json())["versions"] == ["1", "2"] and v, what="version 2")
     assert view["aliases"]["production"] == "1"

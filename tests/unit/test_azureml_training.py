@@ -132,8 +132,11 @@ def test_train_waits_for_the_job_and_collects_the_package_it_wrote(monkeypatch: 
                 (folder / built.name).write_bytes(built.read_bytes())
 
     monkeypatch.setattr(aml._client.jobs, "download", download)
-    trained = aml.train(PARENT, DATA, version="2")
+    seen: list[dict[str, Any]] = []
+    trained = aml.train(PARENT, DATA, version="2", started=seen.append)
 
+    # The run records its job as soon as it is submitted, not only when it ends.
+    assert seen == [{"azureml": {"job": training_job_name(DATA.run_id), "experiment": "aiaas-retraining"}}]
     methods = [r.method for r in transport.requests]
     assert methods == ["PUT", "GET", "GET", "GET"]  # submitted, then polled until Completed
     assert downloads == [(training_job_name(DATA.run_id), "model")]

@@ -72,6 +72,7 @@ def test_labelled_data_trains_a_new_version_with_its_lineage(platform: Platform)
     done = retraining.get_run(platform, "acme", NAME, run["id"])
     assert done["status"] == "succeeded", done
     assert done["version"] == "2" and done["parentVersion"] == "1"
+    assert done["trainer"] == {"fake": {"calls": 1}}  # where it trained, as the trainer said when it started
     card = platform.models.resolve("acme", ModelRef(NAME, "2"))
     lineage = card.raw["lineage"]
     assert lineage["parentVersion"] == "1" and lineage["trigger"] == "labelledData"
