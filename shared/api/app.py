@@ -14,6 +14,18 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from shared import telemetry
 from shared.api.auditing import AuditMiddleware
 from shared.api.auth import READER, SUBMITTER, Authenticator, AuthOptions, Caller, requires
+from shared.api.schemas import (
+    AUTHED,
+    HealthAnswer,
+    JobList,
+    JobView,
+    ModelList,
+    ModelView,
+    ResultPage,
+    UploadAnswer,
+    errors,
+    install_openapi,
+)
 from shared.domain.errors import (
     AlreadyExists,
     Forbidden,
@@ -28,7 +40,7 @@ from shared.domain.errors import (
     WrongRegion,
 )
 from shared.domain.models import MODEL_NAME_PATTERN
-from shared.services import ingest, queries
+from shared.services import cancel, ingest, queries
 from shared.services.platform import Platform
 from shared.services.readiness import check_ready
 from shared.services.relay import RELAY_TIMEOUT_SECONDS
@@ -83,12 +95,20 @@ def error_body(code: str, message: str) -> dict[str, Any]:
     return {"error": {"code": code, "message": message}}
 
 
+# Values typed loosely here so that a wrong one answers InvalidMetadata (shared.domain.jobs.validate_metadata).
+METADATA_DESCRIPTION = (
+    "up to 16 string pairs (keys 1-64 characters of A-Z a-z 0-9 _ . -, values strings of at most 256), "
+    "echoed in the job and in every event of it"
+)
+
+
 class UploadRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     model: str = Field(min_length=1, max_length=140)
     filename: str = Field(min_length=1, max_length=200)
     parameters: dict[str, Any] | None = None
     errorThreshold: int | None = Field(default=None, ge=-1)
+    metadata: dict[str, Any] | None = Field(default=None, description=METADATA_DESCRIPTION)
 
 
 class ReadinessCheck(BaseModel):
@@ -107,6 +127,7 @@ class JobRequest(BaseModel):
     blobPath: str = Field(min_length=1, max_length=1024)
     parameters: dict[str, Any] | None = None
     errorThreshold: int | None = Field(default=None, ge=-1)
+    metadata: dict[str, Any] | None = Field(default=None, description=METADATA_DESCRIPTION)
 
 
 async def _relative_slash_redirect(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
@@ -140,6 +161,7 @@ def create_app(
         # the platform name any host. The middleware below redirects to a relative path instead.
         redirect_slashes=False,
     )
+    install_openapi(app)
     app.middleware("http")(_relative_slash_redirect)
     # Outermost: every answer, even the slash redirect's, carries its request id.
     app.add_middleware(AuditMiddleware, platform_factory=platform_factory)
@@ -187,7 +209,7 @@ def create_app(
         code = {404: "NotFound", 405: "MethodNotAllowed"}.get(err.status_code, "HttpError")
         return JSONResponse(error_body(code, str(err.detail)), status_code=err.status_code)
 
-    @app.get("/api/health")
+    @app.get("/api/health", response_model=HealthAnswer)
     def health() -> dict[str, str]:
         return {"status": "ok"}
 
@@ -210,7 +232,7 @@ def create_app(
         body = {"status": "ready" if ready else "unavailable", "checks": checks}
         return JSONResponse(ReadinessAnswer.model_validate(body).model_dump(exclude_none=True), 200 if ready else 503)
 
-    @app.get("/api/v1/models")
+    @app.get("/api/v1/models", response_model=ModelList, response_model_exclude_unset=True, responses=errors(*AUTHED))
     def list_models(
         plat: Plat,
         tenant: Reader,
@@ -227,13 +249,18 @@ def create_app(
             tags[key] = value
         return {"items": plat.models.list_models(tenant.tenant_id, task=task, tags=tags or None)}
 
-    @app.get("/api/v1/models/{name}")
+    @app.get(
+        "/api/v1/models/{name}",
+        response_model=ModelView,
+        response_model_exclude_unset=True,
+        responses=errors(*AUTHED, 404),
+    )
     def get_model(name: str, plat: Plat, tenant: Reader) -> dict[str, Any]:
         if not MODEL_NAME_PATTERN.fullmatch(name):  # as the registry answers for a name it does not know
             raise UnknownModel(f"no model named {shown(name)!r} is available to you")
         return plat.models.get_model(tenant.tenant_id, name)
 
-    @app.post("/api/v1/uploads", status_code=201)
+    @app.post("/api/v1/uploads", status_code=201, response_model=UploadAnswer, responses=errors(*AUTHED, 404))
     def create_upload(body: UploadRequest, plat: Plat, tenant: Submitter) -> dict[str, Any]:
         return ingest.create_upload(
             plat,
@@ -242,9 +269,16 @@ def create_app(
             body.filename,
             parameters=body.parameters,
             error_threshold=body.errorThreshold,
+            metadata=body.metadata,
         )
 
-    @app.post("/api/v1/jobs", status_code=202)
+    @app.post(
+        "/api/v1/jobs",
+        status_code=202,
+        response_model=JobView,
+        response_model_exclude_unset=True,
+        responses=errors(*AUTHED, 404, 409),
+    )
     def submit_job(body: JobRequest, plat: Plat, tenant: Submitter) -> dict[str, Any]:
         # The root of the job's trace, as an upload's admission is (functions/ingest.py).
         with telemetry.span(
@@ -263,11 +297,12 @@ def create_app(
                 body.blobPath,
                 parameters=body.parameters,
                 error_threshold=body.errorThreshold,
+                metadata=body.metadata,
             )
             span.set_attributes({**telemetry.job_attributes(job), "aiaas.job.status": job.status.value})
         return job.public_view(plat.api_url)
 
-    @app.get("/api/v1/jobs")
+    @app.get("/api/v1/jobs", response_model=JobList, response_model_exclude_unset=True, responses=errors(*AUTHED))
     def list_jobs(
         plat: Plat,
         tenant: Reader,
@@ -281,11 +316,36 @@ def create_app(
             "continuationToken": queries.jobs_token(next_cursor),
         }
 
-    @app.get("/api/v1/jobs/{job_id}")
+    @app.get(
+        "/api/v1/jobs/{job_id}",
+        response_model=JobView,
+        response_model_exclude_unset=True,
+        responses=errors(*AUTHED, 404),
+    )
     def get_job(job_id: str, plat: Plat, tenant: Reader) -> dict[str, Any]:
         return plat.jobs.get_job(tenant.tenant_id, existing_id("job", job_id)).public_view(plat.api_url)
 
-    @app.get("/api/v1/jobs/{job_id}/results")
+    @app.post(
+        "/api/v1/jobs/{job_id}/cancel",
+        status_code=202,
+        response_model=JobView,
+        response_model_exclude_unset=True,
+        responses=errors(*AUTHED, 404, 409),
+    )
+    def cancel_job(job_id: str, plat: Plat, tenant: Submitter) -> dict[str, Any]:
+        """Stops a queued or running job; it ends `cancelled` once its running shards stop (services.cancel).
+
+        202 with the job: `cancelled` at once when nothing of it was running, else still running with
+        `cancelRequestedAt`. Again on a cancelled job: 202, no second event. On a job that ended otherwise: 409.
+        """
+        return cancel.cancel_job(plat, tenant.tenant_id, existing_id("job", job_id)).public_view(plat.api_url)
+
+    @app.get(
+        "/api/v1/jobs/{job_id}/results",
+        response_model=ResultPage,
+        response_model_exclude_unset=True,
+        responses=errors(*AUTHED, 404),
+    )
     def get_results(
         job_id: str,
         plat: Plat,
@@ -296,6 +356,7 @@ def create_app(
         job_id = existing_id("job", job_id)
         return queries.list_results(plat, tenant.tenant_id, job_id, limit=limit, continuation=continuationToken)
 
+    from shared.api.console import console_router
     from shared.api.drift_routes import drift_router
     from shared.api.event_routes import event_router
     from shared.api.identity_routes import identity_router
@@ -310,6 +371,7 @@ def create_app(
     app.include_router(oip_router(Depends(platform)))
     app.include_router(usage_router(Depends(platform)))
     app.include_router(drift_router(Depends(platform)))
+    app.include_router(console_router())  # public HTML at /console; its data calls are the tenant's /api/v1
     app.include_router(
         event_router(
             Depends(platform),

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.api.auth import AS_READER, Caller
+from shared.api.schemas import AUTHED, errors
 from shared.domain.errors import UnknownModel
 from shared.domain.models import MODEL_NAME_PATTERN
 from shared.services.drift import MAX_DRIFT_PAGE, drift_report
@@ -67,7 +68,12 @@ def drift_router(platform_dep: Any) -> APIRouter:
     """Routes under /api/v1/models/{name}/drift; `platform_dep` is the API's Depends() marker of the Platform."""
     router = APIRouter()
 
-    @router.get("/api/v1/models/{name}/drift", response_model=DriftPage, response_model_exclude_unset=True)
+    @router.get(
+        "/api/v1/models/{name}/drift",
+        response_model=DriftPage,
+        response_model_exclude_unset=True,
+        responses=errors(*AUTHED, 404),
+    )
     def get_model_drift(
         name: str,
         plat: Platform = platform_dep,

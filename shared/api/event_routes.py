@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from shared.api.auth import AS_ADMIN, AS_READER, Caller
+from shared.api.schemas import AUTHED, errors
 from shared.domain.delivery import RELAY_HEADER
 from shared.services import relay, subscriptions
 from shared.services.platform import Platform
@@ -121,7 +122,11 @@ def event_router(
     router = APIRouter(tags=["Events"])
 
     @router.post(
-        "/api/v1/subscriptions", status_code=201, response_model=SubscriptionView, response_model_exclude_unset=True
+        "/api/v1/subscriptions",
+        status_code=201,
+        response_model=SubscriptionView,
+        response_model_exclude_unset=True,
+        responses=errors(*AUTHED, 409),
     )
     def create_subscription(
         body: SubscriptionRequest, response: Response, plat: Platform = platform_dep, tenant: Caller = AS_ADMIN
@@ -144,24 +149,36 @@ def event_router(
         response.headers["Location"] = f"{plat.api_url.rstrip('/')}/v1/subscriptions/{created.subscription_id}"
         return created.public_view()
 
-    @router.get("/api/v1/subscriptions", response_model=SubscriptionList, response_model_exclude_unset=True)
+    @router.get(
+        "/api/v1/subscriptions",
+        response_model=SubscriptionList,
+        response_model_exclude_unset=True,
+        responses=errors(*AUTHED),
+    )
     def list_subscriptions(plat: Platform = platform_dep, tenant: Caller = AS_READER) -> dict[str, Any]:
         return {"items": [s.public_view() for s in plat.subscriptions.list_subscriptions(tenant.tenant_id)]}
 
     @router.get(
-        "/api/v1/subscriptions/{subscription_id}", response_model=SubscriptionView, response_model_exclude_unset=True
+        "/api/v1/subscriptions/{subscription_id}",
+        response_model=SubscriptionView,
+        response_model_exclude_unset=True,
+        responses=errors(*AUTHED, 404),
     )
     def get_subscription(
         subscription_id: str, plat: Platform = platform_dep, tenant: Caller = AS_READER
     ) -> dict[str, Any]:
         return plat.subscriptions.get_subscription(tenant.tenant_id, _subscription_id(subscription_id)).public_view()
 
-    @router.delete("/api/v1/subscriptions/{subscription_id}", status_code=204)
+    @router.delete("/api/v1/subscriptions/{subscription_id}", status_code=204, responses=errors(*AUTHED, 404))
     def delete_subscription(subscription_id: str, plat: Platform = platform_dep, tenant: Caller = AS_ADMIN) -> Response:
         subscriptions.delete_subscription(plat, tenant.tenant_id, _subscription_id(subscription_id))
         return Response(status_code=204)
 
-    @router.get("/api/v1/subscriptions/{subscription_id}/deadletters", response_model=DeadLetterPage)
+    @router.get(
+        "/api/v1/subscriptions/{subscription_id}/deadletters",
+        response_model=DeadLetterPage,
+        responses=errors(*AUTHED, 404),
+    )
     def list_dead_letters(
         subscription_id: str,
         plat: Platform = platform_dep,
@@ -173,7 +190,12 @@ def event_router(
             plat, tenant.tenant_id, _subscription_id(subscription_id), limit=limit, continuation=continuationToken
         )
 
-    @router.post("/api/v1/subscriptions/{subscription_id}/redeliver", status_code=202, response_model=RedeliverAnswer)
+    @router.post(
+        "/api/v1/subscriptions/{subscription_id}/redeliver",
+        status_code=202,
+        response_model=RedeliverAnswer,
+        responses=errors(*AUTHED, 404),
+    )
     def redeliver_subscription(
         subscription_id: str, body: RedeliverRequest, plat: Platform = platform_dep, tenant: Caller = AS_ADMIN
     ) -> dict[str, Any]:
@@ -186,7 +208,7 @@ def event_router(
             until=body.until,
         )
 
-    @router.get("/api/v1/events", response_model=EventPage)
+    @router.get("/api/v1/events", response_model=EventPage, responses=errors(*AUTHED))
     def list_events(
         plat: Platform = platform_dep,
         tenant: Caller = AS_READER,

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.api.auth import AS_ADMIN, Caller
+from shared.api.schemas import AUTHED, errors
 from shared.domain.errors import NotFound
 from shared.services import audit, tenants
 from shared.services.platform import Platform
@@ -62,23 +63,23 @@ def identity_router(platform_dep: Any) -> APIRouter:
     """`platform_dep` is the API's Depends() marker of the Platform."""
     router = APIRouter(tags=["Keys and audit"])
 
-    @router.post("/api/v1/keys", status_code=201, response_model=CreatedKey)
+    @router.post("/api/v1/keys", status_code=201, response_model=CreatedKey, responses=errors(*AUTHED, 409))
     def create_key(body: KeyRequest, plat: Platform = platform_dep, tenant: Caller = AS_ADMIN) -> dict[str, Any]:
         key, secret = tenants.create_key(plat, tenant.tenant_id, body.name, body.role)
         return {**key.public_view(), "key": secret}
 
-    @router.get("/api/v1/keys", response_model=KeyList)
+    @router.get("/api/v1/keys", response_model=KeyList, responses=errors(*AUTHED))
     def list_keys(plat: Platform = platform_dep, tenant: Caller = AS_ADMIN) -> dict[str, Any]:
         return {"items": [key.public_view() for key in tenants.list_keys(plat, tenant.tenant_id)]}
 
-    @router.delete("/api/v1/keys/{key_id}", status_code=204)
+    @router.delete("/api/v1/keys/{key_id}", status_code=204, responses=errors(*AUTHED, 404))
     def revoke_key(key_id: str, plat: Platform = platform_dep, tenant: Caller = AS_ADMIN) -> Response:
         if len(key_id) > 64:
             raise NotFound("key not found")
         tenants.revoke_key(plat, tenant.tenant_id, key_id)
         return Response(status_code=204)
 
-    @router.get("/api/v1/audit", response_model=AuditPage)
+    @router.get("/api/v1/audit", response_model=AuditPage, responses=errors(*AUTHED))
     def list_audit(
         plat: Platform = platform_dep,
         tenant: Caller = AS_ADMIN,

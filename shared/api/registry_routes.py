@@ -10,6 +10,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.api.auth import AS_ADMIN, AS_READER, Caller
+from shared.api.schemas import AUTHED, AliasesView, ModelView, errors
 from shared.domain.blobpaths import MAX_BLOB_NAME_CHARS, parse_tenant_blob_path
 from shared.domain.errors import InvalidInput, NotFound, PreconditionFailed, UnknownModel
 from shared.domain.models import MODEL_NAME_PATTERN, SELECTOR_PATTERN, ModelRef
@@ -115,7 +116,13 @@ def registry_router(platform_dep: Any) -> APIRouter:
     """Routes under /api/v1/models; `platform_dep` is the API's Depends() marker of the Platform."""
     router = APIRouter()
 
-    @router.post("/api/v1/models", status_code=201)
+    @router.post(
+        "/api/v1/models",
+        status_code=201,
+        response_model=ModelView,
+        response_model_exclude_unset=True,
+        responses=errors(*AUTHED, 409),
+    )
     def register_model(
         body: RegisterModelRequest, plat: Platform = platform_dep, tenant: Caller = AS_ADMIN
     ) -> dict[str, Any]:
@@ -129,7 +136,12 @@ def registry_router(platform_dep: Any) -> APIRouter:
             credential=body.credential,
         )
 
-    @router.get("/api/v1/models/{name}/aliases")
+    @router.get(
+        "/api/v1/models/{name}/aliases",
+        response_model=AliasesView,
+        response_model_exclude_unset=True,
+        responses=errors(*AUTHED, 404),
+    )
     def get_aliases(name: str, plat: Platform = platform_dep, tenant: Caller = AS_READER) -> dict[str, Any]:
         """The model's aliases, every move of them (who, when, and a rollout decision's figures) and each
         alias's rollout with its evidence so far and its gates' verdicts."""
@@ -137,7 +149,12 @@ def registry_router(platform_dep: Any) -> APIRouter:
             raise UnknownModel(f"no model named {name[:64]!r} is available to you")
         return present(plat.models.get_aliases(tenant.tenant_id, name))
 
-    @router.put("/api/v1/models/{name}/aliases/{alias}")
+    @router.put(
+        "/api/v1/models/{name}/aliases/{alias}",
+        response_model=AliasesView,
+        response_model_exclude_unset=True,
+        responses=errors(*AUTHED, 404, 409),
+    )
     def move_alias(
         name: str, alias: str, body: AliasRequest, plat: Platform = platform_dep, tenant: Caller = AS_ADMIN
     ) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
 from shared.api.auth import AS_ADMIN, AS_READER, Caller
+from shared.api.schemas import AUTHED, errors
 from shared.domain.blobpaths import MAX_BLOB_NAME_CHARS
 from shared.domain.models import DEFAULT_ALIAS, SELECTOR_PATTERN
 from shared.services import retraining
@@ -67,7 +68,12 @@ def retrain_router(platform_dep: Any) -> APIRouter:
     """Routes under /api/v1/models/{name}/retrain*; `platform_dep` is the API's Depends() marker of the Platform."""
     router = APIRouter()
 
-    @router.post("/api/v1/models/{name}/retrain", status_code=202, response_model=RetrainingRun)
+    @router.post(
+        "/api/v1/models/{name}/retrain",
+        status_code=202,
+        response_model=RetrainingRun,
+        responses=errors(*AUTHED, 404, 409),
+    )
     def retrain(name: str, body: RetrainRequest, plat: Platform = platform_dep, tenant: Caller = AS_ADMIN) -> Any:
         """Trains a new version of your private model on labelled records in your container, in the background; it
         is registered with its lineage and enters as the canary of the policy's alias."""
@@ -80,12 +86,12 @@ def retrain_router(platform_dep: Any) -> APIRouter:
             by=f"tenant:{tenant.tenant_id}",
         )
 
-    @router.get("/api/v1/models/{name}/retraining", response_model=RetrainingView)
+    @router.get("/api/v1/models/{name}/retraining", response_model=RetrainingView, responses=errors(*AUTHED, 404))
     def get_retraining(name: str, plat: Platform = platform_dep, tenant: Caller = AS_READER) -> Any:
         """The model's retraining policy and its runs, newest first."""
         return retraining.get_retraining(plat, tenant.tenant_id, name)
 
-    @router.put("/api/v1/models/{name}/retraining", response_model=RetrainingPolicy)
+    @router.put("/api/v1/models/{name}/retraining", response_model=RetrainingPolicy, responses=errors(*AUTHED, 404))
     def put_retraining(
         name: str, body: RetrainingPolicy, plat: Platform = platform_dep, tenant: Caller = AS_ADMIN
     ) -> Any:

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from shared.api.auth import AS_READER, Caller
+from shared.api.schemas import AUTHED, UsageReport, errors
 from shared.domain.errors import InvalidInput
 from shared.domain.usage import GROUP_BY
 from shared.services.platform import Platform
@@ -17,7 +18,9 @@ def usage_router(platform_dep: Any) -> APIRouter:
     """Routes under /api/v1/usage; `platform_dep` is the API's Depends() marker of the Platform."""
     router = APIRouter()
 
-    @router.get("/api/v1/usage")
+    @router.get(
+        "/api/v1/usage", response_model=UsageReport, response_model_exclude_unset=True, responses=errors(*AUTHED)
+    )
     def get_usage(
         plat: Platform = platform_dep,
         tenant: Caller = AS_READER,

@@ -1,0 +1,361 @@
+"""The API's answers as pydantic models (what /api/openapi.json describes) and the error responses routes declare."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from pydantic import BaseModel, ConfigDict, Field
+
+# Free-form maps: the only objects in an answer without declared properties (tests/unit/test_openapi.py lists the
+# same fields with why). Everything else an answer holds is declared below, and the test checks real answers
+# against these models with no undeclared field allowed.
+
+
+class Answer(BaseModel):
+    """An answer's base: a field the handler returns but the model does not declare is kept, never dropped by
+    response_model filtering (the schema test then fails on it, so it gets declared)."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+# Errors
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="a stable machine-readable code, e.g. UnknownModel, QuotaExceeded, InvalidRequest")
+    message: str = Field(description="what went wrong, for a person")
+
+
+class ErrorBody(BaseModel):
+    """Every /api/v1 error: {"error": {"code", "message"}}."""
+
+    error: ErrorDetail
+
+
+class V2ErrorBody(BaseModel):
+    """An Open Inference Protocol error (/api/v2): {"error": "message"}, as the protocol defines it."""
+
+    error: str
+
+
+ERROR_DESCRIPTIONS = {
+    400: "the request is malformed or breaks a rule (validation errors are 400 too, never 422)",
+    401: "no valid credential (WWW-Authenticate: Bearer)",
+    403: "the caller's role or tenant state does not allow it",
+    404: "no such resource visible to the caller",
+    409: "it exists already, or a precondition (ETag, state) failed",
+    413: "the request body is too large",
+    421: "the tenant lives in another region: send the same request to AIaaS-Home-Api-Url",
+    429: "a quota or the request rate is exceeded (Retry-After when known)",
+    503: "the database is busy: come back after Retry-After seconds",
+}
+# What any route behind a credential can answer: a malformed parameter, the credential's refusals, the tenant's
+# home region, the request rate and a busy database.
+AUTHED = (400, 401, 403, 421, 429, 503)
+
+
+def errors(*statuses: int, v2: bool = False) -> dict[int | str, dict[str, Any]]:
+    """`responses=` of a route: each status with the error body and what it means."""
+    model = V2ErrorBody if v2 else ErrorBody
+    return {status: {"model": model, "description": ERROR_DESCRIPTIONS[status]} for status in sorted(set(statuses))}
+
+
+def install_openapi(app: FastAPI) -> None:
+    """/api/openapi.json without FastAPI's default 422 (the app answers validation errors with a 400 and the error
+    body, so a 422 is never sent) and without the validation-error schemas only that 422 used."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            for path_item in schema.get("paths", {}).values():
+                for operation in path_item.values():
+                    if isinstance(operation, dict):
+                        operation.get("responses", {}).pop("422", None)
+            components = schema.get("components", {}).get("schemas", {})
+            for name in ("HTTPValidationError", "ValidationError"):
+                components.pop(name, None)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+# Health
+
+
+class HealthAnswer(Answer):
+    status: str = Field(description="ok")
+
+
+# Models (catalogue)
+
+
+class ModelCardView(Answer):
+    """A model version's card: the package's own description of itself (CONTRACT "Model packages"); the fields
+    below are the ones the platform reads, a package may carry more."""
+
+    name: str
+    version: str
+    task: str | None = None
+    handler: str | None = None
+    description: str | None = None
+    intendedUse: str | None = None
+    limitations: str | None = None
+    inputTypes: list[str] | None = None
+    inputSchema: dict[str, Any] | None = Field(default=None, description="a JSON Schema of one record (free-form)")
+    outputSchema: dict[str, Any] | None = Field(default=None, description="a JSON Schema of one output (free-form)")
+    metrics: dict[str, Any] | None = Field(default=None, description="the package's own evaluation figures")
+    tags: dict[str, str] | None = None
+
+
+class ModelView(Answer):
+    name: str
+    task: str
+    visibility: str = Field(description="public (the platform's catalogue) or private (the caller's own)")
+    versions: list[str]
+    aliases: dict[str, str] = Field(description="alias -> version")
+    defaultVersion: str | None
+    inputTypes: list[str]
+    card: ModelCardView
+
+
+class ModelList(Answer):
+    items: list[ModelView]
+
+
+class UploadAnswer(Answer):
+    uploadUrl: str = Field(description="a write-only SAS URL for the file (PUT it with the headers below)")
+    blobPath: str
+    expiresAt: str
+    headers: dict[str, str] = Field(description="headers the PUT must carry")
+
+
+# Jobs
+
+
+class JobModel(Answer):
+    name: str
+    version: str
+
+
+class JobInput(Answer):
+    blobPath: str
+    etag: str | None
+
+
+class JobCounts(Answer):
+    records: int
+    succeeded: int
+    failed: int
+
+
+class JobLinks(Answer):
+    job: str
+    results: str
+    outputBlob: str | None = Field(description="the results file in the tenant's container, once written")
+
+
+class JobShards(Answer):
+    count: int
+    done: int
+
+
+class DriftFeature(Answer):
+    name: str
+    metric: str
+    rows: int
+    value: float | None = None
+    threshold: float | None = None
+    drifted: bool
+    statistic: float | None = None
+
+
+class JobDrift(Answer):
+    status: str
+    features: list[DriftFeature] = []
+
+
+class JobView(Answer):
+    jobId: str
+    status: str = Field(description="queued, running, succeeded, partially_succeeded, failed, rejected, cancelled")
+    model: JobModel
+    input: JobInput
+    counts: JobCounts
+    createdAt: str
+    updatedAt: str
+    completedAt: str | None
+    links: JobLinks
+    errorThreshold: int | None
+    shards: JobShards
+    region: str | None = None
+    parameters: dict[str, Any] | None = Field(default=None, description="the model's parameters as sent (free-form)")
+    metadata: dict[str, str] | None = Field(default=None, description="the caller's key-values, echoed")
+    cancelRequestedAt: str | None = Field(default=None, description="when a cancel was asked for (POST .../cancel)")
+    rollout: dict[str, Any] | None = Field(default=None, description="which rollout arm ran the job")
+    error: ErrorDetail | None = None
+    drift: JobDrift | None = None
+
+
+class JobList(Answer):
+    items: list[JobView]
+    continuationToken: str | None
+
+
+class ResultItem(Answer):
+    recordIndex: int
+    id: str | None = Field(default=None, description="the record's own id, when it had one")
+    output: dict[str, Any] = Field(description="the model's output for the record (free-form: per model)")
+    region: str | None = None
+
+
+class ResultPage(Answer):
+    jobId: str
+    status: str
+    items: list[ResultItem]
+    continuationToken: str | None
+    region: str | None = None
+
+
+# Aliases
+
+
+class AliasMove(Answer):
+    alias: str
+    to: str | None
+    by: str
+    at: str
+    from_: str | None = Field(default=None, alias="from")
+
+
+class AliasesView(Answer):
+    name: str
+    aliases: dict[str, str] = Field(description="alias -> version")
+    history: list[AliasMove]
+    rollouts: dict[str, dict[str, Any]] = Field(
+        description="alias -> its rollout: set-up, evidence so far and the gates' verdicts"
+    )
+
+
+# Usage
+
+
+class UsageRow(Answer):
+    model: str | None = Field(default=None, description="name@version, when grouped by model")
+    day: str | None = Field(default=None, description="YYYY-MM-DD, when grouped by day")
+    jobs: int
+    records: int
+    succeeded: int
+    failed: int
+    bytes: int
+    computeSeconds: float
+
+
+class UsageTotals(Answer):
+    jobs: int
+    records: int
+    succeeded: int
+    failed: int
+    bytes: int
+    computeSeconds: float
+
+
+class QuotaStatus(Answer):
+    limit: int | None
+    used: int | None = None
+    remaining: int | None = None
+
+
+class UsageQuota(Answer):
+    recordsPerDay: QuotaStatus
+    concurrentJobs: QuotaStatus
+    maxFileBytes: QuotaStatus
+    requestsPerMinute: QuotaStatus
+
+
+class UsageReport(Answer):
+    from_: str = Field(alias="from")
+    to: str
+    groupBy: str
+    items: list[UsageRow]
+    totals: UsageTotals
+    quota: UsageQuota
+
+
+# Open Inference Protocol (/api/v2)
+
+
+class ServerMetadata(Answer):
+    name: str
+    version: str
+    extensions: list[str]
+
+
+class ServerLive(Answer):
+    live: bool
+
+
+class ServerReady(Answer):
+    ready: bool
+
+
+class TensorMetadata(Answer):
+    name: str
+    datatype: str
+    shape: list[int]
+
+
+class OipModelMetadata(Answer):
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[TensorMetadata]
+    outputs: list[TensorMetadata]
+
+
+class OipModelReady(Answer):
+    name: str
+    version: str
+    ready: bool
+
+
+class RequestInput(BaseModel):
+    name: str
+    shape: list[int]
+    datatype: str = Field(description="BOOL, UINT8..UINT64, INT8..INT64, FP16, FP32, FP64 or BYTES")
+    parameters: dict[str, Any] | None = Field(default=None, description="e.g. binary_data_size (free-form)")
+    data: list[Any] | None = Field(
+        default=None, description="row-major values, flat or nested; absent when sent as binary data"
+    )
+
+
+class RequestOutput(BaseModel):
+    name: str
+    parameters: dict[str, Any] | None = Field(default=None, description="e.g. binary_data (free-form)")
+
+
+class InferenceRequest(BaseModel):
+    """POST .../infer: JSON, or with the binary tensor extension a JSON header of Inference-Header-Content-Length
+    bytes followed by the tensors' bytes."""
+
+    id: str | None = None
+    parameters: dict[str, Any] | None = Field(default=None, description="the model's parameters (free-form)")
+    inputs: list[RequestInput]
+    outputs: list[RequestOutput] | None = None
+
+
+class ResponseOutput(Answer):
+    name: str
+    shape: list[int]
+    datatype: str
+    parameters: dict[str, Any] | None = Field(default=None, description="e.g. binary_data_size (free-form)")
+    data: list[Any] | None = None
+
+
+class InferenceResponse(Answer):
+    model_name: str
+    model_version: str | None = None
+    id: str | None = None
+    parameters: dict[str, Any] | None = Field(default=None, description="free-form")
+    outputs: list[ResponseOutput]
