@@ -23,7 +23,7 @@ help:
 	@echo "make up     - the local platform in the foreground (Ctrl-C stops it)"
 	@echo "make lint typecheck bench clean"
 
-$(STAMP_PY): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
+$(STAMP_PY): requirements.txt requirements-dev.txt constraints.txt pyproject.toml clients/python/pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(PIP) install -c constraints.txt -r requirements-dev.txt
 	$(PIP) install --no-deps -e .

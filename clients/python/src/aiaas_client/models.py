@@ -1,0 +1,224 @@
+"""Typed views of the platform's answers (pydantic v2): snake_case attributes, the API's camelCase on the wire."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, PrivateAttr
+from pydantic.alias_generators import to_camel
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Iterator
+
+    from aiaas_client._async_client import AsyncClient
+    from aiaas_client._client import Client
+
+
+class ApiModel(BaseModel):
+    """Every answer: fields by their API name or their Python name; fields the platform adds later are kept
+    (`model_extra`), so an older SDK still reads a newer platform."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="allow")
+
+    def to_api(self) -> dict[str, Any]:
+        """The object as the API wrote it (camelCase), e.g. for `--json` output."""
+        return self.model_dump(mode="json", by_alias=True, exclude_unset=True)
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    PARTIALLY_SUCCEEDED = "partially_succeeded"
+    FAILED = "failed"
+    REJECTED = "rejected"
+    CANCELLED = "cancelled"
+
+
+TERMINAL_STATUSES = frozenset(
+    {JobStatus.SUCCEEDED, JobStatus.PARTIALLY_SUCCEEDED, JobStatus.FAILED, JobStatus.REJECTED, JobStatus.CANCELLED}
+)
+
+
+class Error(ApiModel):
+    """`{"code", "message"}`: the body of every 4xx/5xx answer (under "error"), and a job's reason it failed."""
+
+    code: str
+    message: str = ""
+
+
+class ModelRef(ApiModel):
+    name: str
+    version: str | None = None
+
+
+class Counts(ApiModel):
+    records: int = 0
+    succeeded: int = 0
+    failed: int = 0
+
+
+class JobInput(ApiModel):
+    blob_path: str
+    etag: str | None = None
+
+
+class JobLinks(ApiModel):
+    job: str | None = None
+    results: str | None = None
+    output_blob: str | None = None
+
+
+class Shards(ApiModel):
+    count: int = 0
+    done: int = 0
+
+
+class Job(ApiModel):
+    job_id: str
+    status: str = Field(description="one of JobStatus; a string so that a status added later still reads")
+    model: ModelRef
+    input: JobInput
+    counts: Counts = Field(default_factory=Counts)
+    created_at: str | None = None
+    updated_at: str | None = None
+    completed_at: str | None = None
+    links: JobLinks = Field(default_factory=JobLinks)
+    error_threshold: int | None = None
+    shards: Shards = Field(default_factory=Shards)
+    region: str | None = None
+    parameters: dict[str, Any] | None = None
+    metadata: dict[str, str] | None = None
+    rollout: dict[str, Any] | None = None
+    error: Error | None = None
+    drift: dict[str, Any] | None = None
+
+    _client: Client | None = PrivateAttr(default=None)
+    _async_client: AsyncClient | None = PrivateAttr(default=None)
+
+    @property
+    def done(self) -> bool:
+        """The job ended (whichever way): its counts and outputs no longer change."""
+        return self.status in TERMINAL_STATUSES
+
+    def results(self, *, limit: int | None = None) -> Iterator[Result]:
+        """Every result of the job, page after page (a Job read through a Client)."""
+        if self._client is None:
+            raise RuntimeError("this Job was not read through a Client: use client.jobs.results(job_id)")
+        return self._client.jobs.results(self.job_id, limit=limit)
+
+    def aresults(self, *, limit: int | None = None) -> AsyncIterator[Result]:
+        """Every result of the job, page after page (a Job read through an AsyncClient)."""
+        if self._async_client is None:
+            raise RuntimeError("this Job was not read through an AsyncClient: use client.jobs.results(job_id)")
+        return self._async_client.jobs.results(self.job_id, limit=limit)
+
+
+class Result(ApiModel):
+    record_index: int
+    id: str | None = None
+    output: Any = None
+    region: str | None = None
+
+
+class Upload(ApiModel):
+    upload_url: str
+    blob_path: str
+    expires_at: str | None = None
+    headers: dict[str, str] | None = None
+
+
+class Model(ApiModel):
+    name: str
+    task: str | None = None
+    visibility: str | None = None
+    versions: list[str] = Field(default_factory=list)
+    aliases: dict[str, str] = Field(default_factory=dict)
+    default_version: str | None = None
+    input_types: list[str] = Field(default_factory=list)
+    card: dict[str, Any] = Field(default_factory=dict)
+
+
+class RetryPolicy(ApiModel):
+    max_delivery_attempts: int | None = None
+    event_time_to_live_in_minutes: int | None = None
+
+
+class Subscription(ApiModel):
+    subscription_id: str
+    kind: str | None = None
+    endpoint_url: str | None = None
+    callback_url: str | None = None
+    # `schema` would shadow BaseModel.schema(): the attribute is `event_schema`, the API's name "schema".
+    event_schema: str | None = Field(
+        default=None, alias="schema", validation_alias=AliasChoices("schema", "event_schema")
+    )
+    event_types: list[str] = Field(default_factory=list)
+    model_names: list[str] | None = None
+    retry_policy: RetryPolicy | None = None
+    has_secret: bool | None = None
+    created_at: str | None = None
+    location: str | None = Field(default=None, exclude=True, description="the Location header of its creation")
+
+
+class Event(ApiModel):
+    """An event in Event Grid's schema, as the event log lists it."""
+
+    id: str
+    event_type: str
+    subject: str | None = None
+    event_time: str | None = None
+    topic: str | None = None
+    data: dict[str, Any] = Field(default_factory=dict)
+    data_version: str | None = None
+    metadata_version: str | None = None
+
+
+class DeadLetter(ApiModel):
+    event: dict[str, Any]
+    dead_letter_reason: str
+    delivery_attempts: int
+    last_delivery_outcome: str | None = None
+    last_http_status_code: int | None = None
+    last_delivery_attempt_time: str | None = None
+
+
+class Redelivery(ApiModel):
+    subscription_id: str
+    events: int
+    not_found: list[str] = Field(default_factory=list)
+
+
+class UsageFigures(ApiModel):
+    model: str | None = None
+    day: str | None = None
+    jobs: int = 0
+    records: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    bytes: int = 0
+    compute_seconds: float = 0.0
+
+
+class QuotaFigure(ApiModel):
+    limit: int | None = None
+    used: int | None = None
+    remaining: int | None = None
+
+
+class Usage(ApiModel):
+    from_: str | None = Field(default=None, alias="from", validation_alias=AliasChoices("from", "from_"))
+    to: str | None = None
+    group_by: str | None = None
+    items: list[UsageFigures] = Field(default_factory=list)
+    totals: UsageFigures = Field(default_factory=UsageFigures)
+    quota: dict[str, QuotaFigure] = Field(default_factory=dict)
+
+
+class ApiKey(ApiModel):
+    id: str
+    name: str
+    role: str
+    created_at: str | None = None
+    key: str | None = Field(default=None, description="the secret: only in the answer that created it")

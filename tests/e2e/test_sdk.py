@@ -1,0 +1,133 @@
+"""The Python SDK (clients/python) against the whole local stack, as a tenant's program uses it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import aiaas_client
+import httpx
+import pytest
+from aiaas_client import AsyncClient, Client, JobStatus, NotFoundError
+
+from shared.localhost.host import LocalHost
+
+pytestmark = pytest.mark.e2e
+REPO = Path(__file__).resolve().parents[2]
+SAMPLE = REPO / "build/samples/breast-cancer.jsonl"
+MODEL = "breast-cancer-classifier"
+ROWS = [json.loads(line) for line in SAMPLE.read_text().splitlines() if line.strip()]
+
+
+def _key(api: httpx.Client) -> str:
+    return api.headers["Authorization"].removeprefix("Bearer ")
+
+
+@pytest.fixture(scope="module")
+def sdk(stack: LocalHost, create_tenant: Callable[[str], httpx.Client]) -> Client:
+    with Client(stack.api_url, _key(create_tenant("sdk-acme")), timeout=30) as client:
+        yield client  # type: ignore[misc]
+
+
+@pytest.fixture(scope="module")
+def finished(sdk: Client) -> aiaas_client.Job:
+    """One sample file submitted through the SDK and waited for: the job the other tests read."""
+    return sdk.submit_file(SAMPLE, MODEL, wait=True, timeout=180)
+
+
+def test_submit_file_returns_the_finished_job_with_every_result(finished: aiaas_client.Job) -> None:
+    assert finished.status == JobStatus.SUCCEEDED and finished.done
+    assert finished.model.name == MODEL
+    assert finished.counts.records == finished.counts.succeeded == len(ROWS)
+    assert finished.input.blob_path.startswith(f"inbox/{MODEL}/") and finished.input.blob_path.endswith(SAMPLE.name)
+
+    results = list(finished.results(limit=7))  # many pages of 7: each continuation token followed once
+
+    assert [r.record_index for r in results] == list(range(len(ROWS)))
+    assert [r.id for r in results] == [row["id"] for row in ROWS]
+    right = sum(r.output["label"] == row["expected"] for r, row in zip(results, ROWS, strict=True))
+    assert right / len(ROWS) > 0.9  # the model's own answers, not placeholders
+
+
+def test_jobs_list_follows_continuation_tokens(sdk: Client, finished: aiaas_client.Job) -> None:
+    second = sdk.submit_file(SAMPLE, MODEL, wait=False)  # returns once the job exists
+
+    listed = list(sdk.jobs.list(limit=1))  # one a page: three jobs need three pages
+
+    ids = [job.job_id for job in listed]
+    assert {finished.job_id, second.job_id} <= set(ids) and len(ids) == len(set(ids))
+    assert ids.index(second.job_id) < ids.index(finished.job_id)  # newest first
+    assert sdk.jobs.get(finished.job_id).counts == finished.counts
+
+
+def test_another_tenants_job_is_not_found_with_its_code(
+    stack: LocalHost, create_tenant: Callable[[str], httpx.Client], finished: aiaas_client.Job
+) -> None:
+    with Client(stack.api_url, _key(create_tenant("sdk-globex"))) as other:
+        with pytest.raises(NotFoundError) as raised:
+            other.jobs.get(finished.job_id)
+        with pytest.raises(NotFoundError):
+            list(other.jobs.results(finished.job_id))
+
+    assert raised.value.status == 404 and raised.value.code == "NotFound"
+    assert raised.value.request_id
+
+
+def test_a_file_over_the_block_size_goes_in_blocks_with_progress(sdk: Client, tmp_path: Path) -> None:
+    rows = [{**row, "id": f"{row['id']}-{copy}"} for copy in range(3) for row in ROWS]
+    big = tmp_path / "big.jsonl"
+    big.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    size = big.stat().st_size
+    block = 64 * 1024
+    progress: list[tuple[int, int]] = []
+
+    job = sdk.submit_file(
+        big, MODEL, block_size=block, on_progress=lambda sent, total: progress.append((sent, total)), timeout=180
+    )
+
+    assert len(progress) == -(-size // block) > 1  # one call a block
+    assert progress[-1] == (size, size) and [p[0] for p in progress] == sorted(p[0] for p in progress)
+    assert job.status == JobStatus.SUCCEEDED and job.counts.succeeded == len(rows)
+    assert [r.id for r in job.results()] == [row["id"] for row in rows]  # the blocks in their order
+
+
+def test_async_client_submits_waits_and_pages(stack: LocalHost, create_tenant: Callable[[str], httpx.Client]) -> None:
+    key = _key(create_tenant("sdk-async"))
+
+    async def scenario() -> tuple[aiaas_client.Job, list[aiaas_client.Result], list[str], str | None]:
+        async with AsyncClient(stack.api_url, key) as client:
+            updates: list[str] = []
+            job = await client.submit_file(SAMPLE, MODEL, on_update=lambda j: updates.append(j.status), timeout=180)
+            results = [r async for r in job.aresults(limit=9)]
+            ids = [j.job_id async for j in client.jobs.list(limit=1)]
+            try:
+                await client.jobs.get("0" * 32)
+            except NotFoundError as err:
+                return job, results, ids + updates, err.code
+            return job, results, ids + updates, None
+
+    job, results, seen, code = asyncio.run(scenario())
+
+    assert job.status == JobStatus.SUCCEEDED
+    assert [r.id for r in results] == [row["id"] for row in ROWS]
+    assert job.job_id in seen and seen[-1] == JobStatus.SUCCEEDED
+    assert code == "NotFound"
+
+
+def test_the_readme_example_runs(stack: LocalHost, create_tenant: Callable[[str], httpx.Client]) -> None:
+    readme = (REPO / "clients/python/README.md").read_text()
+    [example] = re.findall(r"```python\n(.*?)```", readme, flags=re.S)[:1]
+    assert len(example.strip().splitlines()) <= 12
+    env = {"AIAAS_API_URL": stack.api_url, "AIAAS_API_KEY": _key(create_tenant("sdk-readme"))}
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in env.items():
+            patch.setenv(name, value)
+        patch.chdir(REPO)
+        namespace: dict[str, object] = {}
+        exec(compile(example, "README.md", "exec"), namespace)
+
+    job = namespace["job"]
+    assert isinstance(job, aiaas_client.Job) and job.status == JobStatus.SUCCEEDED
