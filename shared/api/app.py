@@ -95,11 +95,18 @@ def error_body(code: str, message: str) -> dict[str, Any]:
     return {"error": {"code": code, "message": message}}
 
 
-# Values typed loosely here so that a wrong one answers InvalidMetadata (shared.domain.jobs.validate_metadata).
+# Typed loosely for validation, so that any wrong shape answers InvalidMetadata (shared.domain.jobs.validate_metadata);
+# described exactly in the OpenAPI.
 METADATA_DESCRIPTION = (
     "up to 16 string pairs (keys 1-64 characters of A-Z a-z 0-9 _ . -, values strings of at most 256), "
     "echoed in the job and in every event of it"
 )
+METADATA_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "maxProperties": 16,
+    "propertyNames": {"pattern": "^[A-Za-z0-9_.-]{1,64}$"},
+    "additionalProperties": {"type": "string", "maxLength": 256},
+}
 
 
 class UploadRequest(BaseModel):
@@ -108,7 +115,7 @@ class UploadRequest(BaseModel):
     filename: str = Field(min_length=1, max_length=200)
     parameters: dict[str, Any] | None = None
     errorThreshold: int | None = Field(default=None, ge=-1)
-    metadata: dict[str, Any] | None = Field(default=None, description=METADATA_DESCRIPTION)
+    metadata: Any = Field(default=None, description=METADATA_DESCRIPTION, json_schema_extra=METADATA_SCHEMA)
 
 
 class ReadinessCheck(BaseModel):
@@ -127,7 +134,7 @@ class JobRequest(BaseModel):
     blobPath: str = Field(min_length=1, max_length=1024)
     parameters: dict[str, Any] | None = None
     errorThreshold: int | None = Field(default=None, ge=-1)
-    metadata: dict[str, Any] | None = Field(default=None, description=METADATA_DESCRIPTION)
+    metadata: Any = Field(default=None, description=METADATA_DESCRIPTION, json_schema_extra=METADATA_SCHEMA)
 
 
 async def _relative_slash_redirect(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:

@@ -13,6 +13,7 @@ EVENT_TYPE_BY_STATUS = {
     JobStatus.PARTIALLY_SUCCEEDED: "AIaaS.Job.PartiallySucceeded",
     JobStatus.FAILED: "AIaaS.Job.Failed",
     JobStatus.REJECTED: "AIaaS.Job.Rejected",
+    JobStatus.CANCELLED: "AIaaS.Job.Cancelled",
 }
 EVENT_TYPES = tuple(EVENT_TYPE_BY_STATUS.values())
 # Model events (issue 11): subject /tenants/<tenant>/models/<name>, topic = the tenant.
@@ -91,6 +92,8 @@ def terminal_event(job: Job, api_url: str) -> PlatformEvent:
         "links": job.links(api_url),
         "createdAt": job.created_at,
         "completedAt": job.completed_at,
+        # The tenant's own pairs: a Logic App routes on them without looking the job up.
+        "metadata": job.metadata,
     }
     if job.region:  # the stamp that produced it (regional stamps)
         data["region"] = job.region

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import posixpath
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -26,6 +27,8 @@ class JobStatus(StrEnum):
     PARTIALLY_SUCCEEDED = "partially_succeeded"
     FAILED = "failed"
     REJECTED = "rejected"
+    # Stopped by its tenant (POST /api/v1/jobs/{id}/cancel): what ran before the stop stays readable.
+    CANCELLED = "cancelled"
 
     @property
     def terminal(self) -> bool:
@@ -33,8 +36,36 @@ class JobStatus(StrEnum):
 
 
 TERMINAL_STATUSES = frozenset(
-    {JobStatus.SUCCEEDED, JobStatus.PARTIALLY_SUCCEEDED, JobStatus.FAILED, JobStatus.REJECTED}
+    {JobStatus.SUCCEEDED, JobStatus.PARTIALLY_SUCCEEDED, JobStatus.FAILED, JobStatus.REJECTED, JobStatus.CANCELLED}
 )
+# A job's metadata: string pairs a tenant attaches to route its events (a Logic App's condition) without a lookup.
+MAX_METADATA_PAIRS, MAX_METADATA_VALUE_CHARS = 16, 256
+METADATA_KEY = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+def validate_metadata(value: object) -> dict[str, str]:
+    """The metadata as given, checked: at most 16 pairs, keys of 1-64 [A-Za-z0-9_.-], string values <= 256."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InvalidInput("metadata must be an object of string keys and string values", code="InvalidMetadata")
+    if len(value) > MAX_METADATA_PAIRS:
+        raise InvalidInput(
+            f"metadata has {len(value)} pairs; at most {MAX_METADATA_PAIRS} are allowed", code="InvalidMetadata"
+        )
+    for key, item in value.items():
+        if not isinstance(key, str) or not METADATA_KEY.fullmatch(key):
+            shown = str(key)[:64]
+            raise InvalidInput(
+                f"metadata key {shown!r} must be 1-64 characters of letters, digits, '_', '.' or '-'",
+                code="InvalidMetadata",
+            )
+        if not isinstance(item, str) or len(item) > MAX_METADATA_VALUE_CHARS:
+            raise InvalidInput(
+                f"metadata value of {key!r} must be a string of at most {MAX_METADATA_VALUE_CHARS} characters",
+                code="InvalidMetadata",
+            )
+    return dict(value)
 
 
 def utcnow() -> str:
@@ -227,6 +258,13 @@ class Job:
     # running the other version on its records (compared, agreement sum, failures, seconds): never outputs.
     rollout: dict[str, Any] | None = None
     shard_comparisons: dict[int, dict[str, Any]] = field(default_factory=dict)
+    # The tenant's metadata (validate_metadata), echoed in the job view and in every event of the job.
+    metadata: dict[str, str] = field(default_factory=dict)
+    # When the tenant asked to stop the job (services.cancel): nothing more is dispatched, queued shards are
+    # skipped, running ones stop at their next batch; the last of them to be recorded ends the job cancelled.
+    cancel_requested_at: str | None = None
+    # Shards that never ran because the job was cancelled first (recorded so that none counts as in flight).
+    shards_skipped: list[int] = field(default_factory=list)
     doc_etag: str | None = None
 
     @property
@@ -263,7 +301,7 @@ class Job:
     @property
     def in_flight(self) -> list[int]:
         """Shards handed to the queue and not recorded yet: running, waiting in the queue, or lost."""
-        done = set(self.shards_done)
+        done = set(self.shards_done) | set(self.shards_skipped)
         return [i for i in range(min(self.dispatched, self.shard_count)) if i not in done]
 
     @property
@@ -274,7 +312,14 @@ class Job:
     @property
     def schedulable(self) -> bool:
         """A job the dispatcher must see: not ended, planned, and with shards waiting or in flight."""
-        return not self.terminal and self.shard_count > 0 and (self.waiting > 0 or bool(self.in_flight))
+        if self.terminal or self.cancel_requested_at:  # a cancelled job's shards are handed out no more
+            return False
+        return self.shard_count > 0 and (self.waiting > 0 or bool(self.in_flight))
+
+    @property
+    def cancel_settled(self) -> bool:
+        """A cancel asked for and no shard of the job in flight any more: it can end cancelled."""
+        return bool(self.cancel_requested_at) and not self.terminal and not self.in_flight
 
     @property
     def all_shards_done(self) -> bool:
@@ -283,6 +328,14 @@ class Job:
 
     def decide_outcome(self) -> JobStatus:
         """The terminal status from the counts: every record failed (or none at all) is a failed job."""
+        if self.cancel_requested_at:  # the tenant's stop wins over what the shards that ran found
+            ran = len(set(self.shards_done))
+            self.error = {
+                "code": "Cancelled",
+                "message": f"cancelled at {self.cancel_requested_at}: {ran} of {self.shard_count} shards ran, "
+                f"{self.counts.records} records were processed; their results stay readable",
+            }
+            return JobStatus.CANCELLED
         if self.error is not None:
             return JobStatus.FAILED
         if self.counts.records == 0:
@@ -341,6 +394,7 @@ class Job:
                 "doneCount": len(set(self.shards_done)),
                 "computeSeconds": {str(index): s for index, s in sorted(self.shard_compute_seconds.items())},
                 "sketches": {str(index): doc for index, doc in sorted(self.shard_sketches.items())},
+                "skipped": sorted(set(self.shards_skipped)),
             },
             "drift": self.drift,
             "counts": self.counts.to_dict(),
@@ -356,6 +410,8 @@ class Job:
             "region": self.region,
             "rollout": self.rollout,
             "comparisons": {str(index): c for index, c in sorted(self.shard_comparisons.items())},
+            "metadata": self.metadata,
+            "cancelRequestedAt": self.cancel_requested_at,
         }
 
     @classmethod
@@ -400,6 +456,9 @@ class Job:
             traceparent=traceparent_of(doc.get("traceparent")),
             rollout=doc.get("rollout"),
             shard_comparisons={int(k): dict(v) for k, v in (doc.get("comparisons") or {}).items()},
+            metadata={str(k): str(v) for k, v in (doc.get("metadata") or {}).items()},
+            cancel_requested_at=doc.get("cancelRequestedAt"),
+            shards_skipped=[int(i) for i in shards.get("skipped", [])],
             doc_etag=doc.get("_etag"),
         )
 
@@ -417,7 +476,10 @@ class Job:
             "links": self.links(api_url),
             "errorThreshold": self.error_threshold,
             "shards": {"count": self.shard_count, "done": len(set(self.shards_done))},
+            "metadata": self.metadata,
         }
+        if self.cancel_requested_at:
+            view["cancelRequestedAt"] = self.cancel_requested_at
         if self.region:
             view["region"] = self.region
         if self.parameters:

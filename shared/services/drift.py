@@ -175,6 +175,7 @@ def drift_events(job: Job) -> list[PlatformEvent]:
         "model": {"name": job.model_name, "version": job.model_version},
         "completedAt": job.completed_at,
         "drift": job.drift,
+        "metadata": job.metadata,  # every event of a job carries its metadata
     }
     return [model_event(job.tenant_id, job.model_name, DRIFT_DETECTED, data, drift_event_id(job.job_id))]
 

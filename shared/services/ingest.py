@@ -31,6 +31,7 @@ from shared.domain.jobs import (
     file_type_of,
     job_id_for,
     utcnow,
+    validate_metadata,
 )
 from shared.domain.models import ModelCard, ModelRef
 from shared.domain.tenants import container_for
@@ -73,6 +74,7 @@ def admit_blob_created(platform: Platform, tenant_id: str, blob_path: str, info:
         info,
         parameters=intent.get("parameters"),
         error_threshold=intent.get("errorThreshold"),
+        metadata=intent.get("metadata"),
     )
 
 
@@ -86,6 +88,7 @@ def admit(
     parameters: dict[str, Any] | None = None,
     error_threshold: int | None = None,
     record_rejection: bool = True,
+    metadata: dict[str, str] | None = None,
 ) -> Job:
     """Creates the job once (its id is derived from tenant, path, ETag and model version) and starts it.
 
@@ -95,22 +98,37 @@ def admit(
     An upload the platform cannot run becomes a rejected job with its event (`record_rejection`), or, for an
     API caller who is waiting for the answer, an InvalidInput raised.
     """
+    # An upload's metadata was checked when its URL was made; the stored intent is checked again all the same.
+    metadata = validate_metadata(metadata)
     if info.is_copy:  # before anything resolves or reads it
         if not record_rejection:
             raise copied_blob_refused()
-        return _reject(platform, tenant_id, blob_path, info, model_key=str(ref), error=copied_blob_refused(), model=ref)
+        return _reject(
+            platform,
+            tenant_id,
+            blob_path,
+            info,
+            model_key=str(ref),
+            error=copied_blob_refused(),
+            model=ref,
+            metadata=metadata,
+        )
     try:
         card = platform.models.resolve(tenant_id, ref)
     except UnknownModel as err:
         if not record_rejection:
             raise
-        return _reject(platform, tenant_id, blob_path, info, model_key=str(ref), error=err, model=ref)
+        return _reject(
+            platform, tenant_id, blob_path, info, model_key=str(ref), error=err, model=ref, metadata=metadata
+        )
     problem = _check_input(platform, card, tenant_id, blob_path, info, parameters or {})
     if problem is not None:
         if not record_rejection:
             raise problem
         model_key = f"{card.name}@{card.version}"
-        return _reject(platform, tenant_id, blob_path, info, model_key=model_key, error=problem, card=card)
+        return _reject(
+            platform, tenant_id, blob_path, info, model_key=model_key, error=problem, card=card, metadata=metadata
+        )
     threshold = error_threshold if error_threshold is not None else card.error_threshold
     job_id = job_id_for(tenant_id, blob_path, info.etag, f"{card.name}@{card.version}", parameters)
     # An alias with a canary: the job id (from the stable version) picks the arm, the same on every replay.
@@ -130,6 +148,7 @@ def admit(
         shard_bytes=card.shard_bytes or platform.shard_bytes,
         region=platform.region,
         traceparent=telemetry.current_traceparent(),  # the admission's span: the job's one trace
+        metadata=metadata,
     )
     over_quota = check_admission(platform, tenant_id, info.size)
     if over_quota is not None and not _exists(platform, tenant_id, job.job_id):  # a replay is no new job
@@ -138,7 +157,15 @@ def admit(
         model_key = f"{card.name}@{card.version}"
         # Under the id the job would have had, so that a replay of the event finds the rejection.
         return _reject(
-            platform, tenant_id, blob_path, info, model_key=model_key, error=over_quota, card=card, job_id=job.job_id
+            platform,
+            tenant_id,
+            blob_path,
+            info,
+            model_key=model_key,
+            error=over_quota,
+            card=card,
+            job_id=job.job_id,
+            metadata=metadata,
         )
     shards = first_messages(job, job.shard_bytes)
     job.shard_count = 0 if shards[0].kind == PLAN else len(shards)
@@ -297,6 +324,7 @@ def _reject(
     model: ModelRef | None = None,
     card: ModelCard | None = None,
     job_id: str | None = None,
+    metadata: dict[str, str] | None = None,
 ) -> Job:
     job_id = job_id or job_id_for(tenant_id, blob_path, info.etag, model_key)
     now = utcnow()
@@ -315,6 +343,7 @@ def _reject(
         error={"code": error.code, "message": error.message},
         event_id=terminal_event_id(job_id),
         region=platform.region,
+        metadata=dict(metadata or {}),
     )
     if platform.jobs.create_job(job):
         logger.info("upload %s rejected: %s", blob_path, error.message, extra=_ids(job))
@@ -331,8 +360,10 @@ def create_upload(
     *,
     parameters: dict[str, Any] | None = None,
     error_threshold: int | None = None,
+    metadata: object = None,
 ) -> dict[str, Any]:
     """A short-lived, write-only URL for one new blob in the caller's inbox."""
+    pairs = validate_metadata(metadata)
     ref = ModelRef.parse(model)
     card = platform.models.resolve(tenant_id, ref)
     card.check_parameters(parameters or {})
@@ -348,8 +379,9 @@ def create_upload(
             code="UnsupportedFileType",
         )
     blob_path = posixpath.join(INBOX_PREFIX + str(ref), uuid.uuid4().hex, filename)
-    if parameters or error_threshold is not None:
-        intent = {"parameters": parameters or {}, "errorThreshold": error_threshold}
+    if parameters or error_threshold is not None or pairs:
+        # What the blob-created admission reads for this path: the job gets the upload's choices.
+        intent = {"parameters": parameters or {}, "errorThreshold": error_threshold, "metadata": pairs}
         platform.jobs.put_upload_intent(tenant_id, blob_path, intent)
     url = platform.blobs.upload_url(container_for(tenant_id), blob_path, expires_in=platform.upload_ttl)
     expires_at = datetime.now(UTC) + platform.upload_ttl
@@ -369,8 +401,10 @@ def submit_job(
     *,
     parameters: dict[str, Any] | None = None,
     error_threshold: int | None = None,
+    metadata: object = None,
 ) -> Job:
     """Runs a job over a blob already in the caller's container (POST /v1/jobs)."""
+    pairs = validate_metadata(metadata)
     ref = ModelRef.parse(model)
     blob = parse_tenant_blob_path(tenant_id, blob_path)
     if blob.name.startswith(OUTBOX_PREFIX):
@@ -388,6 +422,7 @@ def submit_job(
         parameters=parameters,
         error_threshold=error_threshold,
         record_rejection=False,
+        metadata=pairs,
     )
 
 

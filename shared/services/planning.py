@@ -205,7 +205,7 @@ def plan_job(platform: Platform, message: ShardMessage) -> Job:
     records only what is new (the cuts are the same: the content is pinned by its ETag).
     """
     job = platform.jobs.get_job(message.tenant_id, message.job_id)
-    if job.terminal:  # its terminal writer publishes (an event left unsent is the sweeper's): never twice
+    if job.terminal or job.cancel_requested_at:  # ended, or cancelled: nothing planned now would run
         return job
     if job.planning or not job.shard_plan:
         chunks = platform.blobs.iter_chunks(container_for(job.tenant_id), job.blob_path, etag=job.etag)
@@ -234,8 +234,8 @@ def plan_job(platform: Platform, message: ShardMessage) -> Job:
 def _record_plan(platform: Platform, job: Job, plan: list[list[int]], *, complete: bool) -> Job:
     """Records the plan found so far (a longer plan already recorded by another delivery stays: it is the same)."""
     for _ in range(MAX_PLAN_CONFLICTS):
-        if job.terminal or (job.shard_plan and not job.planning):
-            return job  # ended, or another delivery planned it whole first: keep theirs
+        if job.terminal or job.cancel_requested_at or (job.shard_plan and not job.planning):
+            return job  # ended or cancelled, or another delivery planned it whole first: keep theirs
         if len(plan) > len(job.shard_plan):
             job.shard_plan = [list(shard) for shard in plan]
         job.shard_count = len(job.shard_plan)

@@ -60,6 +60,9 @@ class Platform:
     # most shard_timeout_seconds (the Functions host's functionTimeout: no shard outlives it).
     heartbeat_seconds: float = 200.0
     shard_timeout_seconds: float = 600.0
+    # How often a running shard's heartbeat reads its job to see a cancel (a point read, 1 RU): the shard stops
+    # at its next batch after that; the job itself is touched only every heartbeat_seconds.
+    cancel_poll_seconds: float = 5.0
     # Archives and single images are one shard each (they cannot be cut into byte ranges): bounded so that
     # one always finishes well inside the shard timeout.
     max_archive_bytes: int = 256 * 1024 * 1024

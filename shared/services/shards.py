@@ -59,6 +59,8 @@ class ShardOutcome:
     sketch: dict[str, Any] | None = None
     # A rollout's comparison of the other version on the shard's records (services.rollouts); stats only.
     comparison: dict[str, Any] | None = None
+    # The job was cancelled before the shard ran: recorded as skipped, with nothing counted.
+    skipped: bool = False
 
 
 @dataclass
@@ -95,6 +97,8 @@ def run_shard(platform: Platform, message: ShardMessage) -> Job:
             return _fail_unplanned(platform, job, {"code": err.code, "message": err.message})
     if job.terminal:
         return job
+    if job.cancel_requested_at:  # cancelled before this shard ran: it never runs
+        return record_shard(platform, job.tenant_id, job.job_id, message.shard_index, ShardOutcome(skipped=True))
     if message.shard_index in job.shards_done:  # a redelivery: its first run may have died before dispatching
         return _settled(platform, job)
     if job.status == JobStatus.QUEUED:
@@ -105,12 +109,12 @@ def run_shard(platform: Platform, message: ShardMessage) -> Job:
     sketch: ShardSketch | None = None
     compared: Predictor | None = None
     try:
-        with heartbeat(platform, job.tenant_id, job.job_id):
+        with heartbeat(platform, job.tenant_id, job.job_id) as cancelled:
             card = platform.models.resolve(job.tenant_id, ModelRef(job.model_name, job.model_version))
             predictor = bind_parameters(platform.models.load(card), job.parameters)
             predictor = compared = rollouts.comparing(platform, job, predictor)  # a rollout's other version
             sketch = start_sketch(platform, card, message.message_id)
-            outcome.counts = _process(platform, job, message, predictor, meter, sketch)
+            outcome.counts = _process(platform, job, message, predictor, meter, sketch, cancelled)
             outcome.sketch = sketch.to_doc() if sketch else None
     except PreconditionFailed:
         outcome.error = INPUT_CHANGED
@@ -161,7 +165,15 @@ def record_shard(platform: Platform, tenant_id: str, job_id: str, shard_index: i
     """
     for _ in range(MAX_CONFLICT_RETRIES):
         job = platform.jobs.get_job(tenant_id, job_id)
-        if job.terminal or shard_index in job.shards_done:
+        if job.terminal or shard_index in job.shards_done or shard_index in job.shards_skipped:
+            return _settled(platform, job)
+        if outcome.skipped:
+            job.shards_skipped.append(shard_index)
+            job.updated_at = utcnow()
+            try:
+                job = platform.jobs.replace_job(job)
+            except PreconditionFailed:
+                continue
             return _settled(platform, job)
         job.shards_done.append(shard_index)
         job.shard_compute_seconds[shard_index] = outcome.compute_seconds
@@ -189,21 +201,32 @@ def _settled(platform: Platform, job: Job) -> Job:
 
 
 @contextmanager
-def heartbeat(platform: Platform, tenant_id: str, job_id: str) -> Iterator[None]:
+def heartbeat(platform: Platform, tenant_id: str, job_id: str) -> Iterator[threading.Event]:
     """Touches the job every `heartbeat_seconds` while a shard runs, so that the sweeper (which re-drives jobs
     idle for the stall time) never takes a long shard for a lost one; it stops at the shard timeout, when the
-    Functions host would have ended the run anyway."""
+    Functions host would have ended the run anyway.
+
+    The same thread reads the job every `cancel_poll_seconds` and sets the event it yields once the job is
+    cancelled (or ended): the shard checks that flag between batches, so a cancel costs no read per batch.
+    """
     stop = threading.Event()
+    cancelled = threading.Event()
     deadline = time.monotonic() + platform.shard_timeout_seconds
+    poll = max(0.01, min(platform.heartbeat_seconds, platform.cancel_poll_seconds))
 
     def beat() -> None:
-        while not stop.wait(platform.heartbeat_seconds) and time.monotonic() < deadline:
+        touched = time.monotonic()
+        while not stop.wait(poll) and time.monotonic() < deadline:
             try:
                 job = platform.jobs.get_job(tenant_id, job_id)
-                if job.terminal:
+                if job.terminal or job.cancel_requested_at:
+                    cancelled.set()
                     return
+                if time.monotonic() - touched < platform.heartbeat_seconds:
+                    continue
                 job.updated_at = utcnow()
                 platform.jobs.replace_job(job)
+                touched = time.monotonic()
             except PreconditionFailed:
                 continue  # another writer touched the job just now: it looks alive already
             except Exception:
@@ -214,7 +237,7 @@ def heartbeat(platform: Platform, tenant_id: str, job_id: str) -> Iterator[None]
     thread = threading.Thread(target=beat, name="shard-heartbeat", daemon=True)
     thread.start()
     try:
-        yield
+        yield cancelled
     finally:
         stop.set()
         thread.join()
@@ -235,10 +258,11 @@ def finalise_if_complete(platform: Platform, job: Job) -> Job:
     Only the writer of the terminal status publishes; a redelivery that finds the job ended leaves an
     unpublished event to the sweeper, so that Event Grid sees as few duplicates as a crash allows.
     """
-    if job.terminal or not job.all_shards_done:
+    if job.terminal or not (job.all_shards_done or job.cancel_settled):
         return job
+    # A cancelled job's outputs hold what its shards finished; a partial run is no evidence of drift.
     outputs = _write_outputs(platform, job)
-    drift = evaluate_job(platform, job)  # the shards' sketches merged: no second pass over the file
+    drift = None if job.cancel_settled else evaluate_job(platform, job)
     for _ in range(MAX_CONFLICT_RETRIES):
         job.outputs.update(outputs)
         job.drift = drift
@@ -254,6 +278,8 @@ def finalise_if_complete(platform: Platform, job: Job) -> Job:
             if job.terminal:
                 return job
     job = publish_terminal_event(platform, job)  # a drifted job's DriftDetected goes out right after its own
+    if job.status == JobStatus.CANCELLED:  # nor of a rollout's arm: its evidence is whole jobs
+        return job
     after_drift(platform, job)
     try:  # a rollout's evidence and decision: never the job's failure
         rollouts.on_job_finished(platform, job)
@@ -271,6 +297,7 @@ def _process(
     predictor: Predictor,
     meter: ComputeMeter | None = None,
     sketch: ShardSketch | None = None,
+    cancelled: threading.Event | None = None,
 ) -> Counts:
     chunks = platform.blobs.iter_chunks(
         container_for(job.tenant_id),
@@ -294,7 +321,10 @@ def _process(
     # Pages are stored by a small pool while the next batch is parsed and scored (storage is I/O-bound).
     with ThreadPoolExecutor(max_workers=PAGE_WRITERS, thread_name_prefix="page-writer") as pool:
         pending: deque[Future[None]] = deque()
-        for page in _pages(job, message, records, predictor, platform.batch_size, meter or ComputeMeter(), sketch):
+        pages = _pages(
+            job, message, records, predictor, platform.batch_size, meter or ComputeMeter(), sketch, cancelled
+        )
+        for page in pages:
             pending.append(pool.submit(_store_page, platform, job, page))
             while len(pending) > MAX_PAGES_IN_FLIGHT:
                 pending.popleft().result()
@@ -334,14 +364,18 @@ def _pages(
     batch_size: int,
     meter: ComputeMeter,
     sketch: ShardSketch | None = None,
+    cancelled: threading.Event | None = None,
 ) -> Iterator[ResultPage]:
     batch: list[Record] = []
     for record in records:
         batch.append(record)
         if len(batch) >= batch_size:
+            if cancelled is not None and cancelled.is_set():  # the job was cancelled: stop before this batch
+                logger.info("job %s shard %d stopped: cancelled", job.job_id, message.shard_index)
+                return
             yield _run_batch(job, message, batch, predictor, meter, sketch)
             batch = []
-    if batch:
+    if batch and not (cancelled is not None and cancelled.is_set()):
         yield _run_batch(job, message, batch, predictor, meter, sketch)
 
 

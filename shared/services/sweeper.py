@@ -34,7 +34,7 @@ def sweep(platform: Platform, *, stalled_after: timedelta, max_sweeps: int) -> S
             if job.terminal:
                 republish_unsent_event(platform, job)
                 report.republished += 1
-            elif job.all_shards_done:  # a worker died while finalising
+            elif job.all_shards_done or job.cancel_settled:  # a worker died while finalising (or cancelling)
                 finalise_if_complete(platform, job)
                 report.republished += 1
             elif job.shard_count and not job.in_flight and not job.planning:
