@@ -90,6 +90,7 @@ class Job(ApiModel):
     region: str | None = None
     parameters: dict[str, Any] | None = None
     metadata: dict[str, str] | None = None
+    cancel_requested_at: str | None = None
     rollout: dict[str, Any] | None = None
     error: Error | None = None
     drift: dict[str, Any] | None = None
@@ -190,9 +191,7 @@ class Redelivery(ApiModel):
     not_found: list[str] = Field(default_factory=list)
 
 
-class UsageFigures(ApiModel):
-    model: str | None = None
-    day: str | None = None
+class UsageTotals(ApiModel):
     jobs: int = 0
     records: int = 0
     succeeded: int = 0
@@ -201,19 +200,35 @@ class UsageFigures(ApiModel):
     compute_seconds: float = 0.0
 
 
+class UsageRow(UsageTotals):
+    """One group of the usage: a model (name@version) or a day (YYYY-MM-DD), as asked."""
+
+    model: str | None = None
+    day: str | None = None
+
+
 class QuotaFigure(ApiModel):
+    """A limit (None: none), what of it is used and what is left."""
+
     limit: int | None = None
     used: int | None = None
     remaining: int | None = None
+
+
+class Quota(ApiModel):
+    records_per_day: QuotaFigure | None = None
+    concurrent_jobs: QuotaFigure | None = None
+    max_file_bytes: QuotaFigure | None = None
+    requests_per_minute: QuotaFigure | None = None
 
 
 class Usage(ApiModel):
     from_: str | None = Field(default=None, alias="from", validation_alias=AliasChoices("from", "from_"))
     to: str | None = None
     group_by: str | None = None
-    items: list[UsageFigures] = Field(default_factory=list)
-    totals: UsageFigures = Field(default_factory=UsageFigures)
-    quota: dict[str, QuotaFigure] = Field(default_factory=dict)
+    items: list[UsageRow] = Field(default_factory=list)
+    totals: UsageTotals = Field(default_factory=UsageTotals)
+    quota: Quota = Field(default_factory=Quota)
 
 
 class ApiKey(ApiModel):

@@ -1,0 +1,173 @@
+"""The SDK's retries, errors and block upload against scripted answers (httpx.MockTransport): what the stack cannot
+be made to answer on cue (a 503 with Retry-After, a storage account's requests)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import aiaas_client
+import httpx
+import pytest
+from aiaas_client import _async_client, _client
+
+API = "http://api.test/api"
+JOB = {
+    "jobId": "a" * 32,
+    "status": "succeeded",
+    "model": {"name": "m", "version": "1"},
+    "input": {"blobPath": "inbox/m/x/f.jsonl", "etag": "e"},
+    "counts": {"records": 1, "succeeded": 1, "failed": 0},
+}
+
+
+def error(status: int, code: str, headers: dict[str, str] | None = None) -> httpx.Response:
+    return httpx.Response(status, json={"error": {"code": code, "message": "scripted"}}, headers=headers)
+
+
+class Script:
+    """Answers requests in order, recording each."""
+
+    def __init__(self, *answers: httpx.Response) -> None:
+        self.answers = list(answers)
+        self.requests: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        return self.answers.pop(0)
+
+
+@pytest.fixture
+def slept(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    waits: list[float] = []
+    monkeypatch.setattr(_client, "_sleep", waits.append)
+
+    async def asleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    monkeypatch.setattr(_async_client, "_sleep", asleep)
+    return waits
+
+
+def client(script: Callable[[httpx.Request], httpx.Response], **options: float) -> aiaas_client.Client:
+    return aiaas_client.Client(API, "the-key", transport=httpx.MockTransport(script), **options)  # type: ignore[arg-type]
+
+
+def test_a_429_is_retried_after_the_retry_after_it_sent(slept: list[float]) -> None:
+    script = Script(error(429, "TooManyRequests", {"Retry-After": "7"}), httpx.Response(200, json=JOB))
+
+    job = client(script).jobs.get("a" * 32)
+
+    assert job.job_id == "a" * 32 and job.counts.succeeded == 1
+    assert slept == [7.0] and len(script.requests) == 2
+
+
+def test_a_503_is_retried_at_most_max_retries_times_then_raised(slept: list[float]) -> None:
+    script = Script(*[error(503, "ServiceUnavailable", {"Retry-After": "1"}) for _ in range(3)])
+
+    with pytest.raises(aiaas_client.ServerError) as raised:
+        client(script, max_retries=2).jobs.get("a" * 32)
+
+    assert raised.value.status == 503 and raised.value.code == "ServiceUnavailable"
+    assert slept == [1.0, 1.0] and len(script.requests) == 3
+
+
+def test_a_retry_after_longer_than_the_bound_is_raised_at_once(slept: list[float]) -> None:
+    script = Script(error(429, "QuotaExceeded", {"Retry-After": "3600"}))
+
+    with pytest.raises(aiaas_client.RateLimitedError) as raised:
+        client(script, max_retry_wait=60).uploads.create("m", "f.jsonl")
+
+    assert raised.value.code == "QuotaExceeded" and raised.value.retry_after == 3600
+    assert slept == [] and len(script.requests) == 1
+
+
+@pytest.mark.parametrize(
+    ("status", "kind"),
+    [
+        (400, aiaas_client.InvalidRequestError),
+        (401, aiaas_client.AuthenticationError),
+        (403, aiaas_client.PermissionDeniedError),
+        (404, aiaas_client.NotFoundError),
+        (409, aiaas_client.ConflictError),
+    ],
+)
+def test_other_4xx_are_raised_with_their_code_and_never_retried(
+    slept: list[float], status: int, kind: type[aiaas_client.AiaasError]
+) -> None:
+    script = Script(error(status, f"Code{status}", {"x-request-id": "req-1", "Retry-After": "1"}))
+
+    with pytest.raises(kind) as raised:
+        client(script).jobs.get("a" * 32)
+
+    assert raised.value.status == status and raised.value.code == f"Code{status}"
+    assert raised.value.request_id == "req-1" and isinstance(raised.value, aiaas_client.AiaasError)
+    assert slept == [] and len(script.requests) == 1
+
+
+def test_a_500_is_retried_for_a_read_but_not_for_a_post(slept: list[float]) -> None:
+    reads = Script(error(500, "InternalError"), httpx.Response(200, json=JOB))
+    posts = Script(error(500, "InternalError"))
+
+    assert client(reads).jobs.get("a" * 32).status == "succeeded"
+    with pytest.raises(aiaas_client.ServerError):
+        client(posts).uploads.create("m", "f.jsonl")
+
+    assert len(reads.requests) == 2 and len(posts.requests) == 1
+
+
+def test_the_async_client_honours_retry_after_too(slept: list[float]) -> None:
+    script = Script(error(503, "ServiceUnavailable", {"Retry-After": "2"}), httpx.Response(200, json=JOB))
+
+    async def read() -> aiaas_client.Job:
+        async with aiaas_client.AsyncClient(API, "k", transport=httpx.MockTransport(script)) as api:
+            return await api.jobs.get("a" * 32)
+
+    assert asyncio.run(read()).status == "succeeded"
+    assert slept == [2.0] and len(script.requests) == 2
+
+
+def test_a_large_file_goes_in_ordered_blocks_and_never_carries_the_api_key(tmp_path: Path) -> None:
+    data = bytes(range(256)) * 41  # 10,496 bytes: 3 blocks of 4,096
+    path = tmp_path / "f.jsonl"
+    path.write_bytes(data)
+    blob: list[httpx.Request] = []
+
+    def storage(request: httpx.Request) -> httpx.Response:
+        blob.append(request)
+        return httpx.Response(201)
+
+    sas = "http://blob.test/c/inbox/m/x/f.jsonl?sv=2023-11-03&sig=a%2Bb%3D"
+    upload = aiaas_client.Upload.model_validate({"uploadUrl": sas, "blobPath": "inbox/m/x/f.jsonl"})
+    progress: list[tuple[int, int]] = []
+    with aiaas_client.Client(API, "the-key", blob_transport=httpx.MockTransport(storage)) as api:
+        api.uploads.send(upload, path, block_size=4096, on_progress=lambda s, t: progress.append((s, t)))
+
+    *blocks, commit = blob
+    assert [r.url.params["comp"] for r in blocks] == ["block"] * 3 and commit.url.params["comp"] == "blocklist"
+    assert all(r.url.params["sig"] == "a+b=" for r in blob)  # the SAS signature sent as it was given
+    assert b"".join(r.content for r in blocks) == data
+    ids = [r.url.params["blockid"] for r in blocks]
+    assert len(set(ids)) == 3 and len({len(base64.b64decode(i)) for i in ids}) == 1  # Azure: ids of one length
+    assert re.findall(r"<Latest>(.*?)</Latest>", commit.content.decode()) == ids
+    assert progress == [(4096, len(data)), (8192, len(data)), (len(data), len(data))]
+    assert not any("authorization" in r.headers for r in blob)
+
+
+def test_a_small_file_goes_in_one_put_blob(tmp_path: Path) -> None:
+    path = tmp_path / "f.jsonl"
+    path.write_bytes(b'{"id": 1}\n')
+    blob: list[httpx.Request] = []
+    upload = aiaas_client.Upload.model_validate(
+        {"uploadUrl": "http://blob.test/c/f?sig=s", "blobPath": "f", "headers": {"x-ms-blob-type": "BlockBlob"}}
+    )
+    with aiaas_client.Client(
+        API, "k", blob_transport=httpx.MockTransport(lambda r: blob.append(r) or httpx.Response(201))
+    ) as api:
+        api.uploads.send(upload, path)
+
+    [put] = blob
+    assert put.method == "PUT" and put.headers["x-ms-blob-type"] == "BlockBlob" and put.content == path.read_bytes()
