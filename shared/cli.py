@@ -419,7 +419,11 @@ def build_parser() -> argparse.ArgumentParser:
         set_quota.add_argument(f"--{flag}", type=int, metavar="N")
     set_quota.set_defaults(func=cmd_tenants_set_quota)
 
-    keys = sub.add_parser("keys", help="a tenant's API keys").add_subparsers(dest="action", required=True)
+    keys = sub.add_parser(
+        "keys",
+        help="a tenant's API keys (operator: keys create TENANT ...; naming no TENANT acts over the API with "
+        "AIAAS_API_KEY: keys create --name N --role R, keys list, keys revoke KEY_ID)",
+    ).add_subparsers(dest="action", required=True)
     key_create = keys.add_parser("create", help="a new key with a role (printed once)")
     key_create.add_argument("tenant_id")
     key_create.add_argument("--name", required=True)
@@ -482,6 +486,16 @@ def build_parser() -> argparse.ArgumentParser:
     rollout.add_argument("--json", action="store_true")
     rollout.set_defaults(func=cmd_models_rollout)
 
+    # The tenant's commands (shared/client_cli.py, over the HTTP API) are run before this parser sees them: listed
+    # here for `aiaas --help`.
+    for name, text in (
+        ("jobs", "tenant: submit files (--wait), list, show, results, cancel jobs over the API"),
+        ("events", "tenant: follow the tenant's events (events tail)"),
+        ("usage", "tenant: metered usage and quota"),
+        ("subscriptions", "tenant: webhook subscriptions, dead letters, redelivery"),
+    ):
+        sub.add_parser(name, help=text, add_help=False)
+
     demo = sub.add_parser("demo", help="start a throwaway local stack, run sample jobs end to end, stop")
     demo.add_argument("--workers", type=int, default=2)
     demo.set_defaults(func=cmd_demo)
@@ -490,7 +504,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    args = build_parser().parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments and arguments[0] in {"jobs", "events", "usage", "subscriptions", "keys"}:
+        from shared import client_cli  # typer, rich and the SDK: only for the commands that may be the tenant's
+
+        if client_cli.handles(arguments):  # the tenant's commands, over the HTTP API
+            return client_cli.run(arguments)
+    args = build_parser().parse_args(arguments)
     # The CLI is the operator's tool on a machine running the local stack: development unless told otherwise
     # (against Azure, export AIAAS_ENVIRONMENT=production with the stamp's settings). The platform itself
     # defaults to production.

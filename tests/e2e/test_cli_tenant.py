@@ -1,0 +1,155 @@
+"""The tenant's `aiaas` commands, the real binary against the local stack: submit --wait exits, JSON, events tail."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from shared.localhost.host import LocalHost
+
+REPO = Path(__file__).resolve().parents[2]
+AIAAS = str(REPO / ".venv/bin/aiaas")
+MODEL = "breast-cancer-classifier"
+SAMPLE = REPO / "build/samples/breast-cancer.jsonl"
+
+pytestmark = pytest.mark.e2e
+
+
+class Tenant:
+    """Runs `aiaas` as a tenant would: AIAAS_API_URL and AIAAS_API_KEY, no profile file."""
+
+    def __init__(self, stack: LocalHost, api: httpx.Client, tmp: Path) -> None:
+        self.key = str(api.headers["Authorization"]).removeprefix("Bearer ")
+        self.env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("AIAAS_")},
+            "AIAAS_API_URL": stack.api_url,
+            "AIAAS_API_KEY": self.key,
+            "AIAAS_PROFILE_FILE": str(tmp / "no-profile.toml"),
+        }
+
+    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run([AIAAS, *args], env=self.env, capture_output=True, text=True, timeout=300)
+        self.check_secret(done.stdout + done.stderr)
+        return done
+
+    def json(self, *args: str) -> Any:
+        done = self.run(*args, "--json")
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    def check_secret(self, text: str) -> None:
+        assert self.key not in text, "the CLI printed the caller's own API key"
+
+
+@pytest.fixture(scope="module")
+def tenant(
+    stack: LocalHost, create_tenant: Callable[[str], httpx.Client], tmp_path_factory: pytest.TempPathFactory
+) -> Tenant:
+    return Tenant(stack, create_tenant("clitenant"), tmp_path_factory.mktemp("cli"))
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("files")
+    rows = SAMPLE.read_text().splitlines()[:20]
+    good, broken = folder / "good.jsonl", folder / "with-broken-rows.jsonl"
+    good.write_text("\n".join(rows) + "\n")
+    row = json.loads(rows[3])
+    del row["mean radius"]  # a record the model cannot score: it fails, the others succeed
+    broken.write_text("\n".join([*rows[:3], json.dumps(row), *rows[4:]]) + "\n")
+    return {"good": good, "broken": broken}
+
+
+def test_submit_wait_exits_0_2_1_and_prints_json(tenant: Tenant, files: dict[str, Path]) -> None:
+    done = tenant.run("jobs", "submit", str(files["good"]), "--model", MODEL, "--wait", "--json")
+    assert done.returncode == 0, done.stderr
+    job = json.loads(done.stdout)  # nothing but the finished job on stdout
+    assert job["status"] == "succeeded" and job["counts"] == {"records": 20, "succeeded": 20, "failed": 0}
+
+    done = tenant.run("jobs", "submit", str(files["broken"]), "--model", MODEL, "--wait", "--metadata", "team=risk")
+    assert done.returncode == 2, done.stderr
+    assert "partially_succeeded" in done.stdout + done.stderr and "1 of 20 records failed" in done.stderr
+
+    done = tenant.run("jobs", "submit", str(files["good"]), "--model", "no-such-model", "--wait")
+    assert done.returncode == 1
+    assert "no-such-model" in done.stderr and done.stdout == ""
+
+
+def test_list_show_results_and_usage(tenant: Tenant, files: dict[str, Path]) -> None:
+    job = tenant.json("jobs", "submit", str(files["good"]), "--model", MODEL, "--wait")
+    listed = tenant.json("jobs", "list")
+    assert job["jobId"] in [j["jobId"] for j in listed]
+    shown = tenant.json("jobs", "show", job["jobId"])
+    assert shown["status"] == "succeeded" and shown["model"]["name"] == MODEL
+    results = tenant.json("jobs", "results", job["jobId"], "--limit", "5")
+    assert [r["recordIndex"] for r in results] == [0, 1, 2, 3, 4]
+    assert results[0]["id"] == json.loads(files["good"].read_text().splitlines()[0])["id"]
+    assert len(tenant.json("jobs", "results", job["jobId"], "--limit", "0")) == 20
+
+    # The tables people read carry the same job.
+    for args in (("jobs", "list"), ("jobs", "show", job["jobId"])):
+        done = tenant.run(*args)
+        assert done.returncode == 0 and job["jobId"] in done.stdout, done.stderr
+    missing = tenant.run("jobs", "show", "0" * 32)
+    assert missing.returncode == 1 and "404" in missing.stderr
+
+    usage = tenant.json("usage", "--group-by", "model")
+    assert usage["totals"]["jobs"] >= 1 and any(item["model"].startswith(f"{MODEL}@") for item in usage["items"])
+    assert "concurrentJobs" in tenant.run("usage").stdout
+
+
+def test_events_tail_follows_new_events_until_ctrl_c(tenant: Tenant, files: dict[str, Path]) -> None:
+    tail = subprocess.Popen(
+        [AIAAS, "events", "tail", "--json", "--interval", "0.5"],
+        env=tenant.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in tail.stdout or []], daemon=True).start()
+    try:
+        job = tenant.json("jobs", "submit", str(files["good"]), "--model", MODEL, "--wait")
+        while True:
+            event = json.loads(lines.get(timeout=60))  # a line that is not JSON fails the test
+            if event["data"].get("jobId") == job["jobId"]:
+                break
+        assert event["eventType"] == "AIaaS.Job.Succeeded"
+        assert event["subject"].endswith(f"/jobs/{job['jobId']}")
+    finally:
+        tail.send_signal(signal.SIGINT)
+        _, stderr = tail.communicate(timeout=30)
+    assert tail.returncode == 0, stderr
+    tenant.check_secret(stderr)
+
+
+def test_tenant_keys_over_the_api_beside_the_operators(stack: LocalHost, tenant: Tenant) -> None:
+    created = tenant.json("keys", "create", "--name", "ci-reader", "--role", "AIaaS.Reader")
+    assert created["role"] == "AIaaS.Reader" and created["key"]  # the one key the CLI prints: the one it made
+    listed = tenant.json("keys", "list")
+    assert created["id"] in [k["id"] for k in listed] and all("key" not in k for k in listed)
+    reader = {**tenant.env, "AIAAS_API_KEY": created["key"]}
+    done = subprocess.run([AIAAS, "jobs", "list", "--json"], env=reader, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and created["key"] not in done.stdout + done.stderr
+    # The operator's form, with the tenant named, reads the store directly.
+    operator = subprocess.run(
+        [AIAAS, "keys", "list", "clitenant"],
+        env={**os.environ, **stack.environment()},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert operator.returncode == 0 and created["id"] in operator.stdout, operator.stderr
+    assert tenant.run("keys", "revoke", created["id"]).returncode == 0
+    done = subprocess.run([AIAAS, "jobs", "list"], env=reader, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and "401" in done.stderr

@@ -1,0 +1,258 @@
+"""The tenant's `aiaas` commands (shared/client_cli.py) over a fake SDK client: dispatch, credentials, output, exits."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiaas_client import ApiKey, Event, Job, NotFoundError, Result, Usage
+
+from shared import cli, client_cli
+
+KEY = "aiaas_tenantsecret_0123456789abcdef"
+NEW_KEY = "aiaas_brandnewsecret_fedcba9876543210"
+
+
+def job(status: str, **extra: Any) -> Job:
+    return Job.model_validate(
+        {
+            "jobId": "job-1",
+            "status": status,
+            "model": {"name": "breast-cancer", "version": "1"},
+            "input": {"blobPath": "tenant-t/inbox/breast-cancer/x/f.jsonl"},
+            "counts": {"records": 3, "succeeded": 3 if status == "succeeded" else 2, "failed": 0},
+            "shards": {"count": 1, "done": 1},
+            **extra,
+        }
+    )
+
+
+class FakeJobs:
+    def __init__(self, outer: FakeClient) -> None:
+        self.outer = outer
+
+    def list(self, *, limit: int | None = None) -> Iterator[Job]:
+        for i in range(5):
+            yield job("succeeded", jobId=f"job-{i}")
+
+    def get(self, job_id: str) -> Job:
+        if job_id != "job-1":
+            raise NotFoundError("no job named that", status=404, code="JobNotFound")
+        return self.outer.final
+
+    def results(self, job_id: str, *, limit: int | None = None) -> Iterator[Result]:
+        for i in range(3):
+            yield Result.model_validate({"recordIndex": i, "id": f"r{i}", "output": {"label": "benign"}})
+
+    def cancel(self, job_id: str) -> Job:
+        return job("cancelled")
+
+
+class FakeEvents:
+    def __init__(self) -> None:
+        self.calls: list[dict[str, Any]] = []
+        self.started = datetime.now(UTC)
+
+    def list(self, *, since: str | None = None, type: str | None = None) -> Iterator[Event]:
+        self.calls.append({"since": since, "type": type})
+        if len(self.calls) > 2:
+            raise KeyboardInterrupt  # the user's Ctrl-C, after two polls
+        # An event published after the tail started, on both polls (the look-back overlaps): shown once; one
+        # from before the tail is not asked for.
+        for event_id, moment in (
+            ("ev-0", self.started - timedelta(hours=1)),
+            ("ev-1", self.started + timedelta(seconds=5)),
+        ):
+            if since is None or client_cli.iso(moment) >= since:
+                yield Event.model_validate(
+                    {
+                        "id": event_id,
+                        "eventType": "AIaaS.Job.Succeeded",
+                        "subject": "/tenants/t/jobs/job-1",
+                        "eventTime": client_cli.iso(moment),
+                        "data": {"status": "succeeded"},
+                    }
+                )
+
+
+class FakeUsage:
+    def get(self, *, start: str | None = None, end: str | None = None, group_by: str = "model") -> Usage:
+        return Usage.model_validate(
+            {
+                "items": [{"model": "breast-cancer", "jobs": 2, "records": 10, "succeeded": 9, "failed": 1}],
+                "totals": {"jobs": 2, "records": 10, "succeeded": 9, "failed": 1},
+                "quota": {"concurrentJobs": {"limit": 4, "used": 0, "remaining": 4}},
+            }
+        )
+
+
+class FakeKeys:
+    def create(self, name: str, role: str = "AIaaS.Submitter") -> ApiKey:
+        return ApiKey.model_validate({"id": "k2", "name": name, "role": role, "key": NEW_KEY})
+
+    def list(self) -> list[ApiKey]:
+        return [ApiKey.model_validate({"id": "k1", "name": "admin", "role": "AIaaS.Admin"})]
+
+    def revoke(self, key_id: str) -> None:
+        pass
+
+
+class FakeClient:
+    """What the commands use of aiaas_client.Client; answers are the SDK's own models."""
+
+    def __init__(self, final: Job) -> None:
+        self.final = final
+        self.jobs = FakeJobs(self)
+        self.events = FakeEvents()
+        self.usage = FakeUsage()
+        self.keys = FakeKeys()
+        self.submitted: dict[str, Any] = {}
+
+    def submit_file(self, path: Path, model: str, **options: Any) -> Job:
+        self.submitted = {"path": path, "model": model, **options}
+        if model == "nope":
+            raise NotFoundError("no model named 'nope' is available to you", status=404, code="UnknownModel")
+        options["on_progress"](10, 10)
+        options["on_update"](job("running"))
+        return self.final if options["wait"] else job("queued")
+
+
+@pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> FakeClient:
+    monkeypatch.setenv("AIAAS_API_URL", "http://127.0.0.1:1/api")
+    monkeypatch.setenv("AIAAS_API_KEY", KEY)
+    monkeypatch.setenv("AIAAS_PROFILE_FILE", str(tmp_path / "none.toml"))
+    monkeypatch.delenv("AIAAS_PROFILE", raising=False)
+    made = FakeClient(job("succeeded"))
+    monkeypatch.setattr(client_cli, "client", lambda profile: made)
+    monkeypatch.setattr(client_cli, "TAIL_INTERVAL_SECONDS", 0.0)
+    return made
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = cli.main(list(argv))
+    captured = capsys.readouterr()
+    assert KEY not in captured.out + captured.err  # never the caller's own key
+    return code, captured.out, captured.err
+
+
+@pytest.fixture
+def upload(tmp_path: Path) -> Path:
+    path = tmp_path / "rows.jsonl"
+    path.write_text('{"id": "a"}\n')
+    return path
+
+
+@pytest.mark.parametrize(
+    ("status", "exit_code"), [("succeeded", 0), ("partially_succeeded", 2), ("failed", 1), ("cancelled", 1)]
+)
+def test_submit_wait_exits_by_the_jobs_end(
+    fake: FakeClient, upload: Path, capsys: pytest.CaptureFixture[str], status: str, exit_code: int
+) -> None:
+    fake.final = job(
+        status, error={"code": "TooManyErrors", "message": "3 of 3 failed"} if status == "failed" else None
+    )
+    code, out, err = run(capsys, "jobs", "submit", str(upload), "--model", "breast-cancer", "--wait", "--json")
+    assert code == exit_code
+    assert json.loads(out)["status"] == status  # nothing but the job on stdout
+    if status == "failed":
+        assert "TooManyErrors: 3 of 3 failed" in err
+
+
+def test_submit_sends_metadata_and_without_wait_returns_the_queued_job(
+    fake: FakeClient, upload: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(
+        capsys, "jobs", "submit", str(upload), "-m", "breast-cancer", "--metadata", "team=risk", "--json"
+    )
+    assert code == 0
+    assert json.loads(out)["status"] == "queued"
+    assert fake.submitted["metadata"] == {"team": "risk"} and fake.submitted["wait"] is False
+
+
+def test_submit_refused_prints_the_reason_and_exits_1(
+    fake: FakeClient, upload: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run(capsys, "jobs", "submit", str(upload), "--model", "nope", "--wait")
+    assert code == 1 and out == ""
+    assert "UnknownModel (404): no model named 'nope'" in err
+
+
+def test_bad_metadata_is_refused_before_anything_is_sent(
+    fake: FakeClient, upload: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run(capsys, "jobs", "submit", str(upload), "--model", "m", "--metadata", "novalue")
+    assert code == 1 and "--metadata takes key=value" in err
+    assert fake.submitted == {}
+
+
+def test_list_show_results_json_and_tables(fake: FakeClient, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "jobs", "list", "--limit", "2", "--json")
+    assert code == 0 and [j["jobId"] for j in json.loads(out)] == ["job-0", "job-1"]
+    code, out, _ = run(capsys, "jobs", "show", "job-1", "--json")
+    assert json.loads(out)["counts"]["records"] == 3
+    code, out, _ = run(capsys, "jobs", "results", "job-1", "--json")
+    assert [r["recordIndex"] for r in json.loads(out)] == [0, 1, 2]
+    code, out, _ = run(capsys, "jobs", "results", "job-1")
+    assert code == 0 and "benign" in out and "r2" in out
+    code, out, err = run(capsys, "jobs", "show", "job-9")
+    assert code == 1 and "JobNotFound" in err
+
+
+def test_events_tail_shows_each_event_once_until_ctrl_c(fake: FakeClient, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "events", "tail", "--type", "AIaaS.Job.Succeeded", "--json", "--interval", "0.2")
+    assert code == 0
+    assert [json.loads(line)["id"] for line in out.splitlines()] == ["ev-1"]
+    assert fake.events.calls[0]["type"] == "AIaaS.Job.Succeeded"
+
+
+def test_usage_table_and_json(fake: FakeClient, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "usage", "--json")
+    assert code == 0 and json.loads(out)["totals"]["records"] == 10
+    code, out, _ = run(capsys, "usage")
+    assert "breast-cancer" in out and "concurrentJobs" in out
+
+
+def test_the_key_just_created_is_the_only_key_printed(fake: FakeClient, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "keys", "create", "--name", "ci", "--role", "AIaaS.Reader")
+    assert code == 0 and NEW_KEY in out
+    code, out, _ = run(capsys, "keys", "list", "--json")
+    assert json.loads(out) == [{"id": "k1", "name": "admin", "role": "AIaaS.Admin"}]
+
+
+def test_keys_naming_a_tenant_stay_the_operators() -> None:
+    assert client_cli.handles(["keys", "create", "--name", "n", "--role", "AIaaS.Reader"])
+    assert client_cli.handles(["keys", "list", "--json"])
+    assert client_cli.handles(["keys", "revoke", "k1"])
+    assert client_cli.handles(["jobs", "list"]) and client_cli.handles(["usage"])
+    assert not client_cli.handles(["keys", "create", "acme", "--name", "n", "--role", "AIaaS.Reader"])
+    assert not client_cli.handles(["keys", "list", "acme"])
+    assert not client_cli.handles(["keys", "revoke", "acme", "k1"])
+    assert not client_cli.handles(["tenants", "list"]) and not client_cli.handles([])
+
+
+def test_credentials_from_environment_and_profiles(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    profiles = tmp_path / "profile.toml"
+    profiles.write_text(
+        '[default]\napi_url = "http://d/api"\napi_key = "kd"\n[prod]\napi_url = "http://p/api"\napi_key = "kp"\n'
+    )
+    monkeypatch.setenv("AIAAS_PROFILE_FILE", str(profiles))
+    assert client_cli.resolve_credentials(None, {}) == ("http://d/api", "kd")
+    assert client_cli.resolve_credentials(None, {"AIAAS_API_KEY": "ke"}) == ("http://d/api", "ke")
+    assert client_cli.resolve_credentials(None, {"AIAAS_PROFILE": "prod"}) == ("http://p/api", "kp")
+    # --profile wins over the environment.
+    assert client_cli.resolve_credentials("prod", {"AIAAS_API_KEY": "ke"}) == ("http://p/api", "kp")
+    with pytest.raises(client_cli.CliError, match="no profile 'staging'"):
+        client_cli.resolve_credentials("staging", {})
+    monkeypatch.setenv("AIAAS_PROFILE_FILE", str(tmp_path / "absent.toml"))
+    with pytest.raises(client_cli.CliError, match="no API key"):
+        client_cli.resolve_credentials(None, {"AIAAS_API_URL": "http://x/api"})
+
+
+def test_operator_commands_still_parse() -> None:
+    args = cli.build_parser().parse_args(["keys", "create", "acme", "--name", "n", "--role", "AIaaS.Reader"])
+    assert args.func is cli.cmd_keys_create and args.tenant_id == "acme"
