@@ -14,6 +14,7 @@ import pytest
 from aiaas_client import AsyncClient, Client, JobStatus, NotFoundError
 
 from shared.localhost.host import LocalHost
+from shared.localhost.webhook_receiver import WebhookReceiver
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
@@ -131,3 +132,71 @@ def test_the_readme_example_runs(stack: LocalHost, create_tenant: Callable[[str]
 
     job = namespace["job"]
     assert isinstance(job, aiaas_client.Job) and job.status == JobStatus.SUCCEEDED
+
+
+def test_metadata_is_echoed_in_the_job_and_its_event(sdk: Client) -> None:
+    metadata = {"team": "risk", "batch": "2026-12-01"}
+
+    job = sdk.submit_file(SAMPLE, MODEL, metadata=metadata, timeout=180)
+
+    assert job.metadata == metadata
+    events = [e for e in sdk.events.list(type="AIaaS.Job.Succeeded", limit=2) if e.data.get("jobId") == job.job_id]
+    assert [e.data.get("metadata") for e in events] == [metadata]
+    assert events[0].subject == f"/tenants/sdk-acme/jobs/{job.job_id}"
+
+
+def test_cancel_stops_a_running_job_and_refuses_a_finished_one(sdk: Client, tmp_path: Path) -> None:
+    big = tmp_path / "many.jsonl"  # some 20 shards of 256 KiB for 2 workers: still running when cancelled
+    big.write_text("".join(json.dumps({**row, "id": f"{row['id']}-{n}"}) + "\n" for n in range(40) for row in ROWS))
+    running = sdk.submit_file(big, MODEL, wait=False)
+
+    sdk.jobs.cancel(running.job_id)
+    ended = sdk.jobs.wait(running.job_id, timeout=180)
+
+    assert ended.status == JobStatus.CANCELLED and ended.counts.records < 40 * len(ROWS)
+    with pytest.raises(aiaas_client.ConflictError) as raised:
+        sdk.jobs.cancel(sdk.submit_file(SAMPLE, MODEL, timeout=180).job_id)
+    assert raised.value.status == 409 and raised.value.code == "JobAlreadyFinished"
+
+
+def test_models_usage_and_keys(sdk: Client, stack: LocalHost, finished: aiaas_client.Job) -> None:
+    assert MODEL in [m.name for m in sdk.models.list()]
+    assert ".jsonl" in sdk.models.get(MODEL).input_types
+    with pytest.raises(NotFoundError):
+        sdk.models.get("no-such-model")
+    usage = sdk.usage.get(group_by="model")
+    assert usage.totals.jobs >= 1 and usage.totals.records >= len(ROWS)
+    assert any(row.model and row.model.startswith(MODEL) for row in usage.items)
+    assert usage.quota.records_per_day is not None
+
+    created = sdk.keys.create("sdk-reader", "AIaaS.Reader")
+    assert created.key and created.id in [k.id for k in sdk.keys.list()]
+    assert all(k.key is None for k in sdk.keys.list())  # secrets are shown once
+    with Client(stack.api_url, created.key) as reader:
+        assert reader.jobs.get(finished.job_id).job_id == finished.job_id
+        with pytest.raises(aiaas_client.PermissionDeniedError) as refused:
+            reader.uploads.create(MODEL, "f.jsonl")
+        assert refused.value.status == 403
+        sdk.keys.revoke(created.id)
+        with pytest.raises(aiaas_client.AuthenticationError) as revoked:
+            reader.jobs.get(finished.job_id)
+        assert revoked.value.status == 401 and revoked.value.code == "Unauthorized"
+
+
+def test_subscriptions_dead_letters_and_redelivery(sdk: Client, finished: aiaas_client.Job) -> None:
+    with WebhookReceiver() as hook:
+        created = sdk.subscriptions.create(hook.url, event_types=["AIaaS.Job.Succeeded"], max_delivery_attempts=3)
+        assert created.location and created.location.endswith(f"/v1/subscriptions/{created.subscription_id}")
+        assert created.retry_policy and created.retry_policy.max_delivery_attempts == 3
+        assert created.subscription_id in [s.subscription_id for s in sdk.subscriptions.list()]
+        assert list(sdk.subscriptions.dead_letters(created.subscription_id)) == []
+
+        event = next(e for e in sdk.events.list() if e.data.get("jobId") == finished.job_id)
+        answer = sdk.subscriptions.redeliver(created.subscription_id, event_ids=[event.id, "no-such-event"])
+        assert answer.events == 1 and answer.not_found == ["no-such-event"]
+        hook.wait_for(1, timeout=60)
+        assert [e["id"] for e in hook.events] == [event.id]  # the original id, as Event Grid redelivers
+
+    sdk.subscriptions.delete(created.subscription_id)
+    with pytest.raises(NotFoundError):
+        sdk.subscriptions.get(created.subscription_id)
