@@ -171,3 +171,28 @@ def test_a_small_file_goes_in_one_put_blob(tmp_path: Path) -> None:
 
     [put] = blob
     assert put.method == "PUT" and put.headers["x-ms-blob-type"] == "BlockBlob" and put.content == path.read_bytes()
+
+
+def test_submit_file_finds_the_job_of_its_blob_and_waits_for_it_to_end(slept: list[float], tmp_path: Path) -> None:
+    path = tmp_path / "f.jsonl"
+    path.write_bytes(b'{"id": 1}\n')
+    mine = "inbox/m/u1/f.jsonl"
+    other = {**JOB, "jobId": "b" * 32, "input": {"blobPath": "inbox/m/u0/f.jsonl"}}
+    running = {**JOB, "status": "running", "input": {"blobPath": mine}}
+    api = Script(
+        httpx.Response(201, json={"uploadUrl": "http://blob.test/c/x?sig=s", "blobPath": mine}),
+        httpx.Response(200, json={"items": [other], "continuationToken": None}),  # not admitted yet
+        httpx.Response(200, json={"items": [running, other], "continuationToken": None}),
+        httpx.Response(200, json=running),
+        httpx.Response(200, json={**JOB, "input": {"blobPath": mine}}),
+    )
+    storage = Script(httpx.Response(201))
+    seen: list[str] = []
+    with aiaas_client.Client(
+        API, "k", transport=httpx.MockTransport(api), blob_transport=httpx.MockTransport(storage)
+    ) as sdk:
+        job = sdk.submit_file(path, "m", metadata={"k": "v"}, on_update=lambda j: seen.append(j.status))
+
+    assert job.job_id == "a" * 32 and job.status == "succeeded" and job.input.blob_path == mine
+    assert seen == ["running", "succeeded"] and slept == [1.0, 1.0]
+    assert api.requests[0].read() == b'{"model":"m","filename":"f.jsonl","metadata":{"k":"v"}}'

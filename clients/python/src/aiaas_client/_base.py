@@ -36,6 +36,9 @@ IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 USER_AGENT = f"aiaas-client-python/{__version__}"
 # How far back a job may have been created and still be the one of an upload just sent (clock skew, slow trigger).
 FIND_JOB_SLACK = timedelta(minutes=10)
+# Without a timeout, how long a sent file may take to become a job (Event Grid's BlobCreated usually comes within
+# seconds): past it the trigger lost it, and waiting on would hang the caller for ever.
+APPEAR_TIMEOUT = 600.0
 
 T = TypeVar("T", bound=BaseModel)
 ProgressCallback = Callable[[int, int], None]

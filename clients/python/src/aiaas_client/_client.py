@@ -144,7 +144,11 @@ class Client:
         )
         self.uploads.send(upload, file, on_progress=on_progress, block_size=block_size)
         job = self.jobs.find_by_blob_path(
-            upload.blob_path, since=started, poll_interval=poll_interval, deadline=deadline
+            upload.blob_path,
+            since=started,
+            poll_interval=poll_interval,
+            timeout=_base.APPEAR_TIMEOUT,
+            deadline=deadline,
         )
         if not wait:
             return job
