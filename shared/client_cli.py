@@ -32,7 +32,8 @@ ROLES = ("AIaaS.Reader", "AIaaS.Submitter", "AIaaS.Admin")
 TAIL_INTERVAL_SECONDS = 2.0
 TAIL_OVERLAP = timedelta(minutes=2)
 
-out = Console(highlight=False, soft_wrap=True)
+# Piped into grep or a file, a table keeps each row on one line (rich would fold it to 80 columns).
+out = Console(highlight=False, width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 4096)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 # Typer's rich tracebacks print local variables by default: an API key among them must never reach the screen.

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiaas_client import ApiKey, Event, Job, NotFoundError, Result, Usage
+from aiaas_client import ApiKey, DeadLetter, Event, Job, NotFoundError, Redelivery, Result, Subscription, Usage
 
 from shared import cli, client_cli
 
@@ -101,6 +101,38 @@ class FakeKeys:
         pass
 
 
+class FakeSubscriptions:
+    def __init__(self) -> None:
+        self.created: dict[str, Any] = {}
+        self.redelivered: dict[str, Any] = {}
+
+    def create(self, endpoint_url: str, **options: Any) -> Subscription:
+        self.created = {"endpoint_url": endpoint_url, **options}
+        return Subscription.model_validate(
+            {"subscriptionId": "s1", "endpointUrl": endpoint_url.split("?")[0], "eventTypes": options["event_types"]}
+        )
+
+    def list(self) -> list[Subscription]:
+        return [Subscription.model_validate({"subscriptionId": "s1", "endpointUrl": "https://hooks.example/x"})]
+
+    def delete(self, subscription_id: str) -> None:
+        pass
+
+    def dead_letters(self, subscription_id: str, *, limit: int | None = None) -> Iterator[DeadLetter]:
+        yield DeadLetter.model_validate(
+            {
+                "event": {"id": "ev-9", "eventType": "AIaaS.Job.Failed"},
+                "deadLetterReason": "UndeliverableDueToClientError",
+                "deliveryAttempts": 1,
+                "lastHttpStatusCode": 400,
+            }
+        )
+
+    def redeliver(self, subscription_id: str, **options: Any) -> Redelivery:
+        self.redelivered = options
+        return Redelivery.model_validate({"subscriptionId": subscription_id, "events": 1})
+
+
 class FakeClient:
     """What the commands use of aiaas_client.Client; answers are the SDK's own models."""
 
@@ -110,6 +142,7 @@ class FakeClient:
         self.events = FakeEvents()
         self.usage = FakeUsage()
         self.keys = FakeKeys()
+        self.subscriptions = FakeSubscriptions()
         self.submitted: dict[str, Any] = {}
 
     def submit_file(self, path: Path, model: str, **options: Any) -> Job:
@@ -215,6 +248,22 @@ def test_usage_table_and_json(fake: FakeClient, capsys: pytest.CaptureFixture[st
     assert code == 0 and json.loads(out)["totals"]["records"] == 10
     code, out, _ = run(capsys, "usage")
     assert "breast-cancer" in out and "concurrentJobs" in out
+
+
+def test_subscriptions_and_cancel(fake: FakeClient, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(
+        capsys, "subscriptions", "create", "https://hooks.example/x", "--event-type", "AIaaS.Job.Failed", "--json"
+    )
+    assert code == 0 and json.loads(out)["subscriptionId"] == "s1"
+    assert fake.subscriptions.created["event_types"] == ["AIaaS.Job.Failed"]
+    code, out, _ = run(capsys, "subscriptions", "deadletters", "s1")
+    assert code == 0 and "UndeliverableDueToClientError" in out and "ev-9" in out
+    code, out, _ = run(capsys, "subscriptions", "redeliver", "s1", "--event-id", "ev-9", "--json")
+    assert json.loads(out)["events"] == 1 and fake.subscriptions.redelivered == {"event_ids": ["ev-9"]}
+    code, _, err = run(capsys, "subscriptions", "redeliver", "s1")
+    assert code == 1 and "--event-id" in err
+    code, out, _ = run(capsys, "jobs", "cancel", "job-1", "--json")
+    assert code == 0 and json.loads(out)["status"] == "cancelled"
 
 
 def test_the_key_just_created_is_the_only_key_printed(fake: FakeClient, capsys: pytest.CaptureFixture[str]) -> None:
