@@ -196,3 +196,16 @@ def test_submit_file_finds_the_job_of_its_blob_and_waits_for_it_to_end(slept: li
     assert job.job_id == "a" * 32 and job.status == "succeeded" and job.input.blob_path == mine
     assert seen == ["running", "succeeded"] and slept == [1.0, 1.0]
     assert api.requests[0].read() == b'{"model":"m","filename":"f.jsonl","metadata":{"k":"v"}}'
+
+
+def test_iterators_follow_the_token_and_fetch_a_page_only_when_the_loop_gets_there() -> None:
+    pages = Script(
+        httpx.Response(200, json={"items": [JOB], "continuationToken": "t1"}),
+        httpx.Response(200, json={"items": [{**JOB, "jobId": "b" * 32}], "continuationToken": None}),
+    )
+    jobs = client(pages).jobs.list(limit=1)
+
+    first = next(jobs)
+    assert first.job_id == "a" * 32 and len(pages.requests) == 1
+    assert [j.job_id for j in jobs] == ["b" * 32]
+    assert [dict(r.url.params) for r in pages.requests] == [{"limit": "1"}, {"limit": "1", "continuationToken": "t1"}]
