@@ -153,3 +153,35 @@ def test_tenant_keys_over_the_api_beside_the_operators(stack: LocalHost, tenant:
     assert tenant.run("keys", "revoke", created["id"]).returncode == 0
     done = subprocess.run([AIAAS, "jobs", "list"], env=reader, capture_output=True, text=True, timeout=60)
     assert done.returncode == 1 and "401" in done.stderr
+
+
+def test_a_waiting_submit_of_a_big_file_cancelled_elsewhere_exits_1(tenant: Tenant, tmp_path: Path) -> None:
+    rows = [json.loads(line) for line in SAMPLE.read_text().splitlines()]
+    # About 5.5 MB: more than one 4 MiB block to upload, and some twenty 256 KB shards to run (the stack's shards).
+    big = tmp_path / "big.jsonl"
+    big.write_text("".join(json.dumps({**rows[i % len(rows)], "id": f"row-{i}"}) + "\n" for i in range(8000)))
+    submit = subprocess.Popen(
+        [AIAAS, "jobs", "submit", str(big), "--model", MODEL, "--wait"],
+        env=tenant.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        job: dict[str, Any] = {}
+        while not job:
+            assert submit.poll() is None, submit.communicate()
+            listed = tenant.json("jobs", "list", "--limit", "5")
+            job = next((j for j in listed if j["input"]["blobPath"].endswith("/big.jsonl")), {})
+        assert job["status"] in ("queued", "running"), job
+        cancelled = tenant.json("jobs", "cancel", job["jobId"])
+        assert cancelled["jobId"] == job["jobId"]
+        stdout, stderr = submit.communicate(timeout=300)
+    finally:
+        if submit.poll() is None:
+            submit.kill()
+    tenant.check_secret(stdout + stderr)
+    assert submit.returncode == 1, stderr
+    assert f"job {job['jobId']} cancelled" in stderr
+    shown = tenant.json("jobs", "show", job["jobId"])
+    assert shown["status"] == "cancelled" and shown["shards"]["done"] < shown["shards"]["count"]
