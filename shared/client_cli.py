@@ -284,6 +284,7 @@ class SubmitProgress:
         )
         self.upload: TaskID | None = None
         self.job: TaskID | None = None
+        self.job_id: str | None = None
 
     def __enter__(self) -> SubmitProgress:
         self.progress.start()
@@ -300,6 +301,7 @@ class SubmitProgress:
 
     def on_job(self, job: Any) -> None:
         view = plain(job)
+        self.job_id = str(view.get("jobId") or "") or None
         shards, counts = view.get("shards") or {}, view.get("counts") or {}
         done, total = int(shards.get("done") or 0), int(shards.get("count") or 0)
         amount = f"{done}/{total or '?'} shards"
@@ -326,14 +328,27 @@ def jobs_submit(
     api = run_api(lambda: client(profile))
     pairs = run_api(lambda: parse_pairs(metadata, "--metadata"))
     bars = SubmitProgress(enabled=not json_out)
-    with bars:
-        job = plain(
-            run_api(
-                lambda: api.submit_file(
-                    file, model, wait=wait, metadata=pairs or None, on_progress=bars.on_upload, on_update=bars.on_job
+    try:
+        with bars:
+            job = plain(
+                run_api(
+                    lambda: api.submit_file(
+                        file,
+                        model,
+                        wait=wait,
+                        metadata=pairs or None,
+                        on_progress=bars.on_upload,
+                        on_update=bars.on_job,
+                    )
                 )
             )
-        )
+    except KeyboardInterrupt:
+        # Ctrl-C stops the waiting, not the job (`aiaas jobs cancel` does that).
+        if bars.job_id:
+            err.print(f"stopped waiting; job {bars.job_id} goes on: aiaas jobs show {bars.job_id}")
+        else:
+            err.print("stopped before the job started")
+        raise typer.Exit(130) from None
     if json_out:
         print_json(job)
     elif not wait:

@@ -151,6 +151,8 @@ class FakeClient:
             raise NotFoundError("no model named 'nope' is available to you", status=404, code="UnknownModel")
         options["on_progress"](10, 10)
         options["on_update"](job("running"))
+        if model == "slow":
+            raise KeyboardInterrupt  # the user's Ctrl-C while it waits
         return self.final if options["wait"] else job("queued")
 
 
@@ -213,6 +215,14 @@ def test_submit_refused_prints_the_reason_and_exits_1(
     code, out, err = run(capsys, "jobs", "submit", str(upload), "--model", "nope", "--wait")
     assert code == 1 and out == ""
     assert "UnknownModel (404): no model named 'nope'" in err
+
+
+def test_ctrl_c_while_waiting_leaves_the_job_running_and_says_how_to_follow_it(
+    fake: FakeClient, upload: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run(capsys, "jobs", "submit", str(upload), "--model", "slow", "--wait")
+    assert code == 130 and out == ""
+    assert "job job-1 goes on: aiaas jobs show job-1" in err
 
 
 def test_bad_metadata_is_refused_before_anything_is_sent(
