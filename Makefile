@@ -14,6 +14,8 @@ VENV_IAC := .venv-iac
 STAMP_IAC := $(VENV_IAC)/.installed
 STAMP_OCI := .aiaas/.docker-registry-installed
 DOCKER_REGISTRY_VERSION := 2.8.2+ds1-1
+STAMP_CHROMIUM := .aiaas/.chromium-installed
+CHROMIUM_VERSION := 156.0.8078.114-1~deb12u1
 
 .PHONY: help deps models demo test test-unit test-integration test-e2e up lint typecheck bench clean
 
@@ -57,7 +59,7 @@ demo: deps models
 up: deps models
 	$(BIN)/aiaas up
 
-test: deps models lint typecheck $(STAMP_CI) $(STAMP_IAC) $(STAMP_OCI)
+test: deps models lint typecheck $(STAMP_CI) $(STAMP_IAC) $(STAMP_OCI) $(STAMP_CHROMIUM)
 	$(BIN)/pytest -q -p no:cacheprovider
 
 test-unit: deps models $(STAMP_IAC)
@@ -66,7 +68,7 @@ test-unit: deps models $(STAMP_IAC)
 test-integration: deps models $(STAMP_OCI)
 	$(BIN)/pytest -q tests/integration
 
-test-e2e: deps models
+test-e2e: deps models $(STAMP_CHROMIUM)
 	$(BIN)/pytest -q tests/e2e
 
 lint: $(STAMP_PY)
@@ -118,4 +120,15 @@ $(STAMP_OCI):
 			docker-registry=$(DOCKER_REGISTRY_VERSION); \
 	fi
 	test -x /usr/bin/docker-registry
+	touch $@
+
+# Debian's Chromium, which tests/e2e/test_console.py drives with Playwright (executable_path=/usr/bin/chromium: no
+# browser download). Installed at the pinned version only when no chromium is installed; a machine that has one keeps it.
+$(STAMP_CHROMIUM):
+	@mkdir -p $(dir $@)
+	if ! dpkg-query -W -f='$${Status}' chromium 2>/dev/null | grep -q 'install ok installed'; then \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+			chromium=$(CHROMIUM_VERSION); \
+	fi
+	test -x /usr/bin/chromium
 	touch $@

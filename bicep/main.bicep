@@ -103,6 +103,10 @@ module storage 'modules/storage.bicep' = {
       deploymentContainerName
     ]
     logAnalyticsWorkspaceId: monitoring.outputs.logAnalyticsWorkspaceId
+    // The web console (/console) PUTs uploads to the tenants' account from the function app's own host.
+    corsOrigins: [
+      'https://${functionAppName}.azurewebsites.net'
+    ]
   }
 }
 

@@ -10,6 +10,9 @@ param containerNames array
 @description('Log Analytics workspace that receives the diagnostic settings.')
 param logAnalyticsWorkspaceId string
 
+@description('Origins whose pages may PUT to an upload SAS URL (the web console at /console); none: no CORS rule.')
+param corsOrigins array = []
+
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
   // checkov:skip=CKV_AZURE_35:tenants upload from their own networks with a user-delegation SAS URL; shared keys are off, so a request needs Entra ID or that SAS
   // checkov:skip=CKV_AZURE_206:no geo-replication: a paired region can lie in another country (Brazil South pairs with South Central US) and a tenant's data must stay in its stamp's region; ZRS keeps three copies there
@@ -48,6 +51,30 @@ resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
       containerDeleteRetentionPolicy: {
         enabled: true
         days: 7
+      }
+      // A browser's upload from the console: a preflight for PUT with x-ms-blob-type, answered only when a rule
+      // names the page's origin (CORS support for Azure Storage: at most 5 rules per service).
+      cors: {
+        corsRules: empty(corsOrigins) ? [] : [
+          {
+            allowedOrigins: corsOrigins
+            allowedMethods: [
+              'PUT'
+            ]
+            allowedHeaders: [
+              'content-type'
+              'x-ms-blob-type'
+              'x-ms-version'
+              'x-ms-date'
+              'x-ms-client-request-id'
+            ]
+            exposedHeaders: [
+              'etag'
+              'x-ms-request-id'
+            ]
+            maxAgeInSeconds: 600
+          }
+        ]
       }
     }
   }

@@ -65,6 +65,27 @@ class RestartBackoff:
         return delay
 
 
+def allow_console_uploads(connection_string: str | None, origins: list[str]) -> None:
+    """CORS on the tenants' Blob service so the console's page may PUT to an upload SAS URL from its origin.
+
+    Azurite, as Azure, answers a cross-origin preflight only when the Blob service properties carry a matching
+    CORS rule (at most 5 rules per service: "CORS support for Azure Storage"). In Azure the storage account's
+    blobServices/cors (bicep/modules/storage.bicep) carries the console's origin.
+    """
+    if not connection_string:
+        return
+    from azure.storage.blob import BlobServiceClient, CorsRule
+
+    rule = CorsRule(
+        origins,
+        ["PUT"],
+        allowed_headers=["content-type", "x-ms-blob-type", "x-ms-version", "x-ms-date", "x-ms-client-request-id"],
+        exposed_headers=["etag", "x-ms-request-id"],
+        max_age_in_seconds=600,
+    )
+    BlobServiceClient.from_connection_string(connection_string).set_service_properties(cors=[rule])
+
+
 @dataclass
 class _Supervised:
     """What the supervisor knows of one child: when it last started, and when it is due again while dead."""
@@ -134,6 +155,15 @@ class LocalHost:
     def api_url(self) -> str:
         return f"http://{self.settings.api_host}:{self.settings.api_port}/api"
 
+    def console_origins(self) -> list[str]:
+        """Where the web console (/console) is served from: it PUTs uploads to the SAS URL from there."""
+        port = self.settings.api_port
+        origins = [f"http://127.0.0.1:{port}", f"http://localhost:{port}", f"http://{self.settings.api_host}:{port}"]
+        if self.settings.public_api_url:
+            public = httpx.URL(self.settings.public_api_url)
+            origins.append(f"{public.scheme}://{public.netloc.decode()}")
+        return sorted(set(origins))
+
     def environment(self) -> dict[str, str]:
         """Every setting, as the AIAAS_* variables the worker processes read (they are separate processes)."""
         env = {}
@@ -180,6 +210,7 @@ class LocalHost:
         bootstrap.reset()
         platform = bootstrap.get_platform()
         platform.blobs.ensure_container("models")
+        allow_console_uploads(get_settings().storage_connection_string, self.console_origins())
         # Event Grid dead-letters into the platform's own account (the domain's identity writes there), never
         # into the tenants' account, whose containers tenants hold SAS for.
         bootstrap.build_platform_blobs(get_settings()).ensure_container(self.settings.deadletter_container)

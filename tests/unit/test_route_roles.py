@@ -24,8 +24,12 @@ from tests.fakes import MODEL_NAME, add_tenant
 # catch-all that answers 404 for a path that is no endpoint, and
 # the relay of callback subscriptions: Event Grid calls it with no tenant credential, so it authenticates each
 # delivery by the subscription's own relay header instead (shared.services.relay; its OPTIONS is the CloudEvents
-# abuse-protection request, which carries no header of ours).
+# abuse-protection request, which carries no header of ours). And the web console's page and assets (static, no
+# data: its calls are the tenant's own /api/v1 with the key).
 PUBLIC = {
+    ("GET", "/console"),
+    ("GET", "/console/"),
+    ("GET", "/console/static/{asset:path}"),
     ("POST", "/api/relay/{tenant_id}/{subscription_id}"),
     ("OPTIONS", "/api/relay/{tenant_id}/{subscription_id}"),
     ("GET", "/api/health"),

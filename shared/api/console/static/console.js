@@ -1,0 +1,540 @@
+// The console: plain ES module, no build step. Every call is the tenant's own /api/v1 with its API key.
+// The key lives in sessionStorage (this tab only): never in the URL, never in a cookie, so no other path gets it.
+const KEY = "aiaas.apiKey";
+const RUNNING = new Set(["queued", "running"]);
+const REFRESH_MS = 1500;
+
+let timer = null;
+let charts = [];
+
+// DOM built with text nodes only: job ids, file names and error messages come from tenants, never parsed as HTML.
+function h(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs)) {
+    if (value === false || value === null || value === undefined) continue;
+    if (name.startsWith("on")) node.addEventListener(name.slice(2), value);
+    else node.setAttribute(name, value === true ? "" : String(value));
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined || child === false) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+function table(headers, rows, attrs = {}) {
+  return h(
+    "table",
+    attrs,
+    h("thead", {}, h("tr", {}, headers.map((title) => h("th", {}, title)))),
+    h("tbody", {}, rows),
+  );
+}
+
+class ApiError extends Error {
+  constructor(status, code, message) {
+    super(message);
+    this.status = status;
+    this.code = code;
+  }
+}
+
+async function api(path, options = {}) {
+  const key = sessionStorage.getItem(KEY);
+  const headers = { Authorization: `Bearer ${key}`, ...(options.body ? { "Content-Type": "application/json" } : {}) };
+  // credentials "omit": the platform uses no cookie, and the key goes only in this header.
+  const answer = await fetch(path, { ...options, headers, credentials: "omit", cache: "no-store" });
+  if (answer.status === 204) return null;
+  const body = await answer.json().catch(() => ({}));
+  if (!answer.ok) {
+    const error = body.error || {};
+    if (answer.status === 401) signOut("The key was refused: sign in again.");
+    throw new ApiError(answer.status, error.code || "HttpError", error.message || `HTTP ${answer.status}`);
+  }
+  return body;
+}
+
+function say(text, isError = false) {
+  const box = document.getElementById("message");
+  box.textContent = text;
+  box.className = isError ? "error" : "";
+  box.hidden = !text;
+}
+
+function signOut(reason = "") {
+  sessionStorage.removeItem(KEY);
+  location.hash = "#/jobs";
+  render();
+  say(reason, Boolean(reason));
+}
+
+function statusBadge(status) {
+  return h("span", { class: `status ${status}`, "data-status": status }, status);
+}
+
+function progressOf(job) {
+  const shards = job.shards || { count: 0, done: 0 };
+  const max = Math.max(shards.count || 0, 1);
+  const done = RUNNING.has(job.status) ? shards.done || 0 : max;
+  return h(
+    "span",
+    {},
+    h("progress", { max, value: done }),
+    ` ${shards.done || 0}/${shards.count || 0} shards, ${job.counts?.records ?? 0} records`,
+  );
+}
+
+function clearPage() {
+  if (timer) clearTimeout(timer);
+  timer = null;
+  for (const chart of charts) chart.destroy();
+  charts = [];
+}
+
+function refreshLater(fn) {
+  timer = setTimeout(() => fn().catch((err) => say(err.message, true)), REFRESH_MS);
+}
+
+// ---- jobs ----------------------------------------------------------------------------------------------------
+
+async function jobsPage(view) {
+  const models = await api("/api/v1/models");
+  const form = h(
+    "form",
+    { class: "inline", id: "upload-form" },
+    h(
+      "label",
+      {},
+      "Model",
+      h("select", { name: "model", id: "upload-model", required: true }, models.items.map((m) => h("option", { value: m.name }, m.name))),
+    ),
+    h("label", {}, "File", h("input", { type: "file", name: "file", id: "upload-file", required: true })),
+    h("button", { type: "submit" }, "Upload and run"),
+  );
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    submitFile(form).catch((err) => say(`Upload failed: ${err.message}`, true));
+  });
+  const list = h("div", { id: "jobs-list" });
+  view.append(
+    h("section", { class: "card" }, h("h2", {}, "Submit a file"), form),
+    h("section", { class: "card" }, h("h2", {}, "Jobs"), list),
+  );
+  const load = async () => {
+    const page = await api("/api/v1/jobs?limit=50");
+    const rows = page.items.map((job) =>
+      h(
+        "tr",
+        { "data-job-id": job.jobId },
+        h("td", {}, h("a", { href: `#/jobs/${job.jobId}`, class: "mono" }, job.jobId.slice(0, 12))),
+        h("td", {}, `${job.model.name}@${job.model.version}`),
+        h("td", { class: "mono" }, job.input.blobPath.split("/").slice(2).join("/")),
+        h("td", {}, statusBadge(job.status)),
+        h("td", {}, progressOf(job)),
+        h("td", { class: "num" }, job.counts.succeeded),
+        h("td", { class: "num" }, job.counts.failed),
+        h("td", {}, job.createdAt),
+      ),
+    );
+    list.replaceChildren(
+      rows.length
+        ? table(["Job", "Model", "File", "Status", "Progress", "Succeeded", "Failed", "Created"], rows, { id: "jobs-table" })
+        : h("p", { class: "muted" }, "No jobs yet: submit a file above."),
+    );
+    if (page.items.some((job) => RUNNING.has(job.status))) refreshLater(load);
+  };
+  await load();
+}
+
+async function submitFile(form) {
+  const file = form.querySelector("#upload-file").files[0];
+  const model = form.querySelector("#upload-model").value;
+  say(`Uploading ${file.name}...`);
+  const upload = await api("/api/v1/uploads", { method: "POST", body: JSON.stringify({ model, filename: file.name }) });
+  // Straight to the tenant's container with the one-blob SAS URL: the key never goes to storage.
+  const put = await fetch(upload.uploadUrl, {
+    method: "PUT",
+    body: file,
+    credentials: "omit",
+    headers: { "x-ms-blob-type": "BlockBlob", "Content-Type": file.type || "application/octet-stream" },
+  });
+  if (!put.ok) throw new Error(`storage answered ${put.status}`);
+  say(`Uploaded ${file.name}; waiting for its job...`);
+  for (let attempt = 0; attempt < 120; attempt++) {
+    const page = await api("/api/v1/jobs?limit=50");
+    const job = page.items.find((item) => item.input.blobPath === upload.blobPath);
+    if (job) {
+      say("");
+      location.hash = `#/jobs/${job.jobId}`;
+      return;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+  }
+  say(`${file.name} is uploaded, but no job appeared for it yet: see the jobs list later.`, true);
+}
+
+// ---- one job -------------------------------------------------------------------------------------------------
+
+function outputSeries(items) {
+  const outputs = items.map((item) => item.output).filter((output) => output && typeof output === "object");
+  const labelled = outputs.filter((output) => output.label !== undefined);
+  if (labelled.length) {
+    const counts = new Map();
+    for (const output of labelled) counts.set(String(output.label), (counts.get(String(output.label)) || 0) + 1);
+    const labels = [...counts.keys()].sort();
+    return { title: "Label counts", labels, values: labels.map((label) => counts.get(label)) };
+  }
+  const scores = outputs.map((output) => output.score).filter((score) => typeof score === "number");
+  if (scores.length) {
+    const bins = 10;
+    const low = Math.min(...scores);
+    const high = Math.max(...scores);
+    const width = (high - low) / bins || 1;
+    const values = new Array(bins).fill(0);
+    for (const score of scores) values[Math.min(bins - 1, Math.floor((score - low) / width))] += 1;
+    const labels = values.map((_, i) => `${(low + i * width).toFixed(3)}`);
+    return { title: "Score histogram", labels, values };
+  }
+  return null;
+}
+
+function barChart(canvas, series, label) {
+  const chart = new window.Chart(canvas, {
+    type: "bar",
+    data: { labels: series.labels, datasets: [{ label, data: series.values, backgroundColor: "#2457c5" }] },
+    options: { animation: false, maintainAspectRatio: false, plugins: { legend: { display: false } } },
+  });
+  charts.push(chart);
+  canvas.dataset.points = String(series.values.length);
+  return chart;
+}
+
+async function jobPage(view, jobId) {
+  const head = h("section", { class: "card", id: "job-head" });
+  const chartCard = h("section", { class: "card", id: "job-chart" });
+  const driftCard = h("section", { class: "card", id: "job-drift", hidden: true });
+  const errorsCard = h("section", { class: "card", id: "job-errors", hidden: true });
+  const resultsCard = h("section", { class: "card", id: "job-results" });
+  view.append(head, errorsCard, chartCard, driftCard, resultsCard);
+  const load = async () => {
+    const job = await api(`/api/v1/jobs/${encodeURIComponent(jobId)}`);
+    head.replaceChildren(
+      h("h2", {}, "Job ", h("span", { class: "mono" }, job.jobId), " ", statusBadge(job.status)),
+      h("p", {}, `${job.model.name}@${job.model.version} over `, h("span", { class: "mono" }, job.input.blobPath)),
+      h(
+        "div",
+        { class: "counts" },
+        h("div", { id: "count-records" }, job.counts.records, h("small", {}, "records")),
+        h("div", { id: "count-succeeded" }, job.counts.succeeded, h("small", {}, "succeeded")),
+        h("div", { id: "count-failed" }, job.counts.failed, h("small", {}, "failed")),
+        h("div", { class: "progress" }, progressOf(job), h("small", {}, "progress")),
+      ),
+      // replaceChildren would print a null: an empty paragraph when there is nothing to cancel.
+      h("p", {}, RUNNING.has(job.status) ? h("button", { type: "button", id: "cancel-job", onclick: () => cancelJob(job.jobId) }, "Cancel job") : null),
+    );
+    if (RUNNING.has(job.status)) {
+      chartCard.replaceChildren(h("p", { class: "muted" }, "Results appear when the job ends."));
+      resultsCard.replaceChildren();
+      refreshLater(load);
+      return;
+    }
+    await showErrors(errorsCard, job);
+    await showResults(chartCard, resultsCard, job);
+    showDrift(driftCard, job.drift);
+  };
+  await load();
+}
+
+async function cancelJob(jobId) {
+  try {
+    await api(`/api/v1/jobs/${encodeURIComponent(jobId)}/cancel`, { method: "POST", body: "{}" });
+    say("Cancel requested.");
+  } catch (err) {
+    say(`Cancel failed: ${err.message}`, true);
+  }
+}
+
+async function showErrors(card, job) {
+  const parts = [];
+  if (job.error) parts.push(h("p", { id: "job-error" }, h("strong", {}, job.error.code), `: ${job.error.message}`));
+  // Per-record errors (line and reason) when the API lists them; otherwise the job's error names the first one.
+  if (job.counts.failed) {
+    try {
+      const page = await api(`/api/v1/jobs/${encodeURIComponent(job.jobId)}/errors?limit=20`);
+      const rows = (page.items || []).map((e) =>
+        h("tr", {}, h("td", { class: "num" }, e.line ?? ""), h("td", {}, e.code || ""), h("td", {}, e.field || ""), h("td", {}, e.message || "")),
+      );
+      if (rows.length) parts.push(table(["Line", "Code", "Field", "Reason"], rows, { id: "errors-table" }));
+    } catch (err) {
+      if (!(err instanceof ApiError && err.status === 404)) throw err;
+    }
+  }
+  card.replaceChildren(h("h2", {}, "Errors"), ...parts);
+  card.hidden = parts.length === 0;
+}
+
+async function showResults(chartCard, resultsCard, job) {
+  const page = await api(`/api/v1/jobs/${encodeURIComponent(job.jobId)}/results?limit=1000`);
+  const series = outputSeries(page.items);
+  if (series) {
+    const canvas = h("canvas", { id: "output-chart", "aria-label": series.title, role: "img" });
+    chartCard.replaceChildren(
+      h("h2", {}, series.title, page.continuationToken ? ` (first ${page.items.length} results)` : ""),
+      h("div", { class: "chart-box" }, canvas),
+    );
+    barChart(canvas, series, "records");
+  } else {
+    chartCard.replaceChildren(h("h2", {}, "Outputs"), h("p", { class: "muted" }, "No label or score to chart."));
+  }
+  const rows = page.items.slice(0, 20).map((item) =>
+    h(
+      "tr",
+      {},
+      h("td", { class: "num" }, item.recordIndex),
+      h("td", { class: "mono" }, item.id ?? ""),
+      h("td", { class: "mono" }, JSON.stringify(item.output).slice(0, 160)),
+    ),
+  );
+  resultsCard.replaceChildren(
+    h("h2", {}, "First results"),
+    rows.length ? table(["Record", "Id", "Output"], rows, { id: "results-table" }) : h("p", { class: "muted" }, "No results."),
+  );
+}
+
+function showDrift(card, drift) {
+  if (!drift) {
+    card.hidden = true;
+    return;
+  }
+  const rows = (drift.features || []).map((feature) =>
+    h(
+      "tr",
+      { class: feature.drifted ? "drifted" : "" },
+      h("td", {}, feature.name),
+      h("td", {}, feature.metric),
+      h("td", { class: "num" }, Number(feature.value).toFixed(4)),
+      h("td", { class: "num" }, feature.threshold),
+      h("td", {}, feature.drifted ? "drifted" : "ok"),
+    ),
+  );
+  card.replaceChildren(
+    h("h2", {}, "Drift: ", h("span", { id: "drift-status", class: drift.status === "drifted" ? "drifted" : "" }, drift.status)),
+    table(["Feature", "Metric", "Value", "Threshold", ""], rows, { id: "drift-table" }),
+  );
+  card.hidden = false;
+}
+
+// ---- subscriptions -------------------------------------------------------------------------------------------
+
+async function subscriptionsPage(view) {
+  const page = await api("/api/v1/subscriptions");
+  const card = h("section", { class: "card" }, h("h2", {}, "Subscriptions"));
+  view.append(card);
+  if (!page.items.length) {
+    card.append(h("p", { class: "muted" }, "No subscriptions: create one with POST /api/v1/subscriptions."));
+    return;
+  }
+  for (const sub of page.items) {
+    const letters = await api(`/api/v1/subscriptions/${sub.subscriptionId}/deadletters`);
+    const rows = letters.items.map((letter) =>
+      h(
+        "tr",
+        {},
+        h("td", { class: "mono" }, letter.event.id),
+        h("td", {}, letter.event.eventType || letter.event.type || ""),
+        h("td", {}, letter.deadLetterReason),
+        h("td", { class: "num" }, letter.deliveryAttempts),
+        h("td", {}, letter.lastHttpStatusCode ?? letter.lastDeliveryOutcome),
+        h(
+          "td",
+          {},
+          h("button", { type: "button", class: "redeliver", onclick: () => redeliver(sub.subscriptionId, [letter.event.id]) }, "Redeliver"),
+        ),
+      ),
+    );
+    card.append(
+      h("h3", {}, sub.endpointUrl || sub.callbackUrl, " ", h("span", { class: "muted mono" }, sub.subscriptionId)),
+      h("p", { class: "muted" }, `${sub.kind}, ${sub.schema}, events: ${sub.eventTypes.join(", ")}`),
+      rows.length
+        ? table(["Event", "Type", "Reason", "Attempts", "Last answer", ""], rows, { class: "deadletters" })
+        : h("p", { class: "muted" }, "No dead letters."),
+    );
+  }
+}
+
+async function redeliver(subscriptionId, eventIds) {
+  try {
+    const answer = await api(`/api/v1/subscriptions/${subscriptionId}/redeliver`, {
+      method: "POST",
+      body: JSON.stringify({ eventIds }),
+    });
+    say(`${answer.events} event(s) scheduled for delivery.`);
+  } catch (err) {
+    say(`Redelivery failed: ${err.message}`, true);
+  }
+}
+
+// ---- usage ---------------------------------------------------------------------------------------------------
+
+async function usagePage(view) {
+  const usage = await api("/api/v1/usage?groupBy=day");
+  const canvas = h("canvas", { id: "usage-chart", role: "img", "aria-label": "records per day" });
+  const quota = usage.quota || {};
+  view.append(
+    h("section", { class: "card" }, h("h2", {}, `Records per day, ${usage.from.slice(0, 10)} to ${usage.to.slice(0, 10)}`), h("div", { class: "chart-box" }, canvas)),
+    h(
+      "section",
+      { class: "card" },
+      h("h2", {}, "Totals and quota"),
+      table(
+        ["", "Limit", "Used", "Remaining"],
+        [
+          h("tr", {}, h("td", {}, "jobs in range"), h("td", {}), h("td", { class: "num" }, usage.totals.jobs), h("td", {})),
+          h("tr", {}, h("td", {}, "records in range"), h("td", {}), h("td", { class: "num" }, usage.totals.records), h("td", {})),
+          ...Object.entries(quota).map(([name, q]) =>
+            h("tr", {}, h("td", {}, name), h("td", { class: "num" }, q.limit ?? ""), h("td", { class: "num" }, q.used ?? ""), h("td", { class: "num" }, q.remaining ?? "")),
+          ),
+        ],
+        { id: "usage-totals" },
+      ),
+    ),
+  );
+  // Every day of the range, the days without jobs as zeros, so the chart reads as time.
+  const byDay = new Map(usage.items.map((item) => [String(item.day), item]));
+  const items = [];
+  for (let day = new Date(usage.from.slice(0, 10)); day < new Date(usage.to); day.setUTCDate(day.getUTCDate() + 1)) {
+    const name = day.toISOString().slice(0, 10);
+    items.push(byDay.get(name) || { day: name, succeeded: 0, failed: 0 });
+  }
+  const chart = new window.Chart(canvas, {
+    type: "bar",
+    data: {
+      labels: items.map((item) => item.day),
+      datasets: [
+        { label: "succeeded", data: items.map((item) => item.succeeded), backgroundColor: "#1b7f3b" },
+        { label: "failed", data: items.map((item) => item.failed), backgroundColor: "#b3261e" },
+      ],
+    },
+    options: { animation: false, maintainAspectRatio: false, scales: { x: { stacked: true }, y: { stacked: true } } },
+  });
+  charts.push(chart);
+  canvas.dataset.points = String(items.length);
+  canvas.dataset.records = String(items.reduce((sum, item) => sum + item.succeeded + item.failed, 0));
+}
+
+// ---- keys ----------------------------------------------------------------------------------------------------
+
+async function keysPage(view) {
+  const card = h("section", { class: "card" }, h("h2", {}, "API keys"));
+  const created = h("div", { id: "created-key" });
+  const form = h(
+    "form",
+    { class: "inline", id: "key-form" },
+    h("label", {}, "Name", h("input", { name: "name", required: true, maxlength: 64 })),
+    h(
+      "label",
+      {},
+      "Role",
+      h("select", { name: "role" }, ["AIaaS.Reader", "AIaaS.Submitter", "AIaaS.Admin"].map((role) => h("option", { value: role }, role))),
+    ),
+    h("button", { type: "submit" }, "Create key"),
+  );
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    try {
+      const data = new FormData(form);
+      const key = await api("/api/v1/keys", { method: "POST", body: JSON.stringify({ name: data.get("name"), role: data.get("role") }) });
+      await listKeys();
+      created.replaceChildren(h("p", {}, "The new key, shown this once:"), h("p", { class: "secret mono" }, key.key));
+    } catch (err) {
+      say(`Creating the key failed: ${err.message}`, true);
+    }
+  });
+  const list = h("div");
+  card.append(list, form, created);
+  view.append(card);
+  const listKeys = async () => {
+    const keys = await api("/api/v1/keys");
+    list.replaceChildren(
+      table(
+        ["Id", "Name", "Role", "Created", ""],
+        keys.items.map((key) =>
+          h(
+            "tr",
+            {},
+            h("td", { class: "mono" }, key.id),
+            h("td", {}, key.name),
+            h("td", {}, key.role),
+            h("td", {}, key.createdAt),
+            h("td", {}, h("button", { type: "button", onclick: () => revoke(key.id) }, "Revoke")),
+          ),
+        ),
+        { id: "keys-table" },
+      ),
+    );
+  };
+  const revoke = async (id) => {
+    if (!confirm(`Revoke key ${id}? Calls with it fail from now on.`)) return;
+    try {
+      await api(`/api/v1/keys/${encodeURIComponent(id)}`, { method: "DELETE" });
+      await listKeys();
+    } catch (err) {
+      say(`Revoking failed: ${err.message}`, true);
+    }
+  };
+  await listKeys();
+}
+
+// ---- routing -------------------------------------------------------------------------------------------------
+
+const ROUTES = [
+  [/^#\/jobs\/([0-9a-f]{32})$/, jobPage],
+  [/^#\/subscriptions$/, subscriptionsPage],
+  [/^#\/usage$/, usagePage],
+  [/^#\/keys$/, keysPage],
+  [/^/, jobsPage],
+];
+
+async function render() {
+  clearPage();
+  const signedIn = Boolean(sessionStorage.getItem(KEY));
+  document.getElementById("sign-in").hidden = signedIn;
+  document.getElementById("nav").hidden = !signedIn;
+  const view = document.getElementById("view");
+  view.replaceChildren();
+  if (!signedIn) return;
+  const hash = location.hash || "#/jobs";
+  for (const link of document.querySelectorAll("nav a")) link.classList.toggle("active", hash.startsWith(link.getAttribute("href")));
+  const [pattern, page] = ROUTES.find(([pattern]) => pattern.test(hash));
+  const match = hash.match(pattern);
+  try {
+    await page(view, ...match.slice(1));
+    document.body.dataset.page = page.name;
+  } catch (err) {
+    say(err.message, true);
+  }
+}
+
+document.getElementById("sign-in-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const input = document.getElementById("api-key");
+  sessionStorage.setItem(KEY, input.value.trim());
+  input.value = "";
+  say("");
+  try {
+    await api("/api/v1/keys").catch((err) => {
+      // A reader or submitter key may not list keys (403): it is still a good key.
+      if (!(err instanceof ApiError && err.status === 403)) throw err;
+    });
+    await render();
+  } catch (err) {
+    if (sessionStorage.getItem(KEY)) signOut(err.message);
+  }
+});
+document.getElementById("sign-out").addEventListener("click", () => signOut());
+window.addEventListener("hashchange", () => {
+  say("");
+  render();
+});
+// Chart.js is a deferred classic script; module scripts run after it, so window.Chart is there by now.
+render();

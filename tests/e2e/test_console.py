@@ -1,0 +1,235 @@
+"""The web console in a real browser (Playwright driving Debian's Chromium) against the whole local stack."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import re
+import shutil
+import time
+from collections.abc import Iterator
+from ipaddress import ip_address
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from shared import cli
+from shared.localhost.host import LocalHost
+from shared.localhost.webhook_receiver import WebhookReceiver
+
+pytestmark = pytest.mark.e2e
+REPO = Path(__file__).resolve().parents[2]
+SAMPLES = REPO / "build/samples"
+ARTIFACTS = REPO / "build/artifacts/console"
+CHROMIUM = "/usr/bin/chromium"  # Debian's, installed by the Makefile (no Playwright browser download)
+FINISHED = ("succeeded", "partially_succeeded", "failed", "rejected", "cancelled")
+
+sync_api = pytest.importorskip("playwright.sync_api")
+
+
+def tenant_key(tenant_id: str) -> str:
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert cli.main(["tenants", "create", tenant_id, "--json"]) == 0, printed.getvalue()
+    return str(json.loads(printed.getvalue())["apiKey"])
+
+
+def is_loopback(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[sync_api.Browser]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"no {CHROMIUM}: run `make test` (its chromium stamp installs Debian's package)")
+    with sync_api.sync_playwright() as playwright:
+        # --no-sandbox: the tests may run as root in a container, where Chromium's sandbox cannot start.
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture()
+def page(browser: sync_api.Browser) -> Iterator[tuple[sync_api.Page, list[str], list[str]]]:
+    """A fresh page that records every request leaving loopback (and aborts it) and every console error."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    outside: list[str] = []
+    problems: list[str] = []
+
+    def guard(route: sync_api.Route) -> None:
+        if is_loopback(route.request.url) or route.request.url.startswith(("data:", "blob:")):
+            route.continue_()
+        else:
+            outside.append(route.request.url)
+            route.abort()
+
+    context.route("**/*", guard)
+    new_page = context.new_page()
+    new_page.on("console", lambda msg: problems.append(msg.text) if msg.type == "error" else None)
+    new_page.on("pageerror", lambda err: problems.append(str(err)))
+    try:
+        yield new_page, outside, problems
+    finally:
+        context.close()
+
+
+def console_url(stack: LocalHost) -> str:
+    """The console sits beside the API (`.../api`), at the host's root: `/console`."""
+    return stack.api_url.removesuffix("/api") + "/console"
+
+
+def sign_in(page: sync_api.Page, stack: LocalHost, key: str) -> None:
+    page.goto(console_url(stack))
+    page.fill("#api-key", key)
+    page.click("#sign-in-form button[type=submit]")
+    page.wait_for_selector("#upload-form")
+
+
+def submit_through_page(page: sync_api.Page, model: str, sample: Path) -> str:
+    page.select_option("#upload-model", model)
+    page.set_input_files("#upload-file", str(sample))
+    page.click("#upload-form button[type=submit]")
+    # The job's page once its job appears (the page's CSP forbids eval: no wait_for_function with a string).
+    page.locator("#job-head [data-status]").wait_for(timeout=120_000)
+    finished = re.compile("^(" + "|".join(FINISHED) + ")$")
+    sync_api.expect(page.locator("#job-head [data-status]")).to_have_attribute("data-status", finished, timeout=180_000)
+    return page.url.rsplit("/", 1)[1]
+
+
+def test_sign_in_submit_watch_chart_and_drift(
+    stack: LocalHost, page: tuple[sync_api.Page, list[str], list[str]]
+) -> None:
+    view, outside, problems = page
+    key = tenant_key("console-a")
+    api = httpx.Client(base_url=stack.api_url.removesuffix("/api"), headers={"Authorization": f"Bearer {key}"})
+    hook = WebhookReceiver().__enter__()
+    try:
+        answer = api.post("/api/v1/subscriptions", json={"endpointUrl": hook.url})
+        assert answer.status_code == 201, answer.text
+        hook.answer_status = 400  # not retried: the job's event goes straight to the dead letters
+        walk_through(stack, view, api, key, hook, answer.json()["subscriptionId"])
+    finally:
+        hook.__exit__(None, None, None)
+        api.close()
+    assert outside == []
+    assert problems == []
+
+
+def walk_through(
+    stack: LocalHost, view: sync_api.Page, api: httpx.Client, key: str, hook: WebhookReceiver, sub_id: str
+) -> None:
+    sign_in(view, stack, key)
+    # The key stays in this tab's session storage: not in the address, not in a cookie.
+    assert key not in view.url
+    assert view.evaluate("sessionStorage.getItem('aiaas.apiKey')") == key
+    assert view.context.cookies() == []
+    view.screenshot(path=str(ARTIFACTS / "01-jobs-empty.png"), full_page=True)
+
+    job_id = submit_through_page(view, "breast-cancer-classifier", SAMPLES / "breast-cancer.csv")
+    assert view.locator("#job-head [data-status]").get_attribute("data-status") == "succeeded"
+    job = api.get(f"/api/v1/jobs/{job_id}").json()
+    results = api.get(f"/api/v1/jobs/{job_id}/results", params={"limit": 1000}).json()["items"]
+    assert view.locator("#count-records").inner_text().split()[0] == str(job["counts"]["records"]) == "50"
+
+    # The chart: one bar per label the results carry, drawn on a canvas with pixels in it.
+    view.wait_for_selector("#output-chart")
+    labels = {str(item["output"]["label"]) for item in results}
+    assert view.locator("#output-chart").get_attribute("data-points") == str(len(labels))
+    drawn = view.evaluate(
+        """() => { const c = document.querySelector('#output-chart');
+                   const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+                   let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i]) n++; return n; }"""
+    )
+    assert drawn > 1000
+    # The first results as the API lists them, and the drift per feature of this tabular job.
+    assert view.locator("#results-table tbody tr").count() == min(20, len(results))
+    assert job["drift"]["features"]
+    drift_rows = view.locator("#drift-table tbody tr")
+    assert drift_rows.count() == len(job["drift"]["features"])
+    assert view.locator("#drift-status").inner_text() == job["drift"]["status"]
+    assert drift_rows.first.locator("td").first.inner_text() == job["drift"]["features"][0]["name"]
+    view.screenshot(path=str(ARTIFACTS / "02-job.png"), full_page=True)
+
+    view.click("nav a[href='#/jobs']")
+    row = view.locator(f"#jobs-table tr[data-job-id='{job_id}']")
+    row.wait_for()
+    assert row.locator("[data-status]").get_attribute("data-status") == "succeeded"
+    view.screenshot(path=str(ARTIFACTS / "03-jobs.png"), full_page=True)
+
+    view.click("nav a[href='#/usage']")
+    view.wait_for_selector("#usage-chart[data-points]")
+    assert int(view.locator("#usage-chart").get_attribute("data-points") or 0) >= 30  # a day per bar, a month
+    assert view.locator("#usage-chart").get_attribute("data-records") == "50"  # this tenant's one job
+    view.screenshot(path=str(ARTIFACTS / "04-usage.png"), full_page=True)
+
+    view.click("nav a[href='#/keys']")
+    view.wait_for_selector("#keys-table tbody tr")
+    view.screenshot(path=str(ARTIFACTS / "05-keys.png"), full_page=True)
+
+    # The job's event was refused (400): a dead letter with a button that sends it again.
+    deadline = time.monotonic() + 60
+    while not (letters := api.get(f"/api/v1/subscriptions/{sub_id}/deadletters").json()["items"]):
+        assert time.monotonic() < deadline, "no dead letter"
+        time.sleep(0.3)
+    event_id = letters[0]["event"]["id"]
+    view.click("nav a[href='#/subscriptions']")
+    view.wait_for_selector("body[data-page=subscriptionsPage]")
+    letter = view.locator("table.deadletters tbody tr")
+    assert letter.count() == 1
+    assert "UndeliverableDueToClientError" in letter.inner_text()
+    view.screenshot(path=str(ARTIFACTS / "06-subscriptions.png"), full_page=True)
+    hook.answer_status = 200
+    letter.locator("button.redeliver").click()
+    sync_api.expect(view.locator("#message")).to_have_text("1 event(s) scheduled for delivery.")
+    delivered = hook.wait_until(lambda: any(event["id"] == event_id for event in hook.events), timeout=60)
+    assert [event["id"] for event in delivered] == [event_id]  # the same event, its id kept
+
+
+def test_no_request_leaves_the_platform_and_the_page_refuses_framing(
+    stack: LocalHost, page: tuple[sync_api.Page, list[str], list[str]]
+) -> None:
+    view, outside, problems = page
+    answer = view.goto(console_url(stack))
+    assert answer is not None
+    headers = answer.headers
+    assert "default-src 'self'" in headers["content-security-policy"]
+    assert "frame-ancestors 'none'" in headers["content-security-policy"]
+    assert headers["x-frame-options"] == "DENY"
+    # Only the console's own files: nothing else of the package, however the path is spelled.
+    base = console_url(stack)
+    assert httpx.get(f"{base}/static/vendor/chart.js-4.6.1/LICENSE.md").status_code == 200
+    for path in ("/static/%2e%2e/__init__.py", "/static/..%2f__init__.py", "/static/index.html", "/static/x.js"):
+        refused = httpx.get(base + path)
+        assert (refused.status_code, refused.json()["error"]["code"]) == (404, "NotFound"), path
+    sign_in(view, stack, tenant_key("console-b"))
+    for target in ("#/usage", "#/keys", "#/subscriptions", "#/jobs"):
+        view.click(f"nav a[href='{target}']")
+        view.wait_for_load_state("networkidle")
+    loaded = view.evaluate("performance.getEntriesByType('resource').map(e => e.name)")
+    assert any("chart.umd.min.js" in url for url in loaded)  # the chart library came, from the platform
+    assert all(is_loopback(url) for url in loaded)
+    assert outside == []
+    assert problems == []
+    # A wrong key is refused, and forgotten.
+    view.click("#sign-out")
+    view.fill("#api-key", "not-a-key")
+    view.click("#sign-in-form button[type=submit]")
+    view.wait_for_selector("#message.error")
+    assert view.evaluate("sessionStorage.getItem('aiaas.apiKey')") is None
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _fresh_artifacts() -> None:
+    shutil.rmtree(ARTIFACTS, ignore_errors=True)
