@@ -15,17 +15,26 @@ PATTERNS = [
 # FastAPI's HTTP errors mapped to codes ({404: "NotFound", ...}), in the API's modules only: elsewhere such a map is
 # of delivery outcomes (shared/domain/delivery.py), which are not error codes.
 API_PATTERN = re.compile(r'\b\d{3}: "([A-Z][A-Za-z]+)"')
+# A code held in a module constant: code=NAME, with NAME = "X" somewhere in shared/.
+CONSTANT_USE = re.compile(r"\bcode=([A-Z][A-Z_]+)\b")
+CONSTANT = re.compile(r'^([A-Z][A-Z_]+)(?::[^=]+)? = "([A-Z][A-Za-z]+)"', re.M)
 
 
 def codes_in_source() -> set[str]:
     found: set[str] = set()
+    used: set[str] = set()
+    constants: dict[str, str] = {}
     for path in (REPO / "shared").rglob("*.py"):
         text = path.read_text()
+        used.update(CONSTANT_USE.findall(text))
+        constants.update(CONSTANT.findall(text))
         for pattern in PATTERNS:
             found.update(pattern.findall(text))
         if path.is_relative_to(REPO / "shared/api"):
             found.update(API_PATTERN.findall(text))
-    return found
+    missing = used - constants.keys()
+    assert not missing, f'code constants not found as NAME = "Code": {sorted(missing)}'
+    return found | {constants[name] for name in used}
 
 
 def documented() -> set[str]:
