@@ -197,8 +197,8 @@ def walk_through(
     assert [event["id"] for event in delivered] == [event_id]  # the same event, its id kept
 
 
-def test_no_request_leaves_the_platform_and_the_page_refuses_framing(
-    stack: LocalHost, page: tuple[sync_api.Page, list[str], list[str]]
+def test_errors_no_request_leaves_the_platform_and_the_page_refuses_framing(
+    stack: LocalHost, page: tuple[sync_api.Page, list[str], list[str]], tmp_path: Path
 ) -> None:
     view, outside, problems = page
     answer = view.goto(console_url(stack))
@@ -207,13 +207,25 @@ def test_no_request_leaves_the_platform_and_the_page_refuses_framing(
     assert "default-src 'self'" in headers["content-security-policy"]
     assert "frame-ancestors 'none'" in headers["content-security-policy"]
     assert headers["x-frame-options"] == "DENY"
+    # A file with a bad row: the job's page says which line failed and why.
+    bad = tmp_path / "with-a-bad-row.csv"
+    rows = (SAMPLES / "breast-cancer.csv").read_text().splitlines()
+    bad.write_text("\n".join([rows[0], rows[1], "not,a,number", *rows[2:5]]) + "\n")
+    sign_in(view, stack, tenant_key("console-b"))
+    submit_through_page(view, "breast-cancer-classifier", bad)
+    assert view.locator("#job-head [data-status]").get_attribute("data-status") == "partially_succeeded"
+    assert view.locator("#count-failed").inner_text().split()[0] == "1"
+    assert "line 3: " in view.locator("#job-error").inner_text()
+    view.screenshot(path=str(ARTIFACTS / "07-job-with-an-error.png"), full_page=True)
+    view.click("#sign-out")
+
     # Only the console's own files: nothing else of the package, however the path is spelled.
     base = console_url(stack)
     assert httpx.get(f"{base}/static/vendor/chart.js-4.6.1/LICENSE.md").status_code == 200
     for path in ("/static/%2e%2e/__init__.py", "/static/..%2f__init__.py", "/static/index.html", "/static/x.js"):
         refused = httpx.get(base + path)
         assert (refused.status_code, refused.json()["error"]["code"]) == (404, "NotFound"), path
-    sign_in(view, stack, tenant_key("console-b"))
+    sign_in(view, stack, tenant_key("console-c"))
     for target in ("#/usage", "#/keys", "#/subscriptions", "#/jobs"):
         view.click(f"nav a[href='{target}']")
         view.wait_for_load_state("networkidle")

@@ -238,7 +238,7 @@ async function jobPage(view, jobId) {
       refreshLater(load);
       return;
     }
-    await showErrors(errorsCard, job);
+    showErrors(errorsCard, job);
     await showResults(chartCard, resultsCard, job);
     showDrift(driftCard, job.drift);
   };
@@ -254,21 +254,11 @@ async function cancelJob(jobId) {
   }
 }
 
-async function showErrors(card, job) {
+function showErrors(card, job) {
+  // The job's error names its first failed record ("line N: reason"); the rest are in outbox/<jobId>/errors.jsonl
+  // (the API lists no per-record errors yet).
   const parts = [];
   if (job.error) parts.push(h("p", { id: "job-error" }, h("strong", {}, job.error.code), `: ${job.error.message}`));
-  // Per-record errors (line and reason) when the API lists them; otherwise the job's error names the first one.
-  if (job.counts.failed) {
-    try {
-      const page = await api(`/api/v1/jobs/${encodeURIComponent(job.jobId)}/errors?limit=20`);
-      const rows = (page.items || []).map((e) =>
-        h("tr", {}, h("td", { class: "num" }, e.line ?? ""), h("td", {}, e.code || ""), h("td", {}, e.field || ""), h("td", {}, e.message || "")),
-      );
-      if (rows.length) parts.push(table(["Line", "Code", "Field", "Reason"], rows, { id: "errors-table" }));
-    } catch (err) {
-      if (!(err instanceof ApiError && err.status === 404)) throw err;
-    }
-  }
   card.replaceChildren(h("h2", {}, "Errors"), ...parts);
   card.hidden = parts.length === 0;
 }
