@@ -694,6 +694,8 @@ class InMemoryEventLog:
                 and (event_type is None or e.event_type == event_type)
             ]
         chosen.sort(key=lambda e: (e.event_time, e.id), reverse=True)
+        if continuation and not continuation.isdigit():  # a token this log never made (its tokens are offsets)
+            raise InvalidInput("continuationToken is not valid", code="InvalidContinuationToken")
         start = int(continuation or 0)
         page = chosen[start : start + limit]
         return page, str(start + limit) if start + limit < len(chosen) else None

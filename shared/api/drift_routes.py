@@ -5,41 +5,14 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from shared.api.auth import AS_READER, Caller
-from shared.api.schemas import AUTHED, errors
+from shared.api.schemas import AUTHED, DriftSection, errors
 from shared.domain.errors import UnknownModel
 from shared.domain.models import MODEL_NAME_PATTERN
 from shared.services.drift import MAX_DRIFT_PAGE, drift_report
 from shared.services.platform import Platform
-
-
-class DriftColumn(BaseModel):
-    """One column's verdict (a feature, or the prediction); embeddings add their shift and spread figures."""
-
-    model_config = ConfigDict(extra="allow")
-    name: str
-    metric: str = Field(description="ks, wasserstein, chi-square, jensen-shannon or an embedding distance")
-    value: float | None = Field(description="the p-value (tests) or the distance; null: no rows to judge")
-    threshold: float
-    drifted: bool
-    rows: int | None = None
-    statistic: float | None = None
-
-
-class DriftSection(BaseModel):
-    """A job's drift against its model's reference profile (contract "Drift and rollouts")."""
-
-    model_config = ConfigDict(extra="allow")
-    status: str = Field(description="ok or drifted (drifted: at least half of the columns drifted)")
-    features: list[DriftColumn]
-    prediction: DriftColumn | None
-    rows: int
-    share: float = Field(description="the share of columns (features and prediction) that drifted")
-    driftedColumns: int | None = None
-    columns: int | None = None
-    profileId: str | None = None
 
 
 class DriftModelRef(BaseModel):

@@ -47,6 +47,7 @@ ERROR_DESCRIPTIONS = {
     404: "no such resource visible to the caller",
     409: "it exists already, or a precondition (ETag, state) failed",
     413: "the request body is too large",
+    415: "the Content-Encoding is not supported (gzip, deflate)",
     421: "the tenant lives in another region: send the same request to AIaaS-Home-Api-Url",
     429: "a quota or the request rate is exceeded (Retry-After when known)",
     503: "the database is busy: come back after Retry-After seconds",
@@ -62,6 +63,18 @@ def errors(*statuses: int, v2: bool = False) -> dict[int | str, dict[str, Any]]:
     return {status: {"model": model, "description": ERROR_DESCRIPTIONS[status]} for status in sorted(set(statuses))}
 
 
+REF_TEMPLATE = "#/components/schemas/{model}"
+
+
+def body_of(model: type[BaseModel], *, binary: str | None = None) -> dict[str, Any]:
+    """`openapi_extra` of a route that reads its body itself: the body `model` describes (a BODY_MODELS one), and
+    when `binary` says how, the same as application/octet-stream."""
+    content: dict[str, Any] = {"application/json": {"schema": {"$ref": REF_TEMPLATE.format(model=model.__name__)}}}
+    if binary:
+        content["application/octet-stream"] = {"schema": {"type": "string", "format": "binary", "description": binary}}
+    return {"requestBody": {"required": True, "content": content}}
+
+
 def install_openapi(app: FastAPI) -> None:
     """/api/openapi.json without FastAPI's default 422 (the app answers validation errors with a 400 and the error
     body, so a 422 is never sent) and without the validation-error schemas only that 422 used."""
@@ -73,9 +86,13 @@ def install_openapi(app: FastAPI) -> None:
                 for operation in path_item.values():
                     if isinstance(operation, dict):
                         operation.get("responses", {}).pop("422", None)
-            components = schema.get("components", {}).get("schemas", {})
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
             for name in ("HTTPValidationError", "ValidationError"):
                 components.pop(name, None)
+            for model in BODY_MODELS:  # bodies a route reads itself (openapi_extra refers to them)
+                body = model.model_json_schema(ref_template=REF_TEMPLATE)
+                components.update(body.pop("$defs", {}))
+                components[model.__name__] = body
             app.openapi_schema = schema
         return app.openapi_schema
 
@@ -90,6 +107,12 @@ class HealthAnswer(Answer):
 
 
 # Models (catalogue)
+
+
+class ArtifactView(Answer):
+    file: str
+    sha256: str
+    bytes: int | None = None
 
 
 class ModelCardView(Answer):
@@ -108,6 +131,12 @@ class ModelCardView(Answer):
     outputSchema: dict[str, Any] | None = Field(default=None, description="a JSON Schema of one output (free-form)")
     metrics: dict[str, Any] | None = Field(default=None, description="the package's own evaluation figures")
     tags: dict[str, str] | None = None
+    features: list[str] | None = Field(default=None, description="a tabular model's input fields, in order")
+    labels: list[str] | None = Field(default=None, description="a classifier's labels")
+    createdAt: str | None = None
+    license: dict[str, str] | None = Field(default=None, description="licence of each part (weights, data)")
+    artifact: ArtifactView | None = None
+    files: list[ArtifactView] | None = Field(default=None, description="files beside the model (e.g. drift profile)")
 
 
 class ModelView(Answer):
@@ -162,19 +191,29 @@ class JobShards(Answer):
     done: int
 
 
-class DriftFeature(Answer):
+class DriftColumn(Answer):
+    """One column's verdict (a feature, or the prediction); embeddings add their shift and spread figures."""
+
     name: str
-    metric: str
-    rows: int
-    value: float | None = None
-    threshold: float | None = None
+    metric: str = Field(description="ks, wasserstein, chi-square, jensen-shannon or an embedding distance")
+    value: float | None = Field(description="the p-value (tests) or the distance; null: no rows to judge")
+    threshold: float
     drifted: bool
+    rows: int | None = None
     statistic: float | None = None
 
 
-class JobDrift(Answer):
-    status: str
-    features: list[DriftFeature] = []
+class DriftSection(Answer):
+    """A job's drift against its model's reference profile (contract "Drift and rollouts")."""
+
+    status: str = Field(description="ok or drifted (drifted: at least half of the columns drifted)")
+    features: list[DriftColumn]
+    prediction: DriftColumn | None
+    rows: int
+    share: float = Field(description="the share of columns (features and prediction) that drifted")
+    driftedColumns: int | None = None
+    columns: int | None = None
+    profileId: str | None = None
 
 
 class JobView(Answer):
@@ -192,10 +231,10 @@ class JobView(Answer):
     region: str | None = None
     parameters: dict[str, Any] | None = Field(default=None, description="the model's parameters as sent (free-form)")
     metadata: dict[str, str] | None = Field(default=None, description="the caller's key-values, echoed")
-    cancelRequestedAt: str | None = Field(default=None, description="when a cancel was asked for (POST .../cancel)")
+    cancelRequestedAt: str | None = Field(default=None, description="when a cancel was asked, while shards stop")
     rollout: dict[str, Any] | None = Field(default=None, description="which rollout arm ran the job")
     error: ErrorDetail | None = None
-    drift: JobDrift | None = None
+    drift: DriftSection | None = None
 
 
 class JobList(Answer):
@@ -359,3 +398,7 @@ class InferenceResponse(Answer):
     id: str | None = None
     parameters: dict[str, Any] | None = Field(default=None, description="free-form")
     outputs: list[ResponseOutput]
+
+
+# Bodies routes read themselves (the binary tensor extension cannot be a pydantic body): described in the OpenAPI.
+BODY_MODELS: list[type[BaseModel]] = [InferenceRequest]
