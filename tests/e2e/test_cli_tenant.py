@@ -8,6 +8,7 @@ import queue
 import signal
 import subprocess
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ class Tenant:
     """Runs `aiaas` as a tenant would: AIAAS_API_URL and AIAAS_API_KEY, no profile file."""
 
     def __init__(self, stack: LocalHost, api: httpx.Client, tmp: Path) -> None:
+        self.api = api
         self.key = str(api.headers["Authorization"]).removeprefix("Bearer ")
         self.env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("AIAAS_")},
@@ -157,9 +159,10 @@ def test_tenant_keys_over_the_api_beside_the_operators(stack: LocalHost, tenant:
 
 def test_a_waiting_submit_of_a_big_file_cancelled_elsewhere_exits_1(tenant: Tenant, tmp_path: Path) -> None:
     rows = [json.loads(line) for line in SAMPLE.read_text().splitlines()]
-    # About 5.5 MB: more than one 4 MiB block to upload, and some twenty 256 KB shards to run (the stack's shards).
+    # About 20 MB: several 4 MiB blocks to upload, and some eighty 256 KB shards (the stack's), two at a time:
+    # still running when the cancel comes.
     big = tmp_path / "big.jsonl"
-    big.write_text("".join(json.dumps({**rows[i % len(rows)], "id": f"row-{i}"}) + "\n" for i in range(8000)))
+    big.write_text("".join(json.dumps({**rows[i % len(rows)], "id": f"row-{i}"}) + "\n" for i in range(30000)))
     submit = subprocess.Popen(
         [AIAAS, "jobs", "submit", str(big), "--model", MODEL, "--wait"],
         env=tenant.env,
@@ -169,10 +172,11 @@ def test_a_waiting_submit_of_a_big_file_cancelled_elsewhere_exits_1(tenant: Tena
     )
     try:
         job: dict[str, Any] = {}
-        while not job:
+        while not job:  # what the submit's upload made, found over the API in this process (no CLI start-up)
             assert submit.poll() is None, submit.communicate()
-            listed = tenant.json("jobs", "list", "--limit", "5")
+            listed = tenant.api.get("/v1/jobs", params={"limit": 5}).raise_for_status().json()["items"]
             job = next((j for j in listed if j["input"]["blobPath"].endswith("/big.jsonl")), {})
+            time.sleep(0.2)
         assert job["status"] in ("queued", "running"), job
         cancelled = tenant.json("jobs", "cancel", job["jobId"])
         assert cancelled["jobId"] == job["jobId"]
