@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from shared.api.auth import AS_ADMIN, AS_READER, Caller
-from shared.api.schemas import AUTHED, errors
+from shared.api.schemas import AUTHED, EventGridEvent, errors
 from shared.domain.delivery import RELAY_HEADER
 from shared.services import relay, subscriptions
 from shared.services.platform import Platform
@@ -99,7 +99,7 @@ class RedeliverAnswer(BaseModel):
 
 
 class EventPage(BaseModel):
-    items: list[dict[str, Any]]
+    items: list[EventGridEvent]
     continuationToken: str | None
 
 

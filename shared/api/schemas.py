@@ -277,6 +277,22 @@ class AliasesView(Answer):
     )
 
 
+# Events
+
+
+class EventGridEvent(Answer):
+    """A platform event in the Event Grid schema, as published to the tenant's topic."""
+
+    id: str
+    topic: str | None = None
+    subject: str
+    eventType: str = Field(description="e.g. AIaaS.Job.Succeeded")
+    eventTime: str
+    data: dict[str, Any] = Field(description='the event\'s payload: its fields per event type (CONTRACT "Events")')
+    dataVersion: str
+    metadataVersion: str | None = None
+
+
 # Usage
 
 
