@@ -46,7 +46,9 @@ def test_publish_resolve_promote_and_load_on_azurite(blobs: AzureBlobStore, cont
     predictor = worker.load(card)
     features = card.raw["features"]
     assert predictor.predict([predictor.prepare(dict.fromkeys(features, 1.0))])[0]["label"] in card.raw["labels"]
-    assert worker.loaded() == {f"{MODEL_NAME}@2": card.raw["artifact"]["bytes"]}
+    # The artifact and the package's other files (its drift profile) are what a loaded model holds.
+    package_bytes = card.raw["artifact"]["bytes"] + sum(f["bytes"] for f in card.raw.get("files", []))
+    assert worker.loaded() == {f"{MODEL_NAME}@2": package_bytes}
 
     operator.move_alias(MODEL_NAME, "production", "1", by="alice")
     assert worker.resolve("acme", ModelRef(MODEL_NAME)).version == "1"

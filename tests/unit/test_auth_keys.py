@@ -219,7 +219,17 @@ def test_state_changes_and_refusals_are_audited_with_the_request_id(
     assert [i["requestId"] for i in listed["items"]][:4] == [
         r.headers["x-request-id"] for r in expected_order(expected)
     ]
-    assert set(listed["items"][0]) == {"id", "time", "actor", "action", "target", "outcome", "requestId", "statusCode"}
+    assert set(listed["items"][0]) == {
+        "id",
+        "time",
+        "actor",
+        "action",
+        "target",
+        "outcome",
+        "requestId",
+        "statusCode",
+        "details",  # null unless the action recorded figures (a rollout decision)
+    }
 
 
 def expected_order(expected: list[tuple[Any, ...]]) -> list[Any]:

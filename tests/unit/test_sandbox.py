@@ -304,7 +304,8 @@ def test_ready_loads_the_model_in_its_child(served: tuple[Platform, TestClient, 
 @pytest.mark.timeout(120)
 def test_children_stop_when_idle_and_the_pool_keeps_at_most_its_size() -> None:
     blobs = InMemoryBlobStore()
-    limits = SandboxLimits(idle_seconds=0.5)
+    # Long enough that a loaded machine (CI on 2 cores) never reaps the second child before it is looked at.
+    limits = SandboxLimits(idle_seconds=3)
     registry = BlobModelRegistry(blobs, sandbox_limits=limits, max_sandboxes=2)
     cards = []
     for name in ("one", "two", "three"):
