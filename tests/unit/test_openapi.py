@@ -6,9 +6,12 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import fastapi.routing
 import jsonschema
 import pytest
+from fastapi.encoders import jsonable_encoder
 from fastapi.testclient import TestClient
+from starlette.responses import Response
 
 from shared.api.app import create_app
 from shared.domain.tenants import ADMIN
@@ -175,9 +178,28 @@ def check_answer(document: dict[str, Any], method: str, template: str, response:
     assert not problems, f"{method} {template} {response.status_code}: {problems}"
 
 
+def dropped(raw: Any, answer: Any, where: str = "") -> list[str]:
+    """Fields the handler returned that the answer lacks: what response_model filtering dropped."""
+    if isinstance(raw, dict) and isinstance(answer, dict):
+        missing = [f"{where}.{key}" for key in raw if key not in answer]
+        return missing + [m for key in raw if key in answer for m in dropped(raw[key], answer[key], f"{where}.{key}")]
+    if isinstance(raw, list) and isinstance(answer, list):
+        return [m for i, (r, a) in enumerate(zip(raw, answer, strict=False)) for m in dropped(r, a, f"{where}[{i}]")]
+    return []
+
+
 def test_real_answers_validate_against_their_declared_schemas_with_no_undeclared_field(
-    platform: Platform,
+    platform: Platform, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    returned: list[Any] = []
+    run_endpoint = fastapi.routing.run_endpoint_function
+
+    async def capturing(**kwargs: Any) -> Any:  # what each handler returned, before response_model filtering
+        raw = await run_endpoint(**kwargs)
+        returned.append(raw)
+        return raw
+
+    monkeypatch.setattr(fastapi.routing, "run_endpoint_function", capturing)
     key = create_key(platform, "acme", "openapi", ADMIN)[1]
     client = TestClient(create_app(lambda: platform), raise_server_exceptions=False)
     client.headers["Authorization"] = f"Bearer {key}"
@@ -242,10 +264,18 @@ def test_real_answers_validate_against_their_declared_schemas_with_no_undeclared
                 {},
             )
         )
-    answered = set()
+    answered, compared = set(), 0
     for method, template, path, options in requests:
+        returned.clear()
         response = client.request(method, path, **options)
         check_answer(document, method, template, response)
         answered.add(response.status_code)
+        if returned and not isinstance(returned[-1], Response):
+            compared += 1
+            raw = jsonable_encoder(returned[-1], by_alias=True)
+            assert not dropped(raw, response.json()), (
+                f"{method} {path}: response_model dropped {dropped(raw, response.json())}"
+            )
     assert client.get("/api/v1/events").json()["items"], "the finished job's events were checked too"
     assert {200, 201, 202, 400, 404} <= answered
+    assert compared >= 20, "the handlers' own answers were compared with what was sent"
