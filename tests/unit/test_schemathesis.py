@@ -20,7 +20,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from shared.api.app import create_app
-from shared.domain.tenants import ADMIN
+from shared.domain.tenants import ADMIN, READER
 from shared.services.platform import Platform
 from shared.services.tenants import create_key
 from tests.fakes import MODEL_NAME
@@ -62,12 +62,12 @@ class Tally:
         self.failures.setdefault(kind, []).append(where)
 
 
-def _run(strategy: Any, label: str, headers: dict[str, str], tally: Tally) -> None:
-    """Up to EXAMPLES_PER_OPERATION cases of one operation variant, each checked by every check in CHECKS."""
+def _run(strategy: Any, label: str, headers: dict[str, str], tally: Tally, examples: int) -> None:
+    """Up to `examples` cases of one operation variant, each checked by every check in CHECKS."""
 
     @given(case=strategy)
     @settings(
-        max_examples=EXAMPLES_PER_OPERATION,
+        max_examples=examples,
         deadline=None,
         database=None,
         suppress_health_check=list(HealthCheck),
@@ -97,6 +97,7 @@ def _run(strategy: Any, label: str, headers: dict[str, str], tally: Tally) -> No
 def test_generated_requests_get_only_documented_answers_that_match_their_schemas(platform: Platform) -> None:
     # An admin key: every operation is reachable, so its answers are the real ones and not only 403s.
     key = create_key(platform, "acme", "schemathesis", ADMIN)[1]
+    reader = create_key(platform, "acme", "schemathesis-reader", READER)[1]
     app = create_app(lambda: platform)
     schema = schemathesis.openapi.from_asgi("/api/openapi.json", app)
     known = {"name": MODEL_NAME, "job_id": make_job(platform, "acme", "schemathesis.jsonl")}
@@ -107,7 +108,14 @@ def test_generated_requests_get_only_documented_answers_that_match_their_schemas
         for mode, fixed in _variants(document["paths"][operation.path][operation.method.lower()], known):
             strategy = operation.as_strategy(generation_mode=mode, path_parameters=fixed)
             label = f"{operation.label} [{mode.value}{', known ' + ', '.join(fixed) if fixed else ''}]"
-            _run(strategy, label, {"Authorization": f"Bearer {key}"}, tally)
+            _run(strategy, label, {"Authorization": f"Bearer {key}"}, tally, EXAMPLES_PER_OPERATION)
+    # The refusals, last: a reader's key (403 where more is needed), then a wrong secret (401; enough of them
+    # lock the tenant out for a while, 429, which is documented too).
+    for who, credential in (("reader", reader), ("wrong secret", "aiaas_acme.not-the-secret")):
+        for result in schema.get_all_operations():
+            operation = result.ok()
+            label = f"{operation.label} [{who}]"
+            _run(operation.as_strategy(), label, {"Authorization": f"Bearer {credential}"}, tally, 2)
 
     total = sum(tally.cases.values())
     counts = {kind: len(tally.failures.get(kind, [])) for kind in CHECKS.values()}
