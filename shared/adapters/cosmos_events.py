@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -11,7 +12,12 @@ from azure.cosmos import DatabaseProxy, PartitionKey
 from azure.cosmos.exceptions import CosmosResourceNotFoundError
 
 from shared.adapters.cosmos import _container, _params, newest_first_page, parse_keyset_token
+from shared.domain.errors import InvalidInput
 from shared.domain.events import PlatformEvent
+
+# The cursor list_events hands out: "<eventTime as utcnow() writes it>|<event ids shown at that instant>".
+_ID = r"[A-Za-z0-9_-]{1,128}"
+_CURSOR = re.compile(rf"^\d{{4}}-\d{{2}}-\d{{2}}T\d{{2}}:\d{{2}}:\d{{2}}(?:\.\d{{1,6}})?Z\|(?:{_ID}(?:,{_ID})*)?$")
 
 logger = logging.getLogger(__name__)
 
@@ -103,6 +109,9 @@ class CosmosEventLog:
     ) -> tuple[list[PlatformEvent], str | None]:
         """Keyset paging on eventTime (newest first, then id); `continuation` is "<eventTime>|<ids seen at it>"."""
         limit = max(1, limit)
+        if continuation and not _CURSOR.fullmatch(continuation):
+            # Else a made-up token compares as a time (`"null"` sorts after every date) and lists page one again.
+            raise InvalidInput("continuationToken is not valid", code="InvalidContinuationToken")
         before, seen = parse_keyset_token(continuation)
         where = ["c.tenantId = @tenantId"]
         values: dict[str, str] = {"tenantId": tenant_id}

@@ -184,3 +184,13 @@ def test_a_page_boundary_inside_one_instant_neither_repeats_nor_skips(log: Cosmo
 
     assert [e.id for e in listed[:5]] == sorted((e.id for e in same), reverse=True)
     assert len({e.id for e in listed}) == 6 and pages == 3
+
+
+@pytest.mark.parametrize("token", ["null", "9999|", "2026-12-01T00:00:00Z|a b", "x" * 40])
+def test_a_made_up_token_is_refused_not_read_as_a_time(log: CosmosEventLog, token: str) -> None:
+    """A token the log did not hand out is a 400 (InvalidContinuationToken), never the first page again."""
+    from shared.domain.errors import InvalidInput
+
+    with pytest.raises(InvalidInput) as refused:
+        log.list_events("acme", continuation=token)
+    assert refused.value.code == "InvalidContinuationToken"
