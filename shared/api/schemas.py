@@ -166,7 +166,8 @@ class UploadAnswer(Answer):
 
 class JobModel(Answer):
     name: str
-    version: str
+    # None when the job was rejected before a version was chosen (an unknown model, a quota).
+    version: str | None
 
 
 class JobInput(Answer):

@@ -15,9 +15,10 @@ from starlette.responses import Response
 
 from shared.api.app import create_app
 from shared.domain.tenants import ADMIN
+from shared.services.ingest import admit_blob_created
 from shared.services.platform import Platform
 from shared.services.tenants import create_key
-from tests.fakes import MODEL_NAME
+from tests.fakes import MODEL_NAME, upload
 from tests.unit.test_api import make_job
 
 # The only objects in a 2xx answer without declared properties, each a map whose keys are not the platform's.
@@ -206,6 +207,10 @@ def test_real_answers_validate_against_their_declared_schemas_with_no_undeclared
     document = strict(client.get("/api/openapi.json").json())
     job_id = make_job(platform, "acme", "openapi.jsonl")
     cancellable = make_job(platform, "acme", "queued.jsonl", run=False)
+    # A job rejected at admission (no such model) has no model version: its view must still match the schema.
+    rejected_path = "inbox/no-such-model/rejected.jsonl"
+    rejected = admit_blob_created(platform, "acme", rejected_path, upload(platform, "acme", rejected_path, b"{}\n"))
+    assert rejected is not None and rejected.model_version is None
     name = MODEL_NAME
     subscription = client.post(
         "/api/v1/subscriptions", json={"endpointUrl": "https://example.com/hook", "eventTypes": ["AIaaS.Job.Succeeded"]}
@@ -221,6 +226,7 @@ def test_real_answers_validate_against_their_declared_schemas_with_no_undeclared
         ("GET", "/api/v1/jobs", "/api/v1/jobs", {"params": {"limit": 1}}),
         ("GET", "/api/v1/jobs", "/api/v1/jobs", {"params": {"limit": 0}}),
         ("GET", "/api/v1/jobs/{job_id}", f"/api/v1/jobs/{job_id}", {}),
+        ("GET", "/api/v1/jobs/{job_id}", f"/api/v1/jobs/{rejected.job_id}", {}),
         ("GET", "/api/v1/jobs/{job_id}/results", f"/api/v1/jobs/{job_id}/results", {"params": {"limit": 2}}),
         ("POST", "/api/v1/jobs/{job_id}/cancel", f"/api/v1/jobs/{cancellable}/cancel", {}),
         ("POST", "/api/v1/jobs/{job_id}/cancel", f"/api/v1/jobs/{job_id}/cancel", {}),
