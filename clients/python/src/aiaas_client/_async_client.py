@@ -9,13 +9,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 import httpx
+from pydantic import BaseModel
 
 from aiaas_client import _base
 from aiaas_client._base import DEFAULT_BLOCK_SIZE, ProgressCallback
-from aiaas_client.errors import AiaasError, APIConnectionError, WaitTimeoutError, error_from_response
 from aiaas_client.models import (
     ApiKey,
     DeadLetter,
@@ -30,6 +30,8 @@ from aiaas_client.models import (
 )
 
 logger = logging.getLogger(__name__)
+R = TypeVar("R")
+T = TypeVar("T", bound=BaseModel)
 _sleep = asyncio.sleep  # tests replace it to see the waits without spending them
 
 
@@ -92,30 +94,32 @@ class AsyncClient:
             try:
                 response = await http.request(method, url, **kwargs)
             except httpx.TransportError as err:
-                delay = _base.retry_delay(method, attempt, self.max_retries, self.max_retry_wait, None)
-                if delay is None:
-                    raise APIConnectionError(f"{method} {_base.redact(url)}: {err}") from err
-                logger.info("%s %s: %s; retrying in %.1f s", method, _base.redact(url), type(err).__name__, delay)
+                delay = _base.retry_after_error(method, url, attempt, self.max_retries, self.max_retry_wait, err)
             else:
-                delay = _base.retry_delay(method, attempt, self.max_retries, self.max_retry_wait, response)
-                if delay is None:
+                answered = _base.retry_after_answer(
+                    method, url, attempt, self.max_retries, self.max_retry_wait, response
+                )
+                if answered is None:
                     return response
-                logger.info("%s %s: %d; retrying in %.1f s", method, _base.redact(url), response.status_code, delay)
+                delay = answered
                 await response.aclose()
             await _sleep(delay)
             attempt += 1
 
-    async def _pages(self, path: str, params: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    async def _call(self, call: _base.Call[R]) -> R:
+        return call.parse(await self.request(call.method, call.path, **call.kwargs()))
+
+    async def _items(self, paged: _base.Paged[T]) -> AsyncIterator[T]:
         token: str | None = None
         while True:
-            body: dict[str, Any] = (await self.request("GET", path, params=_base.page_params(params, token))).json()
-            yield body
-            token = body.get("continuationToken")
+            body: dict[str, Any] = (await self.request("GET", paged.path, params=paged.page(token))).json()
+            for item in paged.items(body):
+                yield item
+            token = _base.next_token(body)
             if not token:
                 return
 
-    def _job(self, data: Any) -> Job:
-        job = Job.model_validate(data)
+    def _job(self, job: Job) -> Job:
         job._async_client = self
         return job
 
@@ -163,19 +167,17 @@ class Jobs:
         self._client = client
 
     async def get(self, job_id: str) -> Job:
-        return self._client._job((await self._client.request("GET", f"v1/jobs/{_base.seg(job_id)}")).json())
+        return self._client._job(await self._client._call(_base.get_job(job_id)))
 
     async def list(self, *, limit: int | None = None) -> AsyncIterator[Job]:
         """The tenant's jobs, newest first, every page (`limit` per page)."""
-        async for page in self._client._pages("v1/jobs", {"limit": limit}):
-            for item in page.get("items", []):
-                yield self._client._job(item)
+        async for job in self._client._items(_base.list_jobs(limit)):
+            yield self._client._job(job)
 
     async def results(self, job_id: str, *, limit: int | None = None) -> AsyncIterator[Result]:
         """Every result of the job in record order, page after page (`limit` per page)."""
-        async for page in self._client._pages(f"v1/jobs/{_base.seg(job_id)}/results", {"limit": limit}):
-            for item in page.get("items", []):
-                yield Result.model_validate(item)
+        async for item in self._client._items(_base.job_results(job_id, limit)):
+            yield item
 
     async def submit(
         self,
@@ -187,15 +189,13 @@ class Jobs:
         error_threshold: int | None = None,
     ) -> Job:
         """A job over a blob already in the tenant's container (202: it is queued)."""
-        body = _base.upload_request(model, "", metadata, parameters, error_threshold)
-        body.pop("filename")
-        body["blobPath"] = blob_path
-        return self._client._job((await self._client.request("POST", "v1/jobs", json=body)).json())
+        call = _base.submit_job(model, blob_path, metadata, parameters, error_threshold)
+        return self._client._job(await self._client._call(call))
 
     async def cancel(self, job_id: str) -> Job:
         """Stops a queued or running job: it ends `cancelled`; what was computed stays readable."""
-        answer = await self._client.request("POST", f"v1/jobs/{_base.seg(job_id)}/cancel")
-        return self._client._job(answer.json()) if answer.content else await self.get(job_id)
+        job = await self._client._call(_base.cancel_job(job_id))
+        return self._client._job(job) if job is not None else await self.get(job_id)
 
     async def wait(
         self,
@@ -207,18 +207,15 @@ class Jobs:
         on_update: Callable[[Job], Awaitable[None] | None] | None = None,
     ) -> Job:
         """Polls the job until it ends; returns it finished. WaitTimeoutError after `timeout` seconds."""
-        if deadline is None and timeout is not None:
-            deadline = time.monotonic() + timeout
+        deadline = _base.deadline_from(timeout, deadline)
         while True:
             job = await self.get(job_id)
             if on_update is not None:
                 update = on_update(job)
                 if update is not None:
                     await update
-            if job.done:
+            if not _base.still_waiting(job, deadline):
                 return job
-            if deadline is not None and time.monotonic() >= deadline:
-                raise WaitTimeoutError(f"job {job_id} is still {job.status}", code="WaitTimeout")
             await _sleep(poll_interval)
 
     async def find_by_blob_path(
@@ -231,17 +228,16 @@ class Jobs:
         deadline: float | None = None,
     ) -> Job:
         """The job the platform made for an uploaded blob, once its blob-created trigger admitted it."""
-        if deadline is None and timeout is not None:
-            deadline = time.monotonic() + timeout
+        deadline = _base.deadline_from(timeout, deadline)
         oldest = _base.cutoff(since or datetime.now(UTC))
         while True:
             async for job in self.list(limit=100):
-                if job.input.blob_path == blob_path:
-                    return job
-                if _base.created_before(job.created_at, oldest):  # newest first: the rest is older still
+                verdict = _base.blob_job_verdict(job, blob_path, oldest)
+                if verdict is not None:
+                    if verdict:
+                        return job
                     break
-            if deadline is not None and time.monotonic() >= deadline:
-                raise WaitTimeoutError(f"no job appeared for {blob_path}", code="WaitTimeout")
+            _base.check_deadline(deadline, f"no job appeared for {blob_path}")
             await _sleep(poll_interval)
 
 
@@ -259,8 +255,7 @@ class Uploads:
         error_threshold: int | None = None,
     ) -> Upload:
         """A SAS URL for one blob under the tenant's inbox for `model`: what is put there becomes a job."""
-        body = _base.upload_request(model, filename, metadata, parameters, error_threshold)
-        return Upload.model_validate((await self._client.request("POST", "v1/uploads", json=body)).json())
+        return await self._client._call(_base.create_upload(model, filename, metadata, parameters, error_threshold))
 
     async def send(
         self,
@@ -272,37 +267,12 @@ class Uploads:
     ) -> None:
         """Puts the file at the upload's SAS URL: one Put Blob up to `block_size`, else Put Block per block and a
         Put Block List (the blob appears, and its job starts, only with the list)."""
-        _base.check_block_size(block_size)
-        file = Path(path)
-        size = _base.file_size(file)
-        headers = _base.blob_headers(upload.headers)
         client = self._client
-        if size <= block_size:
-            data = file.read_bytes()
-            _base.check(await client._send(client._blob_http, "PUT", upload.upload_url, content=data, headers=headers))
-            if on_progress is not None:
-                on_progress(size, size)
-            return
-        count = _base.block_count(size, block_size)
-        sent, index = 0, -1
-        block_headers = {"x-ms-version": _base.STORAGE_API_VERSION}
-        with file.open("rb") as stream:
-            for index, chunk in enumerate(_base.read_blocks(stream, block_size)):
-                url = _base.block_url(upload.upload_url, index)
-                _base.check(await client._send(client._blob_http, "PUT", url, content=chunk, headers=block_headers))
-                sent += len(chunk)
-                if on_progress is not None:
-                    on_progress(sent, size)
-        if index + 1 != count:
-            raise AiaasError(f"{file} changed while it was sent", code="FileChanged")
-        list_headers = {**headers, "Content-Type": "application/xml"}
-        list_headers.pop("x-ms-blob-type", None)
-        url = _base.block_list_url(upload.upload_url)
-        response = await client._send(
-            client._blob_http, "PUT", url, content=_base.block_list_body(count), headers=list_headers
-        )
-        if not response.is_success:
-            raise error_from_response(response)
+        size, puts = _base.upload_plan(upload, path, block_size)
+        for put in puts:
+            _base.check(await client._send(client._blob_http, "PUT", put.url, content=put.content, headers=put.headers))
+            if put.sent is not None and on_progress is not None:
+                on_progress(put.sent, size)
 
 
 class Models:
@@ -310,12 +280,10 @@ class Models:
         self._client = client
 
     async def list(self, *, task: str | None = None) -> list[Model]:
-        params = {"task": task} if task else None
-        body = (await self._client.request("GET", "v1/models", params=params)).json()
-        return [Model.model_validate(item) for item in body.get("items", [])]
+        return await self._client._call(_base.list_models(task))
 
     async def get(self, name: str) -> Model:
-        return Model.model_validate((await self._client.request("GET", f"v1/models/{_base.seg(name)}")).json())
+        return await self._client._call(_base.get_model(name))
 
 
 class Subscriptions:
@@ -345,29 +313,20 @@ class Subscriptions:
             event_time_to_live_in_minutes,
             secret,
         )
-        answer = await self._client.request("POST", "v1/subscriptions", json=body)
-        created = Subscription.model_validate(answer.json())
-        created.location = answer.headers.get("location")
-        return created
+        return await self._client._call(_base.create_subscription(body))
 
     async def list(self) -> list[Subscription]:
-        body = (await self._client.request("GET", "v1/subscriptions")).json()
-        return [Subscription.model_validate(item) for item in body.get("items", [])]
+        return await self._client._call(_base.list_subscriptions())
 
     async def get(self, subscription_id: str) -> Subscription:
-        return Subscription.model_validate(
-            (await self._client.request("GET", f"v1/subscriptions/{_base.seg(subscription_id)}")).json()
-        )
+        return await self._client._call(_base.get_subscription(subscription_id))
 
     async def delete(self, subscription_id: str) -> None:
-        await self._client.request("DELETE", f"v1/subscriptions/{_base.seg(subscription_id)}")
+        await self._client._call(_base.delete_subscription(subscription_id))
 
     async def dead_letters(self, subscription_id: str, *, limit: int | None = None) -> AsyncIterator[DeadLetter]:
-        async for page in self._client._pages(
-            f"v1/subscriptions/{_base.seg(subscription_id)}/deadletters", {"limit": limit}
-        ):
-            for item in page.get("items", []):
-                yield DeadLetter.model_validate(item)
+        async for item in self._client._items(_base.dead_letters(subscription_id, limit)):
+            yield item
 
     async def redeliver(
         self,
@@ -378,11 +337,7 @@ class Subscriptions:
         until: str | datetime | None = None,
     ) -> Redelivery:
         """Delivers those events again (from the dead letters or the event log) with their original ids."""
-        body = _base.redeliver_request(event_ids, since, until)
-        answer = await self._client.request(
-            "POST", f"v1/subscriptions/{_base.seg(subscription_id)}/redeliver", json=body
-        )
-        return Redelivery.model_validate(answer.json())
+        return await self._client._call(_base.redeliver(subscription_id, event_ids, since, until))
 
 
 class Events:
@@ -398,10 +353,8 @@ class Events:
         limit: int | None = None,
     ) -> AsyncIterator[Event]:
         """The tenant's published events, newest first, every page."""
-        params = {"since": _base.iso(since), "until": _base.iso(until), "type": type, "limit": limit}
-        async for page in self._client._pages("v1/events", params):
-            for item in page.get("items", []):
-                yield Event.model_validate(item)
+        async for item in self._client._items(_base.list_events(since, until, type, limit)):
+            yield item
 
 
 class UsageClient:
@@ -416,8 +369,7 @@ class UsageClient:
         group_by: str = "model",
     ) -> Usage:
         """Usage of jobs that ended in [start, end) (the API's `from`/`to`), by "model" or "day", and the quota."""
-        params = {k: v for k, v in {"from": _base.iso(start), "to": _base.iso(end), "groupBy": group_by}.items() if v}
-        return Usage.model_validate((await self._client.request("GET", "v1/usage", params=params)).json())
+        return await self._client._call(_base.get_usage(start, end, group_by))
 
 
 class Keys:
@@ -426,13 +378,10 @@ class Keys:
 
     async def create(self, name: str, role: str = "AIaaS.Submitter") -> ApiKey:
         """A new key of `role` (AIaaS.Reader, AIaaS.Submitter, AIaaS.Admin); its secret is in `.key`, once."""
-        return ApiKey.model_validate(
-            (await self._client.request("POST", "v1/keys", json={"name": name, "role": role})).json()
-        )
+        return await self._client._call(_base.create_key(name, role))
 
     async def list(self) -> list[ApiKey]:
-        body = (await self._client.request("GET", "v1/keys")).json()
-        return [ApiKey.model_validate(item) for item in body.get("items", [])]
+        return await self._client._call(_base.list_keys())
 
     async def revoke(self, key_id: str) -> None:
-        await self._client.request("DELETE", f"v1/keys/{_base.seg(key_id)}")
+        await self._client._call(_base.revoke_key(key_id))

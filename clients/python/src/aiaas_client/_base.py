@@ -3,19 +3,36 @@
 from __future__ import annotations
 
 import base64
+import logging
 import os
 import random
+import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, BinaryIO, TypeVar
+from typing import Any, BinaryIO, Generic, TypeVar
 from urllib.parse import quote
 
 import httpx
 from pydantic import BaseModel
 
 from aiaas_client._version import __version__
-from aiaas_client.errors import AiaasError, error_from_response, parse_retry_after
+from aiaas_client.errors import AiaasError, APIConnectionError, WaitTimeoutError, error_from_response, parse_retry_after
+from aiaas_client.models import (
+    ApiKey,
+    DeadLetter,
+    Event,
+    Job,
+    Model,
+    Redelivery,
+    Result,
+    Subscription,
+    Upload,
+    Usage,
+)
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_API_URL = "http://127.0.0.1:7071/api"
 DEFAULT_TIMEOUT = 30.0
@@ -41,6 +58,7 @@ FIND_JOB_SLACK = timedelta(minutes=10)
 APPEAR_TIMEOUT = 600.0
 
 T = TypeVar("T", bound=BaseModel)
+R = TypeVar("R")
 ProgressCallback = Callable[[int, int], None]
 
 
@@ -87,10 +105,6 @@ def page_params(params: dict[str, Any], token: str | None) -> dict[str, Any]:
     if token:
         query["continuationToken"] = token
     return query
-
-
-def parse(model: type[T], data: Any) -> T:
-    return model.model_validate(data)
 
 
 def upload_request(
@@ -225,3 +239,252 @@ def redeliver_request(
     if until is not None:
         body["until"] = iso(until)
     return body
+
+
+# Sans-I/O operations: each builds what to send and parses what came back; the sync and async clients only send.
+
+
+@dataclass(frozen=True)
+class Call(Generic[R]):
+    """One API request (`path` relative to the API URL) and how its answer becomes the result."""
+
+    method: str
+    path: str
+    parse: Callable[[httpx.Response], R]
+    params: dict[str, Any] | None = None
+    json: Any = None
+
+    def kwargs(self) -> dict[str, Any]:
+        sent: dict[str, Any] = {}
+        if self.params is not None:
+            sent["params"] = self.params
+        if self.json is not None:
+            sent["json"] = self.json
+        return sent
+
+
+@dataclass(frozen=True)
+class Paged(Generic[T]):
+    """A listing read page after page, following the continuation token."""
+
+    path: str
+    model: type[T]
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def page(self, token: str | None) -> dict[str, Any]:
+        return page_params(self.params, token)
+
+    def items(self, body: dict[str, Any]) -> list[T]:
+        return [self.model.model_validate(item) for item in body.get("items", [])]
+
+
+def next_token(body: dict[str, Any]) -> str | None:
+    token = body.get("continuationToken")
+    return str(token) if token else None
+
+
+def one(model: type[T]) -> Callable[[httpx.Response], T]:
+    return lambda answer: model.model_validate(answer.json())
+
+
+def many(model: type[T]) -> Callable[[httpx.Response], list[T]]:
+    return lambda answer: [model.model_validate(item) for item in answer.json().get("items", [])]
+
+
+def nothing(answer: httpx.Response) -> None:
+    return None
+
+
+def retry_after_answer(
+    method: str, url: str, attempt: int, max_retries: int, max_wait: float, response: httpx.Response
+) -> float | None:
+    """The wait before the next attempt, or None: `response` is the answer."""
+    delay = retry_delay(method, attempt, max_retries, max_wait, response)
+    if delay is not None:
+        logger.info("%s %s: %d; retrying in %.1f s", method, redact(url), response.status_code, delay)
+    return delay
+
+
+def retry_after_error(
+    method: str, url: str, attempt: int, max_retries: int, max_wait: float, error: httpx.TransportError
+) -> float:
+    """The wait before the next attempt; raises APIConnectionError when the transport error is final."""
+    delay = retry_delay(method, attempt, max_retries, max_wait, None)
+    if delay is None:
+        raise APIConnectionError(f"{method} {redact(url)}: {error}") from error
+    logger.info("%s %s: %s; retrying in %.1f s", method, redact(url), type(error).__name__, delay)
+    return delay
+
+
+def get_job(job_id: str) -> Call[Job]:
+    return Call("GET", f"v1/jobs/{seg(job_id)}", one(Job))
+
+
+def list_jobs(limit: int | None) -> Paged[Job]:
+    return Paged("v1/jobs", Job, {"limit": limit})
+
+
+def job_results(job_id: str, limit: int | None) -> Paged[Result]:
+    return Paged(f"v1/jobs/{seg(job_id)}/results", Result, {"limit": limit})
+
+
+def submit_job(
+    model: str,
+    blob_path: str,
+    metadata: dict[str, str] | None,
+    parameters: dict[str, Any] | None,
+    error_threshold: int | None,
+) -> Call[Job]:
+    body = upload_request(model, "", metadata, parameters, error_threshold)
+    body.pop("filename")
+    body["blobPath"] = blob_path
+    return Call("POST", "v1/jobs", one(Job), json=body)
+
+
+def cancel_job(job_id: str) -> Call[Job | None]:
+    """None: the platform answered without a body, so the job is to be read again."""
+    return Call("POST", f"v1/jobs/{seg(job_id)}/cancel", lambda a: Job.model_validate(a.json()) if a.content else None)
+
+
+def create_upload(
+    model: str,
+    filename: str,
+    metadata: dict[str, str] | None,
+    parameters: dict[str, Any] | None,
+    error_threshold: int | None,
+) -> Call[Upload]:
+    return Call(
+        "POST", "v1/uploads", one(Upload), json=upload_request(model, filename, metadata, parameters, error_threshold)
+    )
+
+
+def list_models(task: str | None) -> Call[list[Model]]:
+    return Call("GET", "v1/models", many(Model), params={"task": task} if task else None)
+
+
+def get_model(name: str) -> Call[Model]:
+    return Call("GET", f"v1/models/{seg(name)}", one(Model))
+
+
+def _created_subscription(answer: httpx.Response) -> Subscription:
+    created = Subscription.model_validate(answer.json())
+    created.location = answer.headers.get("location")
+    return created
+
+
+def create_subscription(body: dict[str, Any]) -> Call[Subscription]:
+    return Call("POST", "v1/subscriptions", _created_subscription, json=body)
+
+
+def list_subscriptions() -> Call[list[Subscription]]:
+    return Call("GET", "v1/subscriptions", many(Subscription))
+
+
+def get_subscription(subscription_id: str) -> Call[Subscription]:
+    return Call("GET", f"v1/subscriptions/{seg(subscription_id)}", one(Subscription))
+
+
+def delete_subscription(subscription_id: str) -> Call[None]:
+    return Call("DELETE", f"v1/subscriptions/{seg(subscription_id)}", nothing)
+
+
+def dead_letters(subscription_id: str, limit: int | None) -> Paged[DeadLetter]:
+    return Paged(f"v1/subscriptions/{seg(subscription_id)}/deadletters", DeadLetter, {"limit": limit})
+
+
+def redeliver(
+    subscription_id: str,
+    event_ids: Sequence[str] | None,
+    since: str | datetime | None,
+    until: str | datetime | None,
+) -> Call[Redelivery]:
+    body = redeliver_request(event_ids, since, until)
+    return Call("POST", f"v1/subscriptions/{seg(subscription_id)}/redeliver", one(Redelivery), json=body)
+
+
+def list_events(
+    since: str | datetime | None, until: str | datetime | None, type: str | None, limit: int | None
+) -> Paged[Event]:
+    return Paged("v1/events", Event, {"since": iso(since), "until": iso(until), "type": type, "limit": limit})
+
+
+def get_usage(start: str | datetime | None, end: str | datetime | None, group_by: str) -> Call[Usage]:
+    params = {k: v for k, v in {"from": iso(start), "to": iso(end), "groupBy": group_by}.items() if v}
+    return Call("GET", "v1/usage", one(Usage), params=params)
+
+
+def create_key(name: str, role: str) -> Call[ApiKey]:
+    return Call("POST", "v1/keys", one(ApiKey), json={"name": name, "role": role})
+
+
+def list_keys() -> Call[list[ApiKey]]:
+    return Call("GET", "v1/keys", many(ApiKey))
+
+
+def revoke_key(key_id: str) -> Call[None]:
+    return Call("DELETE", f"v1/keys/{seg(key_id)}", nothing)
+
+
+def deadline_from(timeout: float | None, deadline: float | None) -> float | None:
+    if deadline is None and timeout is not None:
+        return time.monotonic() + timeout
+    return deadline
+
+
+def check_deadline(deadline: float | None, message: str) -> None:
+    if deadline is not None and time.monotonic() >= deadline:
+        raise WaitTimeoutError(message, code="WaitTimeout")
+
+
+def still_waiting(job: Job, deadline: float | None) -> bool:
+    """False once the job ended; raises WaitTimeoutError when it has not and the deadline passed."""
+    if job.done:
+        return False
+    check_deadline(deadline, f"job {job.job_id} is still {job.status}")
+    return True
+
+
+def blob_job_verdict(job: Job, blob_path: str, oldest: datetime) -> bool | None:
+    """True: this is the blob's job; False: stop reading (newest first, the rest is older still); None: read on."""
+    if job.input.blob_path == blob_path:
+        return True
+    if created_before(job.created_at, oldest):
+        return False
+    return None
+
+
+@dataclass(frozen=True)
+class BlobPut:
+    """One PUT to storage; `sent`, when set, is the bytes sent so far once it succeeded."""
+
+    url: str
+    content: bytes
+    headers: dict[str, str]
+    sent: int | None = None
+
+
+def upload_plan(upload: Upload, path: str | Path, block_size: int) -> tuple[int, Iterator[BlobPut]]:
+    """The file's size and its PUTs: one Put Blob up to `block_size`, else a Put Block each and a Put Block List."""
+    check_block_size(block_size)
+    file = Path(path)
+    size = file_size(file)
+    return size, _blob_puts(upload, file, size, block_size)
+
+
+def _blob_puts(upload: Upload, file: Path, size: int, block_size: int) -> Iterator[BlobPut]:
+    headers = blob_headers(upload.headers)
+    if size <= block_size:
+        yield BlobPut(upload.upload_url, file.read_bytes(), headers, size)
+        return
+    count = block_count(size, block_size)
+    sent, index = 0, -1
+    block_headers = {"x-ms-version": STORAGE_API_VERSION}
+    with file.open("rb") as stream:
+        for index, chunk in enumerate(read_blocks(stream, block_size)):
+            sent += len(chunk)
+            yield BlobPut(block_url(upload.upload_url, index), chunk, block_headers, sent)
+    if index + 1 != count:
+        raise AiaasError(f"{file} changed while it was sent", code="FileChanged")
+    list_headers = {**headers, "Content-Type": "application/xml"}
+    list_headers.pop("x-ms-blob-type", None)
+    yield BlobPut(block_list_url(upload.upload_url), block_list_body(count), list_headers)
