@@ -129,10 +129,69 @@ def run_demo(*, workers: int = 2) -> int:
             summary = _summarise(api, jobs)
             drift = _drift_summary(events)
             relayed = _logic_app_summary(logic_app, events, timeout=max(10.0, 60 - elapsed))
+            decided = _rollout_demo(api, webhook)
             time.sleep(0.2)
-            return 0 if len(jobs) == len(uploads) and summary and drift and relayed else 1
+            return 0 if len(jobs) == len(uploads) and summary and drift and relayed and decided else 1
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def _rollout_demo(api: httpx.Client, webhook: WebhookReceiver) -> bool:
+    """A tenant's own model in two versions (the breast-cancer package twice), v2 as a 50% canary with gates; jobs
+    run until the platform decides by itself, and the decision is shown with the figures that made it."""
+    import base64
+    import uuid
+
+    from shared.bootstrap import get_platform
+
+    package, name = Path("build/models/breast-cancer-classifier/1"), "demo-cancer"
+    for version in ("1", "2"):
+        card = json.loads((package / "card.json").read_text())
+        card.update(name=name, version=version, description=f"{name} {version}")
+        files = {f["file"]: base64.b64encode((package / f["file"]).read_bytes()).decode() for f in card["files"]}
+        body = {"card": card, "artifactBase64": base64.b64encode((package / "model.onnx").read_bytes()).decode()}
+        answer = api.post("/v1/models", json={**body, "files": files})
+        if answer.status_code != 201:
+            raise RuntimeError(f"registering {name} {version} failed: {answer.status_code} {answer.text}")
+    canary = {
+        "version": "2",
+        "percent": 50,
+        "gates": {"minAgreement": 0.95, "maxErrorRate": 0.05},
+        "evidence": {"jobs": 2, "records": 20},
+    }
+    answer = api.put(f"/v1/models/{name}/aliases/production", json={"canary": canary})
+    if answer.status_code != 200:
+        raise RuntimeError(f"starting the rollout failed: {answer.status_code} {answer.text}")
+    print(
+        f"\nrollout: {name} v2 as a 50% canary of v1 (gates: agreement >= 0.95, error rate <= 0.05; "
+        "evidence: 2 jobs, 20 records)"
+    )
+    kinds = {"AIaaS.Model.Promoted", "AIaaS.Model.RolledBack"}
+    rows = b"".join((SAMPLES / "breast-cancer.jsonl").read_bytes().splitlines(keepends=True)[:10])
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        path = f"data/{uuid.uuid4().hex}.jsonl"
+        get_platform().blobs.write_bytes(f"tenant-{TENANT}", path, rows)
+        job_id = api.post("/v1/jobs", json={"model": name, "blobPath": path}).json()["jobId"]
+        while api.get(f"/v1/jobs/{job_id}").json()["status"] in ("queued", "running"):
+            time.sleep(0.1)
+        time.sleep(0.3)  # the decision is written right after the job's end
+        view = api.get(f"/v1/models/{name}/aliases").json()
+        if not view["rollouts"]:
+            decision = view["history"][-1]
+            figures = decision["figures"]["canary"]
+            print(
+                f"  decided by the platform: {decision['rollout']} v{decision.get('canaryVersion', '2')} "
+                f"after {figures['jobs']} canary jobs, {figures['records']} records, agreement "
+                f"{figures['agreement']}, error rate {figures['errorRate']}; production is now "
+                f"v{view['aliases']['production']}"
+            )
+            webhook.wait_until(lambda: any(e["eventType"] in kinds for e in webhook.events), timeout=10)
+            sent = [e["eventType"] for e in webhook.events if e["eventType"] in kinds]
+            print(f"  event at the webhook: {', '.join(sent) or 'none yet'}")
+            return True
+    print("  no decision within a minute")
+    return False
 
 
 def _logic_app_summary(logic_app: LogicAppsCallback, events: list[dict[str, Any]], *, timeout: float) -> bool:
