@@ -142,14 +142,7 @@ class DeadLetter:
     def from_blob_item(cls, raw: dict[str, Any]) -> DeadLetter:
         """Reads an element in the Event Grid schema, or a CloudEvent with the same metadata (CloudEvents delivery)."""
         if "specversion" in raw:
-            event = PlatformEvent(
-                id=str(raw["id"]),
-                event_type=str(raw.get("type", "")),
-                subject=str(raw.get("subject", "")),
-                data=dict(raw.get("data") or {}),
-                event_time=str(raw.get("time", "")),
-                topic=str(raw.get("source", "")).rsplit("/", 1)[-1],
-            )
+            event = PlatformEvent.from_cloudevent(raw, topic=str(raw.get("source", "")).rsplit("/", 1)[-1])
         else:
             event = PlatformEvent.from_eventgrid(raw)
         status = raw.get("lastHttpStatusCode")

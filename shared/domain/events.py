@@ -64,6 +64,18 @@ class PlatformEvent:
         }
 
     @classmethod
+    def from_cloudevent(cls, raw: dict[str, Any], *, topic: str) -> PlatformEvent:
+        """An event read back from its CloudEvents 1.0 form (to_cloudevent); the topic is not in it, so it is given."""
+        return cls(
+            id=str(raw["id"]),
+            event_type=str(raw.get("type", "")),
+            subject=str(raw.get("subject", "")),
+            data=dict(raw.get("data") or {}),
+            event_time=str(raw.get("time", "")),
+            topic=topic,
+        )
+
+    @classmethod
     def from_eventgrid(cls, raw: dict[str, Any]) -> PlatformEvent:
         return cls(
             id=str(raw["id"]),

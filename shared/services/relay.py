@@ -192,17 +192,7 @@ def _rendered(raw: dict[str, Any], subscription: Subscription) -> tuple[bytes, s
             else PlatformEvent.from_eventgrid(raw).to_cloudevent(f"/tenants/{subscription.tenant_id}")
         )
         return json.dumps(event).encode(), "application/cloudevents+json; charset=utf-8"
-    if is_cloudevent:
-        event = PlatformEvent(
-            id=str(raw["id"]),
-            event_type=str(raw.get("type", "")),
-            subject=str(raw.get("subject", "")),
-            data=dict(raw.get("data") or {}),
-            event_time=str(raw.get("time", "")),
-            topic=subscription.tenant_id,
-        ).to_eventgrid()
-    else:
-        event = raw
+    event = PlatformEvent.from_cloudevent(raw, topic=subscription.tenant_id).to_eventgrid() if is_cloudevent else raw
     return json.dumps(event).encode(), "application/json"
 
 
