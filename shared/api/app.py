@@ -21,6 +21,7 @@ from shared.api.schemas import (
     JobView,
     ModelList,
     ModelView,
+    RecordErrorPage,
     ResultPage,
     UploadAnswer,
     errors,
@@ -362,6 +363,23 @@ def create_app(
     ) -> dict[str, Any]:
         job_id = existing_id("job", job_id)
         return queries.list_results(plat, tenant.tenant_id, job_id, limit=limit, continuation=continuationToken)
+
+    @app.get(
+        "/api/v1/jobs/{job_id}/errors",
+        response_model=RecordErrorPage,
+        response_model_exclude_unset=True,
+        responses=errors(*AUTHED, 404),
+    )
+    def get_record_errors(
+        job_id: str,
+        plat: Plat,
+        tenant: Reader,
+        limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
+        continuationToken: Annotated[str | None, Query()] = None,
+    ) -> dict[str, Any]:
+        """The job's failed records in record order (line, id, field, code, reason): errors.jsonl, paged."""
+        job_id = existing_id("job", job_id)
+        return queries.list_errors(plat, tenant.tenant_id, job_id, limit=limit, continuation=continuationToken)
 
     from shared.api.console import console_router
     from shared.api.drift_routes import drift_router

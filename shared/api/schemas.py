@@ -258,6 +258,26 @@ class ResultPage(Answer):
     region: str | None = None
 
 
+class RecordError(Answer):
+    """A record the model did not score: the same object as a line of outbox/<jobId>/errors.jsonl."""
+
+    recordIndex: int = Field(description="0-based position of the record in the input")
+    line: int = Field(description="1-based line of the record in the input file")
+    id: str | None = Field(default=None, description="the record's own id, when it had one")
+    field: str | None = Field(default=None, description="the field at fault, when one was")
+    code: str = Field(description="InvalidRecord, or a model's own code (docs/errors.md)")
+    message: str = Field(description="what is wrong with the record, for a person")
+    region: str | None = None
+
+
+class RecordErrorPage(Answer):
+    jobId: str
+    status: str
+    items: list[RecordError]
+    continuationToken: str | None
+    region: str | None = None
+
+
 # Aliases
 
 

@@ -67,11 +67,12 @@ def jobs_cursor(token: str | None) -> str | None:
     return cursor
 
 
-def _results_start(token: str | None, job_id: str) -> int:
+def _results_start(token: str | None, job_id: str, kind: str = "r") -> int:
+    """The record index a results ("r") or errors ("e") page token resumes at; a token of the other list: 400."""
     if not token:
         return 0
     data = decode_token(token)
-    start = data.get("r")
+    start = data.get(kind)
     if isinstance(start, bool) or not isinstance(start, int) or start < 0 or data.get("j", job_id) != job_id:
         raise _invalid_token()
     return start
@@ -80,20 +81,35 @@ def _results_start(token: str | None, job_id: str) -> int:
 def list_results(
     platform: Platform, tenant_id: str, job_id: str, *, limit: int, continuation: str | None
 ) -> dict[str, Any]:
-    start = _results_start(continuation, job_id)
+    return _list_entries(platform, tenant_id, job_id, "items", limit=limit, continuation=continuation)
+
+
+def list_errors(
+    platform: Platform, tenant_id: str, job_id: str, *, limit: int, continuation: str | None
+) -> dict[str, Any]:
+    """The records of a job that failed, in record order: line, id, field, code and reason (errors.jsonl's lines)."""
+    return _list_entries(platform, tenant_id, job_id, "errors", limit=limit, continuation=continuation)
+
+
+def _list_entries(
+    platform: Platform, tenant_id: str, job_id: str, kind: str, *, limit: int, continuation: str | None
+) -> dict[str, Any]:
+    """One page of a job's results (kind "items") or failed records ("errors"), both kept in its result pages."""
+    token_key = "r" if kind == "items" else "e"
+    start = _results_start(continuation, job_id, token_key)
     job = platform.jobs.get_job(tenant_id, job_id)  # NotFound for another tenant's job too
     items: list[dict[str, Any]] = []
     size = 0
     next_token = None
     for page in platform.results.iter_pages(tenant_id, job_id, from_record=start):
-        for item in page.items:
+        for item in page.items if kind == "items" else page.errors:
             if item["recordIndex"] < start:
                 continue
             if job.region:  # the stamp that produced it: the job's, so it is not stored with every record
                 item = {**item, "region": job.region}
             item_size = len(orjson.dumps(item))
             if len(items) == limit or (items and size + item_size > RESULTS_RESPONSE_BYTES):
-                next_token = encode_token({"r": item["recordIndex"], "j": job_id})
+                next_token = encode_token({token_key: item["recordIndex"], "j": job_id})
                 break
             items.append(item)
             size += item_size

@@ -19,14 +19,19 @@ def upload(api: httpx.Client, model: str, filename: str, content: bytes, paramet
     return str(answer.json()["blobPath"])
 
 
-def all_results(api: httpx.Client, job_id: str, limit: int = 1000) -> list[dict[str, Any]]:
-    """Every result of a job, following continuation tokens page by page."""
+def all_results(api: httpx.Client, job_id: str, limit: int = 1000, *, kind: str = "results") -> list[dict[str, Any]]:
+    """Every result (or, with kind="errors", every failed record) of a job, following continuation tokens."""
     items: list[dict[str, Any]] = []
     token = None
     while True:
         params: dict[str, Any] = {"limit": limit, **({"continuationToken": token} if token else {})}
-        body = api.get(f"/v1/jobs/{job_id}/results", params=params).raise_for_status().json()
+        body = api.get(f"/v1/jobs/{job_id}/{kind}", params=params).raise_for_status().json()
         items += body["items"]
         token = body["continuationToken"]
         if not token:
             return items
+
+
+def without_region(entry: dict[str, Any]) -> dict[str, Any]:
+    """An API entry as the outbox file has it: the API adds the producing stamp's region, the file does not."""
+    return {key: value for key, value in entry.items() if key != "region"}

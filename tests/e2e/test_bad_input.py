@@ -17,7 +17,7 @@ from shared.bootstrap import build_platform_blobs, get_platform
 from shared.config import get_settings
 from shared.localhost.host import LocalHost
 from shared.localhost.webhook_receiver import WebhookReceiver
-from tests.e2e._api import all_results
+from tests.e2e._api import all_results, without_region
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
@@ -147,6 +147,14 @@ def test_a_csv_with_quoted_newlines_split_into_shards_gives_every_record_once_wi
     ]
     assert [(e["recordIndex"], e["line"], e["field"]) for e in errors] == [(i, *where) for i, where in bad.items()]
     assert "float32" in errors[0]["message"] and "never closed" in errors[-1]["message"]
+    # The API pages the same failed records, with the same line, id, field, code and reason, in record order.
+    assert [without_region(e) for e in all_results(api, job_id, limit=2, kind="errors")] == errors
+    first = api.get(f"/v1/jobs/{job_id}/errors", params={"limit": 1}).json()
+    results_token = api.get(f"/v1/jobs/{job_id}/results", params={"limit": 1}).json()["continuationToken"]
+    wrong_list = api.get(f"/v1/jobs/{job_id}/errors", params={"continuationToken": results_token})
+    assert wrong_list.status_code == 400, "a results token does not page the errors"
+    assert wrong_list.json()["error"]["code"] == "InvalidContinuationToken"
+    assert [without_region(e) for e in first["items"]] == errors[:1] and first["status"] == "partially_succeeded"
 
 
 def test_malformed_ids_tokens_and_oversized_requests_are_4xx_on_the_real_stores(

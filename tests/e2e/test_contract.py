@@ -15,7 +15,7 @@ from shared.bootstrap import get_platform
 from shared.localhost.functions_host import blob_created_event, registered_function
 from shared.localhost.host import LocalHost
 from shared.localhost.webhook_receiver import WebhookReceiver
-from tests.e2e._api import all_results, upload
+from tests.e2e._api import all_results, upload, without_region
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
@@ -105,6 +105,7 @@ def test_cloudevents_subscriber_and_partial_failure(create_tenant: Callable[[str
     assert [(e["line"], e["id"]) for e in errors] == [(6, "bad-value"), (7, None)]
     assert "mean radius" in errors[0]["message"]
     assert len(all_results(initech, data["jobId"])) == 10
+    assert [without_region(e) for e in all_results(initech, data["jobId"], kind="errors")] == errors
 
 
 def test_replayed_and_rejected_uploads(stack: LocalHost, create_tenant: Callable[[str], httpx.Client]) -> None:
