@@ -31,6 +31,12 @@ ROLES = ("AIaaS.Reader", "AIaaS.Submitter", "AIaaS.Admin")
 # its eventTime); ids already shown are skipped.
 TAIL_INTERVAL_SECONDS = 2.0
 TAIL_OVERLAP = timedelta(minutes=2)
+# `jobs submit --wait` that ends with failed records shows this many, then points at `jobs errors` for the rest.
+SUBMIT_ERRORS_SHOWN = 5
+# `jobs errors` without --limit; the API's largest page is 5,000 records.
+ERRORS_LIMIT = 20
+MAX_PAGE = 5000
+ERROR_COLUMNS = ["line", "id", "field", "code", "reason"]
 
 # Piped into grep or a file, a table keeps each row on one line (rich would fold it to 80 columns).
 out = Console(highlight=False, width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 4096)
@@ -183,8 +189,37 @@ def reason(job: dict[str, Any]) -> str:
         return f"{error.get('code', 'Error')}: {error.get('message', '')}"
     counts = job.get("counts") or {}
     if counts.get("failed"):
-        return f"{counts['failed']} of {counts.get('records', '?')} records failed (see `aiaas jobs show`)"
+        return f"{counts['failed']} of {counts.get('records', '?')} records failed (see `{errors_hint(job)}`)"
     return str(job.get("status"))
+
+
+def errors_hint(job: dict[str, Any]) -> str:
+    """The command that lists every failed record of the job."""
+    failed = int((job.get("counts") or {}).get("failed") or 0)
+    return f"aiaas jobs errors {job.get('jobId')}" + (" --limit 0" if failed > ERRORS_LIMIT else "")
+
+
+def error_rows(items: Iterable[dict[str, Any]]) -> Iterator[list[Any]]:
+    for item in items:
+        yield [item.get("line"), item.get("id"), item.get("field"), item.get("code"), item.get("message")]
+
+
+def show_failed_records(api: Any, job: dict[str, Any]) -> None:
+    """The first few failed records of a job that ended with some, and the command that lists them all."""
+    import httpx
+    from aiaas_client.errors import AiaasError
+
+    failed = int((job.get("counts") or {}).get("failed") or 0)
+    if not failed or job.get("status") not in ("partially_succeeded", "failed"):
+        return
+    try:
+        shown = take(api.jobs.errors(str(job.get("jobId")), limit=SUBMIT_ERRORS_SHOWN), SUBMIT_ERRORS_SHOWN)
+    except (AiaasError, httpx.HTTPError) as error:  # the job's own outcome still stands: say so, exit by it
+        err.print(f"cannot list the failed records: {escape(str(error))}")
+        return
+    title = "failed records" if len(shown) >= failed else f"failed records: the first {len(shown)} of {failed}"
+    out.print(table(ERROR_COLUMNS, error_rows(shown), title=title))
+    out.print(f"all of them: {errors_hint(job)}")
 
 
 def show_job(job: dict[str, Any]) -> None:
@@ -355,6 +390,7 @@ def jobs_submit(
         out.print(f"job {job.get('jobId')} {job.get('status')}  (follow it: aiaas jobs show {job.get('jobId')})")
     else:
         show_job(job)
+        show_failed_records(api, job)
     if wait:
         status = str(job.get("status"))
         code = EXIT_BY_STATUS.get(status, 1)
@@ -387,6 +423,8 @@ def jobs_show(job_id: str, json_out: JsonOpt = False, profile: ProfileOpt = None
         print_json(job)
     else:
         show_job(job)
+        if (job.get("counts") or {}).get("failed"):
+            out.print(f"failed records: {errors_hint(job)}")
 
 
 @jobs_app.command("results")
@@ -403,6 +441,38 @@ def jobs_results(
         print_json(items)
         return
     out.print(table(["record", "id", "output"], ([i.get("recordIndex"), i.get("id"), i.get("output")] for i in items)))
+
+
+@jobs_app.command("errors")
+def jobs_errors(
+    job_id: str,
+    limit: Annotated[
+        int, typer.Option("--limit", min=0, help="at most this many failed records (0: all)")
+    ] = ERRORS_LIMIT,
+    page_size: Annotated[
+        int | None,
+        typer.Option("--page-size", min=1, max=MAX_PAGE, help="records a request (default: what --limit asks)"),
+    ] = None,
+    json_out: JsonOpt = False,
+    profile: ProfileOpt = None,
+) -> None:
+    """A job's failed records in record order: line, id, field, code and reason."""
+    api = run_api(lambda: client(profile))
+    # One more than shown: whether to say that there are more.
+    wanted = limit + 1 if limit else 0
+    page = page_size or (min(wanted, MAX_PAGE) if wanted else None)
+    items = run_api(lambda: take(api.jobs.errors(job_id, limit=page), wanted))
+    more = bool(limit) and len(items) > limit
+    items = items[:limit] if limit else items
+    if json_out:
+        print_json(items)
+        return
+    if not items:
+        out.print(f"job {escape(job_id)} has no failed records")
+        return
+    out.print(table(ERROR_COLUMNS, error_rows(items)))
+    if more:
+        err.print(f"the first {limit} shown; all of them: aiaas jobs errors {escape(job_id)} --limit 0")
 
 
 @jobs_app.command("cancel")

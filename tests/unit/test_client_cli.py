@@ -9,12 +9,24 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiaas_client import ApiKey, DeadLetter, Event, Job, NotFoundError, Redelivery, Result, Subscription, Usage
+from aiaas_client import (
+    ApiKey,
+    DeadLetter,
+    Event,
+    Job,
+    NotFoundError,
+    RecordError,
+    Redelivery,
+    Result,
+    Subscription,
+    Usage,
+)
 
 from shared import cli, client_cli
 
 KEY = "aiaas_tenantsecret_0123456789abcdef"
 NEW_KEY = "aiaas_brandnewsecret_fedcba9876543210"
+ERROR_HEADER = ["line", "id", "field", "code", "reason"]
 
 
 def job(status: str, **extra: Any) -> Job:
@@ -47,6 +59,23 @@ class FakeJobs:
     def results(self, job_id: str, *, limit: int | None = None) -> Iterator[Result]:
         for i in range(3):
             yield Result.model_validate({"recordIndex": i, "id": f"r{i}", "output": {"label": "benign"}})
+
+    def errors(self, job_id: str, *, limit: int | None = None) -> Iterator[RecordError]:
+        """Seven failed records, the first without an id, as the API pages them."""
+        self.outer.error_pages.append(limit)
+        if job_id != "job-1":
+            raise NotFoundError("no job named that", status=404, code="NotFound")
+        for i in range(7):
+            yield RecordError.model_validate(
+                {
+                    "recordIndex": i * 3,
+                    "line": i * 3 + 1,
+                    "id": f"row-{i}" if i else None,
+                    "field": "mean radius",
+                    "code": "InvalidRecord",
+                    "message": f"reason {i}",
+                }
+            )
 
     def cancel(self, job_id: str) -> Job:
         return job("cancelled")
@@ -144,6 +173,7 @@ class FakeClient:
         self.keys = FakeKeys()
         self.subscriptions = FakeSubscriptions()
         self.submitted: dict[str, Any] = {}
+        self.error_pages: list[int | None] = []
 
     def submit_file(self, path: Path, model: str, **options: Any) -> Job:
         self.submitted = {"path": path, "model": model, **options}
@@ -244,6 +274,55 @@ def test_list_show_results_json_and_tables(fake: FakeClient, capsys: pytest.Capt
     assert code == 0 and "benign" in out and "r2" in out
     code, out, err = run(capsys, "jobs", "show", "job-9")
     assert code == 1 and "JobNotFound" in err
+
+
+def test_errors_lists_the_failed_records_as_a_table_or_json(
+    fake: FakeClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run(capsys, "jobs", "errors", "job-1")
+    assert code == 0 and err == ""
+    rows = [[c.strip() for c in line.split("│")] for line in out.splitlines() if "│" in line]
+    assert rows[0] == ["1", "", "mean radius", "InvalidRecord", "reason 0"]  # no id: an empty cell
+    assert [(r[0], r[1], r[4]) for r in rows[1:]] == [(str(i * 3 + 1), f"row-{i}", f"reason {i}") for i in range(1, 7)]
+    assert [c.strip() for c in out.splitlines()[0].split("┃")] == ERROR_HEADER
+
+    code, out, err = run(capsys, "jobs", "errors", "job-1", "--json", "--limit", "0", "--page-size", "2")
+    listed = json.loads(out)  # a JSON array, as `jobs results --json`
+    assert code == 0 and [e["line"] for e in listed] == [1, 4, 7, 10, 13, 16, 19]
+    assert listed[1] == {
+        "recordIndex": 3,
+        "line": 4,
+        "id": "row-1",
+        "field": "mean radius",
+        "code": "InvalidRecord",
+        "message": "reason 1",
+    }
+    assert fake.error_pages[-1] == 2
+
+    code, out, err = run(capsys, "jobs", "errors", "job-1", "--limit", "3")
+    assert code == 0 and "reason 2" in out and "reason 3" not in out
+    assert "the first 3 shown; all of them: aiaas jobs errors job-1 --limit 0" in err
+    code, _, err = run(capsys, "jobs", "errors", "job-9")
+    assert code == 1 and "NotFound (404)" in err
+
+
+@pytest.mark.parametrize("status", ["partially_succeeded", "failed"])
+def test_submit_wait_ending_with_failed_records_shows_the_first_five_and_how_to_see_all(
+    fake: FakeClient, upload: Path, capsys: pytest.CaptureFixture[str], status: str
+) -> None:
+    fake.final = job(status, counts={"records": 30, "succeeded": 23 if status != "failed" else 0, "failed": 7})
+
+    code, out, err = run(capsys, "jobs", "submit", str(upload), "--model", "breast-cancer", "--wait")
+
+    assert code == (2 if status == "partially_succeeded" else 1)
+    assert f"job job-1 {status}: 7 of 30 records failed (see `aiaas jobs errors job-1`)" in err
+    rows = [[c.strip() for c in line.split("│")] for line in out.splitlines() if "│" in line]
+    assert [(r[0], r[4]) for r in rows] == [(str(i * 3 + 1), f"reason {i}") for i in range(5)]
+    assert "the first 5 of 7" in out
+    assert "all of them: aiaas jobs errors job-1" in out
+    assert fake.error_pages == [5]  # one small page, not the job's every failed record
+    code, out, _ = run(capsys, "jobs", "submit", str(upload), "--model", "breast-cancer", "--wait", "--json")
+    assert "errors" not in json.loads(out) and "reason 0" not in out  # scripts get the job, as before
 
 
 def test_events_tail_shows_each_event_once_until_ctrl_c(fake: FakeClient, capsys: pytest.CaptureFixture[str]) -> None:

@@ -209,3 +209,30 @@ def test_iterators_follow_the_token_and_fetch_a_page_only_when_the_loop_gets_the
     assert first.job_id == "a" * 32 and len(pages.requests) == 1
     assert [j.job_id for j in jobs] == ["b" * 32]
     assert [dict(r.url.params) for r in pages.requests] == [{"limit": "1"}, {"limit": "1", "continuationToken": "t1"}]
+
+
+def _error_page(indexes: list[int], token: str | None) -> httpx.Response:
+    items = [
+        {"recordIndex": i, "line": i + 1, "id": None, "field": "mean radius", "code": "InvalidRecord", "message": "m"}
+        for i in indexes
+    ]
+    return httpx.Response(200, json={"jobId": "a" * 32, "status": "failed", "items": items, "continuationToken": token})
+
+
+def test_a_jobs_failed_records_are_read_across_pages_sync_and_async() -> None:
+    sync_pages = Script(httpx.Response(200, json=JOB), _error_page([1, 4], "e1"), _error_page([9], None))
+    async_pages = Script(_error_page([1, 4], "e1"), _error_page([9], None))
+
+    with client(sync_pages) as api:
+        read = api.jobs.get("a" * 32).errors(limit=2)  # through the Job, as job.results()
+        failed = [(e.record_index, e.line, e.field, e.code) for e in read]
+
+    async def aread() -> list[int]:
+        async with aiaas_client.AsyncClient(API, "k", transport=httpx.MockTransport(async_pages)) as api:
+            return [e.record_index async for e in api.jobs.errors("a" * 32, limit=2)]
+
+    assert failed == [(i, i + 1, "mean radius", "InvalidRecord") for i in (1, 4, 9)]
+    assert asyncio.run(aread()) == [1, 4, 9]
+    for pages in (sync_pages.requests[1:], async_pages.requests):
+        assert [r.url.path for r in pages] == [f"/api/v1/jobs/{'a' * 32}/errors"] * 2
+        assert [dict(r.url.params) for r in pages] == [{"limit": "2"}, {"limit": "2", "continuationToken": "e1"}]

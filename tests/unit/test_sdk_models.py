@@ -21,6 +21,7 @@ WHERE: dict[type[BaseModel], tuple[str, str, tuple[str, ...]]] = {
     models.JobLinks: ("GET /api/v1/jobs/{}", "200", ("links",)),
     models.Shards: ("GET /api/v1/jobs/{}", "200", ("shards",)),
     models.Result: ("GET /api/v1/jobs/{}/results", "200", ("items", "[]")),
+    models.RecordError: ("GET /api/v1/jobs/{}/errors", "200", ("items", "[]")),
     models.Upload: ("POST /api/v1/uploads", "201", ()),
     models.Model: ("GET /api/v1/models/{}", "200", ()),
     models.Subscription: ("GET /api/v1/subscriptions/{}", "200", ()),
@@ -122,4 +123,4 @@ def test_the_mapping_finds_typed_answers() -> None:
     """The agreement above checks something: most answers the SDK reads are typed in the OpenAPI."""
     typed = [model.__name__ for model in WHERE if described(model).get("properties")]
 
-    assert {"Job", "Counts", "Result", "Subscription", "DeadLetter", "ApiKey"} <= set(typed), typed
+    assert {"Job", "Counts", "Result", "RecordError", "Subscription", "DeadLetter", "ApiKey"} <= set(typed), typed

@@ -22,6 +22,7 @@ from aiaas_client.models import (
     Event,
     Job,
     Model,
+    RecordError,
     Redelivery,
     Result,
     Subscription,
@@ -177,6 +178,12 @@ class Jobs:
     async def results(self, job_id: str, *, limit: int | None = None) -> AsyncIterator[Result]:
         """Every result of the job in record order, page after page (`limit` per page)."""
         async for item in self._client._items(_base.job_results(job_id, limit)):
+            yield item
+
+    async def errors(self, job_id: str, *, limit: int | None = None) -> AsyncIterator[RecordError]:
+        """Every record of the job that failed (line, id, field, code, message) in record order, page after page
+        (`limit` per page); none for a job whose records all succeeded."""
+        async for item in self._client._items(_base.job_errors(job_id, limit)):
             yield item
 
     async def submit(

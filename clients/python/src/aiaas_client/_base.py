@@ -25,6 +25,7 @@ from aiaas_client.models import (
     Event,
     Job,
     Model,
+    RecordError,
     Redelivery,
     Result,
     Subscription,
@@ -326,6 +327,10 @@ def list_jobs(limit: int | None) -> Paged[Job]:
 
 def job_results(job_id: str, limit: int | None) -> Paged[Result]:
     return Paged(f"v1/jobs/{seg(job_id)}/results", Result, {"limit": limit})
+
+
+def job_errors(job_id: str, limit: int | None) -> Paged[RecordError]:
+    return Paged(f"v1/jobs/{seg(job_id)}/errors", RecordError, {"limit": limit})
 
 
 def submit_job(

@@ -21,6 +21,7 @@ from aiaas_client.models import (
     Event,
     Job,
     Model,
+    RecordError,
     Redelivery,
     Result,
     Subscription,
@@ -173,6 +174,11 @@ class Jobs:
     def results(self, job_id: str, *, limit: int | None = None) -> Iterator[Result]:
         """Every result of the job in record order, page after page (`limit` per page)."""
         return self._client._items(_base.job_results(job_id, limit))
+
+    def errors(self, job_id: str, *, limit: int | None = None) -> Iterator[RecordError]:
+        """Every record of the job that failed (line, id, field, code, message) in record order, page after page
+        (`limit` per page); none for a job whose records all succeeded."""
+        return self._client._items(_base.job_errors(job_id, limit))
 
     def submit(
         self,

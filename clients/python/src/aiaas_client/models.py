@@ -115,11 +115,35 @@ class Job(ApiModel):
             raise RuntimeError("this Job was not read through an AsyncClient: use client.jobs.results(job_id)")
         return self._async_client.jobs.results(self.job_id, limit=limit)
 
+    def errors(self, *, limit: int | None = None) -> Iterator[RecordError]:
+        """Every record of the job that failed, in record order, page after page (a Job read through a Client)."""
+        if self._client is None:
+            raise RuntimeError("this Job was not read through a Client: use client.jobs.errors(job_id)")
+        return self._client.jobs.errors(self.job_id, limit=limit)
+
+    def aerrors(self, *, limit: int | None = None) -> AsyncIterator[RecordError]:
+        """Every record of the job that failed, in record order (a Job read through an AsyncClient)."""
+        if self._async_client is None:
+            raise RuntimeError("this Job was not read through an AsyncClient: use client.jobs.errors(job_id)")
+        return self._async_client.jobs.errors(self.job_id, limit=limit)
+
 
 class Result(ApiModel):
     record_index: int
     id: str | None = None
     output: Any = None
+    region: str | None = None
+
+
+class RecordError(ApiModel):
+    """A record the model did not score: a line of outbox/<jobId>/errors.jsonl (docs/errors.md lists the codes)."""
+
+    record_index: int = Field(description="0-based position of the record in the input")
+    line: int = Field(description="1-based line of the record in the input file")
+    id: str | None = Field(default=None, description="the record's own id, when it had one")
+    field: str | None = Field(default=None, description="the field at fault, when one was")
+    code: str
+    message: str = Field(description="what is wrong with the record, for a person")
     region: str | None = None
 
 
