@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import re
 import signal
 import subprocess
 import threading
@@ -17,6 +18,7 @@ import httpx
 import pytest
 
 from shared.localhost.host import LocalHost
+from tests.e2e._api import all_results
 
 REPO = Path(__file__).resolve().parents[2]
 AIAAS = str(REPO / ".venv/bin/aiaas")
@@ -189,3 +191,48 @@ def test_a_waiting_submit_of_a_big_file_cancelled_elsewhere_exits_1(tenant: Tena
     assert f"job {job['jobId']} cancelled" in stderr
     shown = tenant.json("jobs", "show", job["jobId"])
     assert shown["status"] == "cancelled" and shown["shards"]["done"] < shown["shards"]["count"]
+
+
+def _table_rows(text: str) -> list[list[str]]:
+    """The body rows of the rich tables in a command's output, cell by cell."""
+    return [[cell.strip() for cell in line.split("│")] for line in text.splitlines() if "│" in line]
+
+
+def test_jobs_errors_lists_exactly_the_failed_records_and_submit_shows_the_first(
+    tenant: Tenant, tmp_path: Path
+) -> None:
+    rows = [json.loads(line) for line in SAMPLE.read_text().splitlines()[:30]]
+    lines = [json.dumps(row) for row in rows]
+    broken = {1: "mean radius", 4: "mean area", 5: None, 11: "worst radius", 17: None, 22: "mean texture", 29: None}
+    for index, feature in broken.items():
+        lines[index] = json.dumps({**rows[index], feature: "n/a"}) if feature else f"not json {index}"
+    path = tmp_path / "seven-broken.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+
+    done = tenant.run("jobs", "submit", str(path), "--model", MODEL, "--wait")
+
+    assert done.returncode == 2, done.stderr
+    exit_line = re.search(r"job (\w+) partially_succeeded: ", done.stderr)
+    assert exit_line, done.stderr
+    job_id = exit_line[1]
+    first = list(broken)[:5]
+    assert [(r[0], r[2]) for r in _table_rows(done.stdout)] == [(str(i + 1), broken[i] or "") for i in first]
+    assert "the first 5 of 7" in done.stdout and f"aiaas jobs errors {job_id}" in done.stdout
+
+    # Pages of 3 records: the seven need three requests, and every one is listed once, in record order.
+    listed = tenant.json("jobs", "errors", job_id, "--limit", "0", "--page-size", "3")
+    expected_ids = [None if broken[i] is None else rows[i]["id"] for i in broken]
+    assert [(e["recordIndex"], e["line"], e["id"], e["field"]) for e in listed] == [
+        (i, i + 1, expected_ids[n], broken[i]) for n, i in enumerate(broken)
+    ]
+    assert all(
+        ("not valid JSON" if broken[e["recordIndex"]] is None else "must be a number") in e["message"] for e in listed
+    )
+    assert listed == all_results(tenant.api, job_id, kind="errors")
+
+    table = tenant.run("jobs", "errors", job_id, "--limit", "6", "--page-size", "4")
+    assert table.returncode == 0, table.stderr
+    shown = _table_rows(table.stdout)
+    assert [r[0] for r in shown] == [str(i + 1) for i in list(broken)[:6]]
+    assert all(r[3] == "InvalidRecord" and r[4] for r in shown)  # code and reason
+    assert f"all of them: aiaas jobs errors {job_id} --limit 0" in table.stderr

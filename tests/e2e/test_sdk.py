@@ -13,6 +13,7 @@ import httpx
 import pytest
 from aiaas_client import AsyncClient, Client, JobStatus, NotFoundError
 
+from shared.bootstrap import get_platform
 from shared.localhost.host import LocalHost
 from shared.localhost.webhook_receiver import WebhookReceiver
 
@@ -21,6 +22,14 @@ REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "build/samples/breast-cancer.jsonl"
 MODEL = "breast-cancer-classifier"
 ROWS = [json.loads(line) for line in SAMPLE.read_text().splitlines() if line.strip()]
+# The records a file of 25 sample rows breaks on purpose: record index -> (the field at fault, a phrase of the reason).
+BROKEN: dict[int, tuple[str | None, str]] = {
+    2: ("mean radius", "'mean radius' is missing"),
+    7: ("mean texture", "'mean texture' must be a number"),
+    8: (None, "not valid JSON"),
+    16: (None, "must be a JSON object"),
+    23: ("worst area", "'worst area' must be a number"),
+}
 
 
 def _key(api: httpx.Client) -> str:
@@ -28,8 +37,13 @@ def _key(api: httpx.Client) -> str:
 
 
 @pytest.fixture(scope="module")
-def sdk(stack: LocalHost, create_tenant: Callable[[str], httpx.Client]) -> Client:
-    with Client(stack.api_url, _key(create_tenant("sdk-acme")), timeout=30) as client:
+def sdk_key(create_tenant: Callable[[str], httpx.Client]) -> str:
+    return _key(create_tenant("sdk-acme"))
+
+
+@pytest.fixture(scope="module")
+def sdk(stack: LocalHost, sdk_key: str) -> Client:
+    with Client(stack.api_url, sdk_key, timeout=30) as client:
         yield client  # type: ignore[misc]
 
 
@@ -72,6 +86,8 @@ def test_another_tenants_job_is_not_found_with_its_code(
             other.jobs.get(finished.job_id)
         with pytest.raises(NotFoundError):
             list(other.jobs.results(finished.job_id))
+        with pytest.raises(NotFoundError):
+            list(other.jobs.errors(finished.job_id))
 
     assert raised.value.status == 404 and raised.value.code == "NotFound"
     assert raised.value.request_id
@@ -200,3 +216,42 @@ def test_subscriptions_dead_letters_and_redelivery(sdk: Client, finished: aiaas_
     sdk.subscriptions.delete(created.subscription_id)
     with pytest.raises(NotFoundError):
         sdk.subscriptions.get(created.subscription_id)
+
+
+def _some_broken(path: Path) -> Path:
+    lines = [json.dumps(row) for row in ROWS[:25]]
+    lines[2] = json.dumps({k: v for k, v in ROWS[2].items() if k != "mean radius"})
+    lines[7] = json.dumps({**ROWS[7], "mean texture": "rough"})
+    lines[8] = "this line is not JSON"
+    lines[16] = "[1, 2, 3]"
+    lines[23] = json.dumps({**ROWS[23], "worst area": True})
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_a_jobs_failed_records_are_listed_with_line_and_reason_across_pages(
+    sdk: Client, sdk_key: str, stack: LocalHost, finished: aiaas_client.Job, tmp_path: Path
+) -> None:
+    job = sdk.submit_file(_some_broken(tmp_path / "some-broken.jsonl"), MODEL, timeout=180)
+    assert job.status == JobStatus.PARTIALLY_SUCCEEDED and job.counts.failed == len(BROKEN)
+
+    failed = list(job.errors(limit=2))  # pages of 2: three of them
+
+    assert [(e.record_index, e.line, e.field, e.code) for e in failed] == [
+        (index, index + 1, field, "InvalidRecord") for index, (field, _) in BROKEN.items()
+    ]
+    assert [e.id for e in failed] == [ROWS[2]["id"], ROWS[7]["id"], None, None, ROWS[23]["id"]]
+    reasons = [phrase for _, phrase in BROKEN.values()]
+    assert all(phrase in e.message for e, phrase in zip(failed, reasons, strict=True)), [e.message for e in failed]
+    # The very entries of the job's errors.jsonl (the API adds the stamp's region).
+    outbox = get_platform().blobs.read_bytes("tenant-sdk-acme", f"outbox/{job.job_id}/errors.jsonl").splitlines()
+    assert [{k: v for k, v in e.to_api().items() if k != "region"} for e in failed] == [
+        json.loads(line) for line in outbox
+    ]
+    assert list(finished.errors()) == []  # a job whose records all succeeded
+
+    async def aread() -> list[aiaas_client.RecordError]:
+        async with AsyncClient(stack.api_url, sdk_key) as client:
+            return [e async for e in (await client.jobs.get(job.job_id)).aerrors(limit=3)]
+
+    assert asyncio.run(aread()) == failed
