@@ -70,7 +70,8 @@ class SubscriptionList(BaseModel):
 
 
 class DeadLetterView(BaseModel):
-    event: dict[str, Any]
+    # Always in the Event Grid schema, whatever the subscription's delivery schema (DeadLetter.view converts).
+    event: EventGridEvent
     deadLetterReason: str
     deliveryAttempts: int
     lastDeliveryOutcome: str

@@ -8,7 +8,8 @@ from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.api.auth import AS_ADMIN, Caller
-from shared.api.schemas import AUTHED, errors
+from shared.api.retrain_routes import TrainerView
+from shared.api.schemas import AUTHED, ErrorDetail, EvidenceProgress, GateVerdict, Part, RolloutFigures, errors
 from shared.domain.errors import NotFound
 from shared.services import audit, tenants
 from shared.services.platform import Platform
@@ -40,6 +41,31 @@ class AuditActor(BaseModel):
     id: str
 
 
+class AuditDetails(Part):
+    """The figures behind a decision the platform took itself; API calls record none. Per action:
+    models.rollout.promote and models.rollout.rollback (shared.services.rollouts): alias, from, to, canaryVersion,
+    gates, evidence, figures, decidedBy (a private model's);
+    models.retrain (shared.services.retraining): trigger, jobId, parentVersion, version, metrics, error, trainer."""
+
+    alias: str | None = Field(default=None, description="rollout decisions: the alias")
+    from_: str | None = Field(default=None, alias="from", description="rollout decisions: the stable version")
+    to: str | None = Field(default=None, description="rollout decisions: the version the alias now names")
+    canaryVersion: str | None = Field(default=None, description="rollout decisions")
+    gates: list[GateVerdict] | None = Field(default=None, description="rollout decisions: the gates' verdicts")
+    evidence: EvidenceProgress | None = Field(default=None, description="rollout decisions")
+    figures: RolloutFigures | None = Field(default=None, description="rollout decisions: both arms' figures")
+    decidedBy: str | None = Field(default=None, description="rollout decisions of a private model: the job")
+    trigger: str | None = Field(default=None, description="models.retrain: drift or labelledData")
+    jobId: str | None = Field(default=None, description="models.retrain on drift: the drifted job")
+    parentVersion: str | None = Field(default=None, description="models.retrain: the version it started from")
+    version: str | None = Field(default=None, description="models.retrain: the version it registered")
+    metrics: dict[str, Any] | None = Field(
+        default=None, description="models.retrain: the new version's evaluation figures, named by the trainer"
+    )
+    error: ErrorDetail | None = Field(default=None, description="models.retrain: why the run failed")
+    trainer: TrainerView | None = Field(default=None, description="models.retrain: where it trained")
+
+
 class AuditItem(BaseModel):
     id: str
     time: str
@@ -49,7 +75,7 @@ class AuditItem(BaseModel):
     outcome: str
     requestId: str
     statusCode: int | None
-    details: dict[str, Any] | None = Field(
+    details: AuditDetails | None = Field(
         default=None, description="the figures behind a decision the platform took itself (a rollout's gates)"
     )
 

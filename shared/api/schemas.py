@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
 # Free-form maps: the only objects in an answer without declared properties (tests/unit/test_openapi.py lists the
 # same fields with why). Everything else an answer holds is declared below, and the test checks real answers
@@ -18,6 +18,22 @@ class Answer(BaseModel):
     response_model filtering (the schema test then fails on it, so it gets declared)."""
 
     model_config = ConfigDict(extra="allow")
+
+
+class Part(Answer):
+    """A part of an answer that shows exactly the fields it was given: one the platform did not send stays absent
+    (not null), on routes with or without response_model_exclude_unset, so typing a part never changes the wire."""
+
+    # No return annotation: pydantic would take it for the part's serialised schema (a bare object).
+    @model_serializer(mode="wrap")
+    def _given_fields_only(self, handler: SerializerFunctionWrapHandler):  # type: ignore[no-untyped-def]
+        shown = handler(self)
+        if not isinstance(shown, dict):
+            return shown
+        fields = type(self).model_fields
+        given = {alias for name in self.model_fields_set if name in fields and (alias := fields[name].alias)}
+        given |= self.model_fields_set
+        return {key: value for key, value in shown.items() if key in given or key in (self.model_extra or {})}
 
 
 # Errors
@@ -192,7 +208,7 @@ class JobShards(Answer):
     done: int
 
 
-class DriftColumn(Answer):
+class DriftColumn(Part):
     """One column's verdict (a feature, or the prediction); embeddings add their shift and spread figures."""
 
     name: str
@@ -204,7 +220,7 @@ class DriftColumn(Answer):
     statistic: float | None = None
 
 
-class DriftSection(Answer):
+class DriftSection(Part):
     """A job's drift against its model's reference profile (contract "Drift and rollouts")."""
 
     status: str = Field(description="ok or drifted (drifted: at least half of the columns drifted)")
@@ -215,6 +231,19 @@ class DriftSection(Answer):
     driftedColumns: int | None = None
     columns: int | None = None
     profileId: str | None = None
+
+
+class JobRollout(Part):
+    """Which arm of its alias's rollout ran the job (shared.services.rollouts.assign)."""
+
+    alias: str
+    arm: str = Field(description="canary or stable")
+    stableVersion: str
+    canaryVersion: str | None = Field(default=None, description="when the rollout has a canary")
+    shadowVersion: str | None = Field(default=None, description="when the rollout has a shadow")
+    compareWith: str | None = Field(
+        default=None, description="the other version that also scored the job's first records of each shard"
+    )
 
 
 class JobView(Answer):
@@ -233,7 +262,7 @@ class JobView(Answer):
     parameters: dict[str, Any] | None = Field(default=None, description="the model's parameters as sent (free-form)")
     metadata: dict[str, str] | None = Field(default=None, description="the caller's key-values, echoed")
     cancelRequestedAt: str | None = Field(default=None, description="when a cancel was asked, while shards stop")
-    rollout: dict[str, Any] | None = Field(default=None, description="which rollout arm ran the job")
+    rollout: JobRollout | None = Field(default=None, description="which rollout arm ran the job")
     error: ErrorDetail | None = None
     drift: DriftSection | None = None
 
@@ -278,6 +307,101 @@ class RecordErrorPage(Answer):
     region: str | None = None
 
 
+# Rollouts (shared.services.rollouts: what aliases.json holds and evaluate() returns)
+
+
+class Gates(Part):
+    """A canary's gates: thresholds it must keep; a gate crossed rolls it back at once. An absent gate is not
+    checked."""
+
+    maxErrorRate: float | None = Field(default=None, description="failed records / records, at most (0-1)")
+    maxSecondsPerRecord: float | None = Field(default=None, description="model seconds per record, at most")
+    maxDriftShare: float | None = Field(default=None, description="drifted jobs / jobs with a drift verdict (0-1)")
+    noDrift: bool | None = Field(default=None, description="true: any drifted canary job rolls back")
+    minAgreement: float | None = Field(
+        default=None, description="label agreement (cosine for embeddings) with the stable version, at least (0-1)"
+    )
+
+
+class EvidenceNeeded(Part):
+    """What promotes a canary once every gate has passed: this many canary jobs and records."""
+
+    jobs: int
+    records: int
+
+
+class CanarySetup(Part):
+    version: str
+    percent: int = Field(description="share of the alias's jobs that run the canary (1-99), by job id")
+    gates: Gates
+    evidence: EvidenceNeeded
+
+
+class ArmFigures(Part):
+    """One arm's evidence so far, with the rates the gates read (null: no data for that rate yet)."""
+
+    jobs: int
+    records: int
+    failed: int
+    errorRate: float | None
+    secondsPerRecord: float | None
+    driftedJobs: int
+    driftShare: float | None
+    compared: int = Field(description="records also scored by the other version")
+    agreement: float | None
+
+
+class ShadowSetup(Part):
+    version: str
+    figures: ArmFigures | None = Field(
+        default=None, description="how the shadow agreed with the stable version so far (a rollout in progress)"
+    )
+
+
+class GateVerdict(Part):
+    name: str = Field(description="maxErrorRate, maxSecondsPerRecord, maxDriftShare, noDrift or minAgreement")
+    threshold: bool | float
+    value: int | float | None = Field(description="the canary's figure the gate reads; null: not measured yet")
+    status: str = Field(description="pending, passed or failed")
+
+
+class Progress(Part):
+    needed: int
+    observed: int
+
+
+class EvidenceProgress(Part):
+    jobs: Progress
+    records: Progress
+
+
+class RolloutFigures(Part):
+    canary: ArmFigures
+    stable: ArmFigures
+
+
+class RolloutVerdict(Part):
+    """The verdict on a canary so far: a decision once a gate failed or the evidence is in with every gate
+    passed."""
+
+    decision: str | None = Field(description="promote, rollback, or null: not decided yet")
+    gates: list[GateVerdict]
+    evidence: EvidenceProgress
+    figures: RolloutFigures
+
+
+class RolloutView(Part):
+    """An alias's rollout in progress: its set-up, the evidence so far and the gates' verdicts."""
+
+    id: str
+    stableVersion: str
+    canary: CanarySetup | None = None
+    shadow: ShadowSetup | None = None
+    startedAt: str
+    startedBy: str
+    status: RolloutVerdict | None = Field(default=None, description="with a canary: the verdict so far")
+
+
 # Aliases
 
 
@@ -287,18 +411,63 @@ class AliasMove(Answer):
     by: str
     at: str
     from_: str | None = Field(default=None, alias="from")
+    rollout: str | None = Field(
+        default=None, description="what the move did to the alias's rollout: started, cancelled, promoted, rolledBack"
+    )
+    canary: CanarySetup | None = Field(default=None, description="started: the canary it set up")
+    shadow: ShadowSetup | None = Field(default=None, description="started: the shadow it set up")
+    canaryVersion: str | None = Field(default=None, description="promoted or rolledBack: the canary decided on")
+    gates: list[GateVerdict] | None = Field(default=None, description="promoted or rolledBack: the gates' verdicts")
+    evidence: EvidenceProgress | None = Field(default=None, description="promoted or rolledBack: the evidence")
+    figures: RolloutFigures | None = Field(default=None, description="promoted or rolledBack: both arms' figures")
+    decidedBy: str | None = Field(default=None, description="a private model's: the job that tipped the decision")
 
 
 class AliasesView(Answer):
     name: str
     aliases: dict[str, str] = Field(description="alias -> version")
     history: list[AliasMove]
-    rollouts: dict[str, dict[str, Any]] = Field(
-        description="alias -> its rollout: set-up, evidence so far and the gates' verdicts"
-    )
+    rollouts: dict[str, RolloutView] = Field(description="alias -> its rollout in progress")
 
 
 # Events
+
+
+class EventModel(Part):
+    name: str
+    version: str | None = Field(default=None, description="job and drift events: the version that ran")
+
+
+class EventData(Part):
+    """An event's payload (shared.domain.events). Which fields each type carries:
+    AIaaS.Job.* (Succeeded, PartiallySucceeded, Failed, Rejected, Cancelled): jobId, tenantId, status, model,
+    input, counts, links, createdAt, completedAt, metadata, region (a regional stamp's), error (unless it succeeded);
+    AIaaS.Model.DriftDetected: jobId, tenantId, model, completedAt, drift, metadata;
+    AIaaS.Model.Promoted and AIaaS.Model.RolledBack: tenantId, model (name), decision, alias, from, to,
+    canaryVersion, gates, evidence, figures, decidedBy (a private model's)."""
+
+    jobId: str | None = Field(default=None, description="job and drift events")
+    tenantId: str
+    status: str | None = Field(default=None, description="job events: the job's status")
+    model: EventModel
+    input: JobInput | None = Field(default=None, description="job events")
+    counts: JobCounts | None = Field(default=None, description="job events")
+    links: JobLinks | None = Field(default=None, description="job events")
+    createdAt: str | None = Field(default=None, description="job events")
+    completedAt: str | None = Field(default=None, description="job and drift events")
+    metadata: dict[str, str] | None = Field(default=None, description="job and drift events: the job's metadata")
+    region: str | None = Field(default=None, description="job events: the stamp that ran the job")
+    error: ErrorDetail | None = Field(default=None, description="job events, unless the job succeeded")
+    drift: DriftSection | None = Field(default=None, description="DriftDetected: the job's drift section")
+    decision: str | None = Field(default=None, description="Promoted, RolledBack: promoted or rolledBack")
+    alias: str | None = Field(default=None, description="Promoted, RolledBack: the alias of the rollout")
+    from_: str | None = Field(default=None, alias="from", description="Promoted, RolledBack: the stable version")
+    to: str | None = Field(default=None, description="Promoted, RolledBack: the version the alias now names")
+    canaryVersion: str | None = Field(default=None, description="Promoted, RolledBack")
+    gates: list[GateVerdict] | None = Field(default=None, description="Promoted, RolledBack: the gates' verdicts")
+    evidence: EvidenceProgress | None = Field(default=None, description="Promoted, RolledBack")
+    figures: RolloutFigures | None = Field(default=None, description="Promoted, RolledBack: both arms' figures")
+    decidedBy: str | None = Field(default=None, description="Promoted, RolledBack of a private model: the job")
 
 
 class EventGridEvent(Answer):
@@ -309,7 +478,7 @@ class EventGridEvent(Answer):
     subject: str
     eventType: str = Field(description="e.g. AIaaS.Job.Succeeded")
     eventTime: str
-    data: dict[str, Any] = Field(description='the event\'s payload: its fields per event type (CONTRACT "Events")')
+    data: EventData = Field(description='the event\'s payload: its fields per event type (CONTRACT "Events")')
     dataVersion: str
     metadataVersion: str | None = None
 

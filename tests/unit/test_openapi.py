@@ -4,41 +4,45 @@ answers (over the fakes) validate against their declared schemas with no undecla
 from __future__ import annotations
 
 import copy
+import dataclasses
+import uuid
+from pathlib import Path
 from typing import Any
 
 import fastapi.routing
 import jsonschema
+import orjson
 import pytest
 from fastapi.encoders import jsonable_encoder
 from fastapi.testclient import TestClient
 from starlette.responses import Response
 
 from shared.api.app import create_app
+from shared.domain.delivery import DeadLetter
+from shared.domain.errors import InvalidInput
+from shared.domain.models import ModelCard
 from shared.domain.tenants import ADMIN
+from shared.ports import TrainedModel, TrainingData
+from shared.services import retraining, rollouts
 from shared.services.ingest import admit_blob_created
 from shared.services.platform import Platform
+from shared.services.shards import run_shard
 from shared.services.tenants import create_key
-from tests.fakes import MODEL_NAME, upload
+from tests.fakes import MODEL_NAME, RecordingTrainer, add_tenant, make_platform, upload
 from tests.unit.test_api import make_job
+from tests.unit.test_retraining import NAME, inline, private_model, shifted_rows
+from tests.unit.test_rollouts import ROWS, publish_version
 
 # The only objects in a 2xx answer without declared properties, each a map whose keys are not the platform's.
 FREE_FORM = {
     "ResultItem.output": "a model's output for one record: its keys are the model's (its card's outputSchema)",
     "JobView.parameters": "the model's parameters as the caller sent them (the card's own `parameters`)",
-    "JobView.rollout": "which rollout arm ran the job: the rollout's own set-up, as the alias's rollout holds it",
     "ModelCardView.inputSchema": "a JSON Schema of one record, from the model package",
     "ModelCardView.outputSchema": "a JSON Schema of one output, from the model package",
     "ModelCardView.metrics": "the package's own evaluation figures, named by the package",
-    "AliasesView.rollouts{}": "a rollout's set-up, evidence and gate verdicts (shared/services/rollouts.py)",
-    "CanaryPolicy.gates": "gate name -> threshold, the gates the rollout service defines",
-    "AuditItem.details": "what each audited action records: its own fields per action",
-    "DeadLetterView.event": "the event as delivered: Event Grid or CloudEvents schema, per subscription",
-    "EventGridEvent.data": 'an event\'s payload: its fields differ per event type (CONTRACT "Events")',
-    "RetrainingRun.data": "the training data's description, per trainer (blob, version, rows)",
-    "RetrainingRun.lineage": "the run's lineage as the trainer records it",
-    "RetrainingRun.metrics": "the trained version's evaluation figures, named by the trainer",
-    "RetrainingRun.rollout": "the rollout the new version entered (its alias's set-up)",
-    "RetrainingRun.trainer": "where it trains: an Azure ML job or the local builder, each with its own fields",
+    "RetrainingRun.metrics": "the trained version's evaluation figures, named by the trainer (an Azure ML job's own)",
+    "Lineage.metrics": "the same figures, as the new version's card records them",
+    "AuditDetails.metrics": "a retraining run's figures in its audit entry, named by the trainer",
     "InferenceResponse.parameters": "Open Inference Protocol response parameters (free-form in the protocol)",
     "ResponseOutput.parameters": "Open Inference Protocol tensor parameters (free-form in the protocol)",
 }
@@ -189,22 +193,59 @@ def dropped(raw: Any, answer: Any, where: str = "") -> list[str]:
     return []
 
 
+class Answers:
+    """A client of the app over `platform` whose every answer is checked against the strict document, and compared
+    with what the handler returned before response_model filtering (nothing dropped, nothing changed)."""
+
+    def __init__(self, platform: Platform, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.returned: list[Any] = []
+        run_endpoint = fastapi.routing.run_endpoint_function
+
+        async def capturing(**kwargs: Any) -> Any:  # what each handler returned, before response_model filtering
+            raw = await run_endpoint(**kwargs)
+            self.returned.append(raw)
+            return raw
+
+        monkeypatch.setattr(fastapi.routing, "run_endpoint_function", capturing)
+        key = create_key(platform, "acme", "openapi", ADMIN)[1]
+        self.client = TestClient(create_app(lambda: platform), raise_server_exceptions=False)
+        self.client.headers["Authorization"] = f"Bearer {key}"
+        self.document = strict(self.client.get("/api/openapi.json").json())
+        self.answered: set[int] = set()
+        self.compared = 0
+
+    def check(self, method: str, template: str, path: str, **options: Any) -> Any:
+        self.returned.clear()
+        response = self.client.request(method, path, **options)
+        check_answer(self.document, method, template, response)
+        self.answered.add(response.status_code)
+        if self.returned and not isinstance(self.returned[-1], Response):
+            self.compared += 1
+            raw = jsonable_encoder(self.returned[-1], by_alias=True)
+            assert not dropped(raw, response.json()), (
+                f"{method} {path}: response_model dropped {dropped(raw, response.json())}"
+            )
+            assert not changed(raw, response.json()), (
+                f"{method} {path}: response_model changed {changed(raw, response.json())}"
+            )
+        return response.json() if response.content else None
+
+
+def changed(raw: Any, answer: Any, where: str = "") -> list[str]:
+    """Values the answer holds otherwise than the handler returned them (a float for an int, a null added)."""
+    if isinstance(raw, dict) and isinstance(answer, dict):
+        added = [f"{where}.{key}" for key in answer if key not in raw and answer[key] is not None]
+        return added + [m for key in raw if key in answer for m in changed(raw[key], answer[key], f"{where}.{key}")]
+    if isinstance(raw, list) and isinstance(answer, list):
+        return [m for i, (r, a) in enumerate(zip(raw, answer, strict=False)) for m in changed(r, a, f"{where}[{i}]")]
+    return [] if raw == answer and type(raw) is type(answer) else [f"{where}: {raw!r} -> {answer!r}"]
+
+
 def test_real_answers_validate_against_their_declared_schemas_with_no_undeclared_field(
     platform: Platform, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    returned: list[Any] = []
-    run_endpoint = fastapi.routing.run_endpoint_function
-
-    async def capturing(**kwargs: Any) -> Any:  # what each handler returned, before response_model filtering
-        raw = await run_endpoint(**kwargs)
-        returned.append(raw)
-        return raw
-
-    monkeypatch.setattr(fastapi.routing, "run_endpoint_function", capturing)
-    key = create_key(platform, "acme", "openapi", ADMIN)[1]
-    client = TestClient(create_app(lambda: platform), raise_server_exceptions=False)
-    client.headers["Authorization"] = f"Bearer {key}"
-    document = strict(client.get("/api/openapi.json").json())
+    answers = Answers(platform, monkeypatch)
+    client = answers.client
     job_id = make_job(platform, "acme", "openapi.jsonl")
     cancellable = make_job(platform, "acme", "queued.jsonl", run=False)
     # A job rejected at admission (no such model) has no model version: its view must still match the schema.
@@ -270,18 +311,104 @@ def test_real_answers_validate_against_their_declared_schemas_with_no_undeclared
                 {},
             )
         )
-    answered, compared = set(), 0
     for method, template, path, options in requests:
-        returned.clear()
-        response = client.request(method, path, **options)
-        check_answer(document, method, template, response)
-        answered.add(response.status_code)
-        if returned and not isinstance(returned[-1], Response):
-            compared += 1
-            raw = jsonable_encoder(returned[-1], by_alias=True)
-            assert not dropped(raw, response.json()), (
-                f"{method} {path}: response_model dropped {dropped(raw, response.json())}"
-            )
+        answers.check(method, template, path, **options)
     assert client.get("/api/v1/events").json()["items"], "the finished job's events were checked too"
-    assert {200, 201, 202, 400, 404} <= answered
-    assert compared >= 20, "the handlers' own answers were compared with what was sent"
+    assert {200, 201, 202, 400, 404} <= answers.answered
+    assert answers.compared >= 20, "the handlers' own answers were compared with what was sent"
+
+
+class WhereTrainer(RecordingTrainer):
+    """The recording trainer reporting where it trains as the real trainers do: the local builder
+    (shared.modelbuild.retrain) or an Azure ML job (shared.adapters.azureml), with that job in the lineage too."""
+
+    where: dict[str, Any] = {}
+
+    def train(self, parent: ModelCard, data: TrainingData, *, version: str, started: Any = None) -> TrainedModel:
+        if started is not None:
+            started(self.where)
+        trained = super().train(parent, data, version=version)
+        job = self.where.get("azureml", {}).get("job")
+        return dataclasses.replace(trained, run={"azureml": {"job": job}} if job else None)
+
+
+def test_answers_of_rollouts_audit_events_dead_letters_and_retraining_validate_with_no_undeclared_field(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trainer = WhereTrainer()
+    platform = make_platform(trainer=trainer, batch_size=8)
+    add_tenant(platform, "acme")
+    answers = Answers(platform, monkeypatch)
+    publish_version(platform, tmp_path, "2")
+    publish_version(platform, tmp_path, "3", inverted=True)
+    aliases = ("GET", "/api/v1/models/{name}/aliases", f"/api/v1/models/{MODEL_NAME}/aliases")
+    # A canary promoted by its gates: the decision in the alias history, the audit log and a Promoted event.
+    gates = {"maxErrorRate": 0.5, "minAgreement": 0.5, "maxSecondsPerRecord": 60}
+    canary = {"version": "2", "percent": 99, "gates": gates, "evidence": {"jobs": 1, "records": 1}}
+    rollouts.start_rollout(platform, owner=None, name=MODEL_NAME, alias="production", canary=canary, by="op")
+    while rollouts.present(platform.models.get_aliases("acme", MODEL_NAME))["rollouts"]:
+        make_job(platform, "acme", f"{uuid.uuid4().hex}.jsonl")
+    # Then one in progress, with a canary and a shadow; its jobs (one of them drifted) show their arm.
+    rollouts.start_rollout(
+        platform,
+        owner=None,
+        name=MODEL_NAME,
+        alias="production",
+        canary={"version": "1", "percent": 50, "gates": {"noDrift": True}, "evidence": {"jobs": 1000}},
+        shadow={"version": "3"},
+        by="op",
+    )
+    jobs = [make_job(platform, "acme", f"{uuid.uuid4().hex}.jsonl") for _ in range(2)]
+    rows = [orjson.loads(line) for line in ROWS[:40]]
+    shifted = [{k: v * 3 if isinstance(v, float) else v for k, v in row.items()} for row in rows]
+    path = f"inbox/{MODEL_NAME}/drifted.jsonl"
+    drifted = admit_blob_created(
+        platform, "acme", path, upload(platform, "acme", path, b"".join(orjson.dumps(r) + b"\n" for r in shifted))
+    )
+    assert drifted is not None
+    for message in platform.queue.drain():  # type: ignore[attr-defined]
+        run_shard(platform, message)
+    view = answers.check(*aliases)
+    assert view["history"][-2]["rollout"] == "promoted" and view["history"][-1]["rollout"] == "started"
+    rollout = view["rollouts"]["production"]
+    assert rollout["status"]["gates"][0]["name"] == "noDrift" and "figures" in rollout["shadow"]
+    for job_id in [*jobs, drifted.job_id]:
+        job = answers.check("GET", "/api/v1/jobs/{job_id}", f"/api/v1/jobs/{job_id}")
+        assert job["rollout"]["alias"] == "production"
+    assert job["drift"]["status"] == "drifted"
+    # Retraining a private model: one run on "Azure ML" that succeeds, one on the local builder that fails.
+    private_model(platform)
+    monkeypatch.setattr(retraining, "background", inline)
+    runs = "/api/v1/models/{name}/retraining"
+    policy = {"canary": {"percent": 20, "gates": {"maxErrorRate": 0.2, "noDrift": True}, "evidence": {"jobs": 2}}}
+    answers.check("PUT", runs, f"/api/v1/models/{NAME}/retraining", json=policy)
+    trainer.where = {"azureml": {"job": "aiaas-retrain-1", "experiment": "aiaas-retraining"}}
+    upload(platform, "acme", "data/labelled.jsonl", shifted_rows())
+    retrain = ("POST", "/api/v1/models/{name}/retrain", f"/api/v1/models/{NAME}/retrain")
+    assert answers.check(*retrain, json={"blobPath": "data/labelled.jsonl"})["status"] == "queued"
+    trainer.where, trainer.fail = {"local": {"builder": "breast_cancer", "rows": 569}}, InvalidInput("no label")
+    upload(platform, "acme", "data/unlabelled.jsonl", shifted_rows(label_field="other"))
+    answers.check(*retrain, json={"blobPath": "data/unlabelled.jsonl"})
+    retrained = answers.check("GET", runs, f"/api/v1/models/{NAME}/retraining")
+    assert sorted(run["status"] for run in retrained["runs"]) == ["failed", "succeeded"]
+    assert all(run["trainer"] for run in retrained["runs"])
+    assert any(run.get("lineage", {}).get("trainer") for run in retrained["runs"] if run["status"] == "succeeded")
+    answers.check("GET", "/api/v1/models/{name}/aliases", f"/api/v1/models/{NAME}/aliases")
+    # The audit log holds the rollout's decision and both runs, with their details.
+    audit = answers.check("GET", "/api/v1/audit", "/api/v1/audit", params={"limit": 500})
+    actions = {item["action"] for item in audit["items"] if item.get("details")}
+    assert actions == {"models.rollout.promote", "models.retrain"}, actions
+    # The event log holds job, drift and rollout events; each is also dead-lettered to a subscription.
+    events = answers.check("GET", "/api/v1/events", "/api/v1/events", params={"limit": 1000})
+    types = {event["eventType"] for event in events["items"]}
+    assert {"AIaaS.Job.Succeeded", "AIaaS.Model.DriftDetected", "AIaaS.Model.Promoted"} <= types, types
+    subscription = answers.client.post("/api/v1/subscriptions", json={"endpointUrl": "https://example.com/hook"})
+    assert subscription.status_code == 201, subscription.text
+    sid = subscription.json()["subscriptionId"]
+    for event in platform.events.events:  # type: ignore[attr-defined]
+        letter = DeadLetter(event, "MaxDeliveryAttemptsExceeded", 30, "NotFound", 404, event.event_time)
+        platform.dead_letters.add(sid, letter)  # type: ignore[attr-defined]
+    letters = "/api/v1/subscriptions/{subscription_id}/deadletters"
+    dead = answers.check("GET", letters, f"/api/v1/subscriptions/{sid}/deadletters", params={"limit": 500})
+    assert {letter["event"]["eventType"] for letter in dead["items"]} == types
+    assert answers.compared >= 12
