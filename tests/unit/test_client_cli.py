@@ -323,6 +323,8 @@ def test_submit_wait_ending_with_failed_records_shows_the_first_five_and_how_to_
     assert fake.error_pages == [5]  # one small page, not the job's every failed record
     code, out, _ = run(capsys, "jobs", "submit", str(upload), "--model", "breast-cancer", "--wait", "--json")
     assert "errors" not in json.loads(out) and "reason 0" not in out  # scripts get the job, as before
+    code, out, _ = run(capsys, "jobs", "show", "job-1")
+    assert code == 0 and "failed records: aiaas jobs errors job-1" in out
 
 
 def test_events_tail_shows_each_event_once_until_ctrl_c(fake: FakeClient, capsys: pytest.CaptureFixture[str]) -> None:
