@@ -23,6 +23,10 @@ ROLLED_BACK = "AIaaS.Model.RolledBack"
 MODEL_EVENT_TYPES = (DRIFT_DETECTED, PROMOTED, ROLLED_BACK)
 # What a subscription without eventTypes receives: the job events and the model events.
 DEFAULT_SUBSCRIPTION_EVENT_TYPES = EVENT_TYPES + MODEL_EVENT_TYPES
+# What a callback subscription without eventTypes receives: the job outcomes only. A callback is what the Logic Apps
+# connector's "When a job finishes" trigger subscribes, and its workflow runs once per finished job; a drift or
+# rollout event there would run it again for a job (DriftDetected carries a jobId). Model events by name only.
+DEFAULT_CALLBACK_EVENT_TYPES = EVENT_TYPES
 SCHEMAS = ("EventGridSchema", "CloudEventSchemaV1_0")
 DATA_VERSION = "1.0"
 

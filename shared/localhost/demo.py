@@ -128,7 +128,7 @@ def run_demo(*, workers: int = 2) -> int:
             print(f"\n{len(jobs)} job events delivered to the webhook in {elapsed:.2f}s:")
             summary = _summarise(api, jobs)
             drift = _drift_summary(events)
-            relayed = _logic_app_summary(logic_app, events, timeout=max(10.0, 60 - elapsed))
+            relayed = _logic_app_summary(logic_app, jobs, timeout=max(10.0, 60 - elapsed))
             decided = _rollout_demo(api, webhook)
             time.sleep(0.2)
             return 0 if len(jobs) == len(uploads) and summary and drift and relayed and decided else 1
@@ -195,7 +195,8 @@ def _rollout_demo(api: httpx.Client, webhook: WebhookReceiver) -> bool:
 
 
 def _logic_app_summary(logic_app: LogicAppsCallback, events: list[dict[str, Any]], *, timeout: float) -> bool:
-    """What the Logic-Apps-style callback got: every event the webhook got, each as one JSON object."""
+    """What the Logic-Apps-style callback got: every job event the webhook got, each as one JSON object (a callback
+    subscribed without eventTypes, as the "When a job finishes" trigger is, gets the job outcomes, no model events)."""
     received = logic_app.wait_for(len(events), timeout=timeout)
     objects = [e for e in received if isinstance(e, dict)]
     same = {e["id"] for e in objects} == {e["id"] for e in events}

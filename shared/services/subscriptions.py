@@ -12,7 +12,13 @@ from urllib.parse import urlsplit
 from shared.domain.delivery import MAX_DELIVERY_ATTEMPTS, MAX_EVENT_TTL_MINUTES
 from shared.domain.egress import endpoint_validation_failed, is_loopback_name, parse_host_literal
 from shared.domain.errors import InvalidInput, ServiceUnavailable
-from shared.domain.events import DEFAULT_SUBSCRIPTION_EVENT_TYPES, SCHEMAS, PlatformEvent, Subscription
+from shared.domain.events import (
+    DEFAULT_CALLBACK_EVENT_TYPES,
+    DEFAULT_SUBSCRIPTION_EVENT_TYPES,
+    SCHEMAS,
+    PlatformEvent,
+    Subscription,
+)
 from shared.domain.models import MODEL_NAME_PATTERN
 from shared.services.platform import Platform
 
@@ -66,7 +72,8 @@ def create_subscription(
     _check_endpoint(url, allow_loopback_http=allow_loopback_http)
     if schema not in SCHEMAS:
         raise InvalidInput(f"schema must be one of {', '.join(SCHEMAS)}", code="InvalidSchema")
-    types = list(event_types) if event_types else list(DEFAULT_SUBSCRIPTION_EVENT_TYPES)
+    defaults = DEFAULT_SUBSCRIPTION_EVENT_TYPES if kind == "webhook" else DEFAULT_CALLBACK_EVENT_TYPES
+    types = list(event_types) if event_types else list(defaults)
     unknown = [t for t in types if not t.startswith("AIaaS.")]
     if unknown or len(set(types)) != len(types):
         raise InvalidInput(f"unknown or repeated event types: {unknown or types}", code="InvalidEventTypes")

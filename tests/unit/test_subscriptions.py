@@ -177,6 +177,26 @@ def test_a_bad_subscription_is_400_with_its_code_and_nothing_is_stored_or_routed
     assert fakes.subscriptions.docs == {} and routing_of(platform).routes == {}
 
 
+def test_a_callback_without_event_types_gets_the_job_outcomes_and_model_events_only_by_name(
+    client: TestClient, keys: dict[str, str]
+) -> None:
+    """The Logic Apps trigger "When a job finishes" saved with no outcome picked: its workflow must run once per
+    finished job, never again for the job's drift event; a webhook without eventTypes still gets everything."""
+    callback = subscribe(client, keys["acme"], callbackUrl=CALLBACK)
+    webhook = subscribe(client, keys["acme"], endpointUrl="https://hooks.example.com/aiaas")
+    asked = subscribe(client, keys["acme"], callbackUrl=CALLBACK, eventTypes=["AIaaS.Model.DriftDetected"])
+
+    assert callback["eventTypes"] == [
+        "AIaaS.Job.Succeeded",
+        "AIaaS.Job.PartiallySucceeded",
+        "AIaaS.Job.Failed",
+        "AIaaS.Job.Rejected",
+        "AIaaS.Job.Cancelled",
+    ]
+    assert "AIaaS.Model.DriftDetected" in webhook["eventTypes"]
+    assert asked["eventTypes"] == ["AIaaS.Model.DriftDetected"]
+
+
 def test_loopback_http_callbacks_only_when_allowed_and_never_to_other_http_hosts(
     platform: Platform, fakes: Fakes, keys: dict[str, str]
 ) -> None:
