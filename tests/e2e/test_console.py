@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from ipaddress import ip_address
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -142,6 +143,7 @@ def walk_through(
     job = api.get(f"/api/v1/jobs/{job_id}").json()
     results = api.get(f"/api/v1/jobs/{job_id}/results", params={"limit": 1000}).json()["items"]
     assert view.locator("#count-records").inner_text().split()[0] == str(job["counts"]["records"]) == "50"
+    assert view.locator("#job-errors").is_hidden()  # no failed record, no Errors section
 
     # The chart: one bar per label the results carry, drawn on a canvas with pixels in it.
     view.wait_for_selector("#output-chart")
@@ -207,16 +209,36 @@ def test_errors_no_request_leaves_the_platform_and_the_page_refuses_framing(
     assert "default-src 'self'" in headers["content-security-policy"]
     assert "frame-ancestors 'none'" in headers["content-security-policy"]
     assert headers["x-frame-options"] == "DENY"
-    # A file with a bad row: the job's page says which line failed and why.
-    bad = tmp_path / "with-a-bad-row.csv"
-    rows = (SAMPLES / "breast-cancer.csv").read_text().splitlines()
-    bad.write_text("\n".join([rows[0], rows[1], "not,a,number", *rows[2:5]]) + "\n")
-    sign_in(view, stack, tenant_key("console-b"))
-    submit_through_page(view, "breast-cancer-classifier", bad)
+    # A file with more bad records than one page of the Errors table: the job's page lists exactly those records,
+    # with their lines, ids, fields, codes and reasons, the job's own error above them, the rest behind "more".
+    bad, expected = file_with_bad_records(tmp_path)
+    key = tenant_key("console-b")
+    sign_in(view, stack, key)
+    job_id = submit_through_page(view, "breast-cancer-classifier", bad)
     assert view.locator("#job-head [data-status]").get_attribute("data-status") == "partially_succeeded"
-    assert view.locator("#count-failed").inner_text().split()[0] == "1"
-    assert "line 3: " in view.locator("#job-error").inner_text()
-    view.screenshot(path=str(ARTIFACTS / "07-job-with-an-error.png"), full_page=True)
+    assert view.locator("#count-failed").inner_text().split()[0] == str(len(expected))
+    job_error = view.locator("#job-error")
+    assert job_error.inner_text().startswith(f"SomeRecordsFailed: {len(expected)} of 60 records failed")
+    listed = all_errors(stack, key, job_id)
+    assert [item["line"] for item in listed] == sorted(expected)
+    for item in listed:
+        assert expected[item["line"]] in item["message"], item
+    shown = view.locator("#errors-table tbody tr")
+    shown.first.wait_for()
+    # Above the table, in reading order: the job-level error, then the records.
+    assert (job_error.bounding_box() or {})["y"] < (shown.first.bounding_box() or {})["y"]
+    assert table_rows(view) == [error_row(item) for item in listed[:50]]
+    view.screenshot(path=str(ARTIFACTS / "07-job-with-errors.png"), full_page=True)
+    view.click("#errors-more")
+    sync_api.expect(shown).to_have_count(len(listed))
+    assert table_rows(view) == [error_row(item) for item in listed]
+    assert view.locator("#errors-more").is_hidden()
+    # Back to the job: the table starts again from the first page, each record once.
+    view.click("nav a[href='#/jobs']")
+    view.locator(f"#jobs-table tr[data-job-id='{job_id}'] a").click()
+    sync_api.expect(shown).to_have_count(50)
+    assert table_rows(view) == [error_row(item) for item in listed[:50]]
+    refreshing_keeps_each_record_once(stack, view, job_id, listed)
     view.click("#sign-out")
 
     # Only the console's own files: nothing else of the package, however the path is spelled.
@@ -240,6 +262,103 @@ def test_errors_no_request_leaves_the_platform_and_the_page_refuses_framing(
     view.click("#sign-in-form button[type=submit]")
     view.wait_for_selector("#message.error")
     assert view.evaluate("sessionStorage.getItem('aiaas.apiKey')") is None
+
+
+def refreshing_keeps_each_record_once(
+    stack: LocalHost, view: sync_api.Page, job_id: str, listed: list[dict[str, Any]]
+) -> None:
+    """The job page refreshes while a job runs; its Errors table is re-read each time and must list each record once,
+    also after "more". The job is over, so its answer is shown as `running` until the test lets it end: the rows
+    still come from the real errors route."""
+    running = [True]
+    reads: list[str] = []
+
+    def job_answer(route: sync_api.Route) -> None:
+        answer = route.fetch()
+        job = answer.json()
+        if running[0]:
+            job["status"] = "running"
+        route.fulfill(response=answer, json=job)
+
+    def errors_read(route: sync_api.Route) -> None:
+        reads.append(route.request.url)
+        route.continue_()
+
+    def wait_for_reads(count: int) -> None:
+        deadline = time.monotonic() + 60
+        while len(reads) < count:
+            assert time.monotonic() < deadline, f"the page read the errors {len(reads)} times, not {count}"
+            view.wait_for_timeout(100)
+
+    view.route(re.compile(rf"/api/v1/jobs/{job_id}(\?.*)?$"), job_answer)
+    view.route(re.compile(rf"/api/v1/jobs/{job_id}/errors\?"), errors_read)
+    try:
+        view.click("nav a[href='#/jobs']")
+        view.locator(f"#jobs-table tr[data-job-id='{job_id}'] a").click()
+        shown = view.locator("#errors-table tbody tr")
+        wait_for_reads(3)
+        assert view.locator("#job-head [data-status]").get_attribute("data-status") == "running"
+        assert table_rows(view) == [error_row(item) for item in listed[:50]]
+        view.click("#errors-more")
+        sync_api.expect(shown).to_have_count(len(listed))
+        wait_for_reads(len(reads) + 2)  # two more refreshes after "more"
+        assert table_rows(view) == [error_row(item) for item in listed]
+        running[0] = False
+        sync_api.expect(view.locator("#job-head [data-status]")).to_have_attribute("data-status", "partially_succeeded")
+        assert table_rows(view) == [error_row(item) for item in listed]
+    finally:
+        view.unroute_all()
+
+
+def file_with_bad_records(tmp_path: Path) -> tuple[Path, dict[int, str]]:
+    """60 JSONL records of which 51 are bad in three ways; the bad ones' lines -> what their reason must say."""
+    records = [json.loads(line) for line in (SAMPLES / "breast-cancer.jsonl").read_text().splitlines()[:60]]
+    lines: list[str] = []
+    expected: dict[int, str] = {}
+    for index, record in enumerate(records):
+        line = index + 1
+        if index % 7 == 0:  # every seventh record is good
+            lines.append(json.dumps(record))
+        elif index % 3 == 0:
+            lines.append('{"id": "broken", "mean radius": ')
+            expected[line] = "not valid JSON"
+        elif index % 3 == 1:
+            del record["mean area"]
+            lines.append(json.dumps(record))
+            expected[line] = "feature 'mean area' is missing"
+        else:
+            record["mean texture"] = "<b>abc</b>"  # shown as text, never as markup
+            lines.append(json.dumps(record))
+            expected[line] = "feature 'mean texture' must be a number"
+    path = tmp_path / "with-bad-records.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    assert len(expected) == 51  # one more than a page of the console's Errors table
+    return path, expected
+
+
+def all_errors(stack: LocalHost, key: str, job_id: str) -> list[dict[str, Any]]:
+    """The job's failed records as the API lists them, every page."""
+    items: list[dict[str, Any]] = []
+    params: dict[str, Any] = {"limit": 20}
+    with httpx.Client(base_url=stack.api_url, headers={"Authorization": f"Bearer {key}"}) as api:
+        while True:
+            page = api.get(f"/v1/jobs/{job_id}/errors", params=params).json()
+            items += page["items"]
+            if not page["continuationToken"]:
+                return items
+            params["continuationToken"] = page["continuationToken"]
+
+
+def error_row(item: dict[str, Any]) -> list[str]:
+    return [str(item["line"]), item["id"] or "", item["field"] or "", item["code"], item["message"]]
+
+
+def table_rows(view: sync_api.Page) -> list[list[str]]:
+    rows = view.locator("#errors-table tbody tr").evaluate_all(
+        "rows => rows.map(row => [...row.cells].map(cell => cell.textContent))"
+    )
+    assert view.locator("#errors-table tbody b").count() == 0  # tenant text never became markup
+    return [list(row) for row in rows]
 
 
 @pytest.fixture(scope="module", autouse=True)

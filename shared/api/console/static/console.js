@@ -3,6 +3,7 @@
 const KEY = "aiaas.apiKey";
 const RUNNING = new Set(["queued", "running"]);
 const REFRESH_MS = 1500;
+const ERRORS_PAGE = 50; // failed records per page of the job's Errors table (the API takes 1..5000)
 
 let timer = null;
 let charts = [];
@@ -22,13 +23,10 @@ function h(tag, attrs = {}, ...children) {
   return node;
 }
 
+// A header is its title, or [title, "num"] for a column of numbers (right-aligned like its cells).
 function table(headers, rows, attrs = {}) {
-  return h(
-    "table",
-    attrs,
-    h("thead", {}, h("tr", {}, headers.map((title) => h("th", {}, title)))),
-    h("tbody", {}, rows),
-  );
+  const cells = headers.map((header) => (Array.isArray(header) ? h("th", { class: header[1] }, header[0]) : h("th", {}, header)));
+  return h("table", attrs, h("thead", {}, h("tr", {}, cells)), h("tbody", {}, rows));
 }
 
 class ApiError extends Error {
@@ -80,7 +78,9 @@ function progressOf(job) {
     "span",
     {},
     h("progress", { max, value: done }),
-    ` ${shards.done || 0}/${shards.count || 0} shards, ${job.counts?.records ?? 0} records`,
+    " ",
+    // One piece: a narrow cell wraps between the bar and this, not inside it.
+    h("span", { class: "nowrap" }, `${shards.done || 0}/${shards.count || 0} shards, ${job.counts?.records ?? 0} records`),
   );
 }
 
@@ -127,23 +127,30 @@ async function jobsPage(view) {
         "tr",
         { "data-job-id": job.jobId },
         h("td", {}, h("a", { href: `#/jobs/${job.jobId}`, class: "mono" }, job.jobId.slice(0, 12))),
-        h("td", {}, `${job.model.name}@${job.model.version}`),
-        h("td", { class: "mono" }, job.input.blobPath.split("/").slice(2).join("/")),
+        h("td", { class: "nowrap" }, `${job.model.name}@${job.model.version}`),
+        h("td", { class: "mono path" }, job.input.blobPath.split("/").slice(2).join("/")),
         h("td", {}, statusBadge(job.status)),
         h("td", {}, progressOf(job)),
         h("td", { class: "num" }, job.counts.succeeded),
         h("td", { class: "num" }, job.counts.failed),
-        h("td", {}, job.createdAt),
+        // Date and time apart (the cell may wrap between them); the full timestamp on hover.
+        h("td", { title: job.createdAt }, ...whenParts(job.createdAt)),
       ),
     );
     list.replaceChildren(
       rows.length
-        ? table(["Job", "Model", "File", "Status", "Progress", "Succeeded", "Failed", "Created"], rows, { id: "jobs-table" })
+        ? table(["Job", "Model", "File", "Status", "Progress", ["Succeeded", "num"], ["Failed", "num"], "Created"], rows, { id: "jobs-table" })
         : h("p", { class: "muted" }, "No jobs yet: submit a file above."),
     );
     if (page.items.some((job) => RUNNING.has(job.status))) refreshLater(load);
   };
   await load();
+}
+
+// "2026-12-01T19:01:33.123Z" as a date and a time that each stay whole: a narrow cell wraps between them only.
+function whenParts(timestamp) {
+  const [date, time = ""] = String(timestamp).split("T");
+  return [h("span", { class: "nowrap" }, date), " ", h("span", { class: "nowrap" }, time.replace(/\.\d+Z$/, "Z"))];
 }
 
 async function submitFile(form) {
@@ -202,7 +209,13 @@ function barChart(canvas, series, label) {
   const chart = new window.Chart(canvas, {
     type: "bar",
     data: { labels: series.labels, datasets: [{ label, data: series.values, backgroundColor: "#2457c5" }] },
-    options: { animation: false, maintainAspectRatio: false, plugins: { legend: { display: false } } },
+    // Counts: whole-number ticks (a job of a few records would otherwise read 0.2, 0.4, ... records).
+    options: {
+      animation: false,
+      maintainAspectRatio: false,
+      plugins: { legend: { display: false } },
+      scales: { y: { beginAtZero: true, ticks: { precision: 0 } } },
+    },
   });
   charts.push(chart);
   canvas.dataset.points = String(series.values.length);
@@ -216,6 +229,7 @@ async function jobPage(view, jobId) {
   const errorsCard = h("section", { class: "card", id: "job-errors", hidden: true });
   const resultsCard = h("section", { class: "card", id: "job-results" });
   view.append(head, errorsCard, chartCard, driftCard, resultsCard);
+  const errors = errorsSection(errorsCard, jobId);
   const load = async () => {
     const job = await api(`/api/v1/jobs/${encodeURIComponent(jobId)}`);
     head.replaceChildren(
@@ -232,13 +246,14 @@ async function jobPage(view, jobId) {
       // replaceChildren would print a null: an empty paragraph when there is nothing to cancel.
       h("p", {}, RUNNING.has(job.status) ? h("button", { type: "button", id: "cancel-job", onclick: () => cancelJob(job.jobId) }, "Cancel job") : null),
     );
+    // Failed records show while the job runs too (each finished shard adds its own); the refresh re-reads them.
+    await errors.show(job);
     if (RUNNING.has(job.status)) {
       chartCard.replaceChildren(h("p", { class: "muted" }, "Results appear when the job ends."));
       resultsCard.replaceChildren();
       refreshLater(load);
       return;
     }
-    showErrors(errorsCard, job);
     await showResults(chartCard, resultsCard, job);
     showDrift(driftCard, job.drift);
   };
@@ -254,13 +269,79 @@ async function cancelJob(jobId) {
   }
 }
 
-function showErrors(card, job) {
-  // The job's error names its first failed record ("line N: reason"); the rest are in outbox/<jobId>/errors.jsonl
-  // (the API lists no per-record errors yet).
-  const parts = [];
-  if (job.error) parts.push(h("p", { id: "job-error" }, h("strong", {}, job.error.code), `: ${job.error.message}`));
-  card.replaceChildren(h("h2", {}, "Errors"), ...parts);
-  card.hidden = parts.length === 0;
+// The job-level error (code and message) first, then the records that failed: line, id, field, code, reason,
+// ERRORS_PAGE at a time with a button that follows the API's continuationToken. Rows are keyed by recordIndex:
+// a refresh while the job runs re-reads the rows already shown in one call and replaces them, and "more" adds only
+// records not shown yet, so no record is ever listed twice.
+function errorsSection(card, jobId) {
+  const shown = new Map(); // recordIndex -> the record's row
+  let token = null;
+  const summary = h("p", { id: "errors-summary", class: "muted" });
+  const grid = table([["Line", "num"], "Id", "Field", "Code", "Reason"], [], { id: "errors-table" });
+  const body = grid.querySelector("tbody");
+  const more = h("button", { type: "button", id: "errors-more", hidden: true }, "Show more");
+  const jobError = h("div");
+  const records = h("div", { id: "job-record-errors", hidden: true }, summary, grid, h("p", {}, more));
+  card.replaceChildren(h("h2", {}, "Errors"), jobError, records);
+  let failed = 0;
+
+  const row = (item) =>
+    h(
+      "tr",
+      { "data-record-index": item.recordIndex },
+      h("td", { class: "num" }, item.line),
+      h("td", { class: "mono" }, item.id ?? ""),
+      h("td", { class: "mono" }, item.field ?? ""),
+      h("td", {}, item.code),
+      h("td", { class: "reason" }, item.message),
+    );
+  const paint = () => {
+    summary.textContent = `${failed} record(s) failed; showing ${shown.size}, in file order.`;
+    more.hidden = !token;
+  };
+  const fetchPage = (limit, continuation) => {
+    const query = new URLSearchParams({ limit: String(limit) });
+    if (continuation) query.set("continuationToken", continuation);
+    return api(`/api/v1/jobs/${encodeURIComponent(jobId)}/errors?${query}`);
+  };
+  more.addEventListener("click", async () => {
+    more.disabled = true;
+    try {
+      const page = await fetchPage(ERRORS_PAGE, token);
+      for (const item of page.items) {
+        if (shown.has(item.recordIndex)) continue;
+        const node = row(item);
+        shown.set(item.recordIndex, node);
+        body.append(node);
+      }
+      token = page.continuationToken;
+      paint();
+    } catch (err) {
+      say(`Loading more errors failed: ${err.message}`, true);
+    } finally {
+      more.disabled = false;
+    }
+  });
+
+  return {
+    async show(job) {
+      jobError.replaceChildren(
+        ...(job.error ? [h("p", { id: "job-error" }, h("strong", {}, job.error.code), `: ${job.error.message}`)] : []),
+      );
+      failed = job.counts?.failed ?? 0;
+      if (failed > 0) {
+        // As many as are shown already (at least a page): the same rows, plus any a shard added in between.
+        const page = await fetchPage(Math.min(5000, Math.max(ERRORS_PAGE, shown.size)), null);
+        shown.clear();
+        for (const item of page.items) shown.set(item.recordIndex, row(item));
+        body.replaceChildren(...shown.values());
+        token = page.continuationToken;
+        paint();
+      }
+      records.hidden = failed === 0 || shown.size === 0;
+      card.hidden = !job.error && records.hidden;
+    },
+  };
 }
 
 async function showResults(chartCard, resultsCard, job) {
@@ -287,7 +368,7 @@ async function showResults(chartCard, resultsCard, job) {
   );
   resultsCard.replaceChildren(
     h("h2", {}, "First results"),
-    rows.length ? table(["Record", "Id", "Output"], rows, { id: "results-table" }) : h("p", { class: "muted" }, "No results."),
+    rows.length ? table([["Record", "num"], "Id", "Output"], rows, { id: "results-table" }) : h("p", { class: "muted" }, "No results."),
   );
 }
 
@@ -309,7 +390,7 @@ function showDrift(card, drift) {
   );
   card.replaceChildren(
     h("h2", {}, "Drift: ", h("span", { id: "drift-status", class: drift.status === "drifted" ? "drifted" : "" }, drift.status)),
-    table(["Feature", "Metric", "Value", "Threshold", ""], rows, { id: "drift-table" }),
+    table(["Feature", "Metric", ["Value", "num"], ["Threshold", "num"], ""], rows, { id: "drift-table" }),
   );
   card.hidden = false;
 }
@@ -338,7 +419,7 @@ async function subscriptionsPage(view) {
         h(
           "td",
           {},
-          h("button", { type: "button", class: "redeliver", onclick: () => redeliver(sub.subscriptionId, [letter.event.id]) }, "Redeliver"),
+          h("button", { type: "button", class: "redeliver", onclick: (event) => redeliver(sub.subscriptionId, [letter.event.id], event.currentTarget) }, "Redeliver"),
         ),
       ),
     );
@@ -346,20 +427,24 @@ async function subscriptionsPage(view) {
       h("h3", {}, sub.endpointUrl || sub.callbackUrl, " ", h("span", { class: "muted mono" }, sub.subscriptionId)),
       h("p", { class: "muted" }, `${sub.kind}, ${sub.schema}, events: ${sub.eventTypes.join(", ")}`),
       rows.length
-        ? table(["Event", "Type", "Reason", "Attempts", "Last answer", ""], rows, { class: "deadletters" })
+        ? table(["Event", "Type", "Reason", ["Attempts", "num"], "Last answer", ""], rows, { class: "deadletters" })
         : h("p", { class: "muted" }, "No dead letters."),
     );
   }
 }
 
-async function redeliver(subscriptionId, eventIds) {
+async function redeliver(subscriptionId, eventIds, button) {
+  // One press, one redelivery: the button stays off once the platform took it (the letter leaves on delivery).
+  button.disabled = true;
   try {
     const answer = await api(`/api/v1/subscriptions/${subscriptionId}/redeliver`, {
       method: "POST",
       body: JSON.stringify({ eventIds }),
     });
     say(`${answer.events} event(s) scheduled for delivery.`);
+    button.textContent = "Scheduled";
   } catch (err) {
+    button.disabled = false;
     say(`Redelivery failed: ${err.message}`, true);
   }
 }
@@ -377,7 +462,7 @@ async function usagePage(view) {
       { class: "card" },
       h("h2", {}, "Totals and quota"),
       table(
-        ["", "Limit", "Used", "Remaining"],
+        ["", ["Limit", "num"], ["Used", "num"], ["Remaining", "num"]],
         [
           h("tr", {}, h("td", {}, "jobs in range"), h("td", {}), h("td", { class: "num" }, usage.totals.jobs), h("td", {})),
           h("tr", {}, h("td", {}, "records in range"), h("td", {}), h("td", { class: "num" }, usage.totals.records), h("td", {})),
@@ -405,7 +490,11 @@ async function usagePage(view) {
         { label: "failed", data: items.map((item) => item.failed), backgroundColor: "#b3261e" },
       ],
     },
-    options: { animation: false, maintainAspectRatio: false, scales: { x: { stacked: true }, y: { stacked: true } } },
+    options: {
+      animation: false,
+      maintainAspectRatio: false,
+      scales: { x: { stacked: true }, y: { stacked: true, beginAtZero: true, ticks: { precision: 0 } } },
+    },
   });
   charts.push(chart);
   canvas.dataset.points = String(items.length);
@@ -455,7 +544,7 @@ async function keysPage(view) {
             h("td", { class: "mono" }, key.id),
             h("td", {}, key.name),
             h("td", {}, key.role),
-            h("td", {}, key.createdAt),
+            h("td", { title: key.createdAt }, ...whenParts(key.createdAt)),
             h("td", {}, h("button", { type: "button", onclick: () => revoke(key.id) }, "Revoke")),
           ),
         ),
