@@ -98,9 +98,10 @@ def sign_in(page: sync_api.Page, stack: LocalHost, key: str) -> None:
     page.wait_for_selector("#upload-form")
 
 
-def submit_through_page(page: sync_api.Page, model: str, sample: Path) -> str:
+def submit_through_page(page: sync_api.Page, model: str, sample: Path, metadata: str = "") -> str:
     page.select_option("#upload-model", model)
     page.set_input_files("#upload-file", str(sample))
+    page.fill("#upload-metadata", metadata)
     page.click("#upload-form button[type=submit]")
     # The job's page once its job appears (the page's CSP forbids eval: no wait_for_function with a string).
     page.locator("#job-head [data-status]").wait_for(timeout=120_000)
@@ -138,9 +139,14 @@ def walk_through(
     assert view.context.cookies() == []
     view.screenshot(path=str(ARTIFACTS / "01-jobs-empty.png"), full_page=True)
 
-    job_id = submit_through_page(view, "breast-cancer-classifier", SAMPLES / "breast-cancer.csv")
+    job_id = submit_through_page(
+        view, "breast-cancer-classifier", SAMPLES / "breast-cancer.csv", metadata="team=risk, batch=<b>7</b>"
+    )
     assert view.locator("#job-head [data-status]").get_attribute("data-status") == "succeeded"
     job = api.get(f"/api/v1/jobs/{job_id}").json()
+    # The metadata typed into the form is the job's (so in its events too), shown on its page as text.
+    assert job["metadata"] == {"team": "risk", "batch": "<b>7</b>"}
+    assert view.locator("#job-metadata .tag").all_inner_texts() == ["team=risk", "batch=<b>7</b>"]
     results = api.get(f"/api/v1/jobs/{job_id}/results", params={"limit": 1000}).json()["items"]
     assert view.locator("#count-records").inner_text().split()[0] == str(job["counts"]["records"]) == "50"
     assert view.locator("#job-errors").is_hidden()  # no failed record, no Errors section

@@ -109,6 +109,12 @@ async function jobsPage(view) {
       h("select", { name: "model", id: "upload-model", required: true }, models.items.map((m) => h("option", { value: m.name }, m.name))),
     ),
     h("label", {}, "File", h("input", { type: "file", name: "file", id: "upload-file", required: true })),
+    h(
+      "label",
+      {},
+      "Metadata",
+      h("input", { type: "text", name: "metadata", id: "upload-metadata", placeholder: "key=value, key=value (optional)", size: 32 }),
+    ),
     h("button", { type: "submit" }, "Upload and run"),
   );
   form.addEventListener("submit", (event) => {
@@ -156,8 +162,10 @@ function whenParts(timestamp) {
 async function submitFile(form) {
   const file = form.querySelector("#upload-file").files[0];
   const model = form.querySelector("#upload-model").value;
+  const metadata = parseMetadata(form.querySelector("#upload-metadata").value);
   say(`Uploading ${file.name}...`);
-  const upload = await api("/api/v1/uploads", { method: "POST", body: JSON.stringify({ model, filename: file.name }) });
+  const request = { model, filename: file.name, ...(Object.keys(metadata).length ? { metadata } : {}) };
+  const upload = await api("/api/v1/uploads", { method: "POST", body: JSON.stringify(request) });
   // Straight to the tenant's container with the one-blob SAS URL: the key never goes to storage.
   const put = await fetch(upload.uploadUrl, {
     method: "PUT",
@@ -178,6 +186,17 @@ async function submitFile(form) {
     await new Promise((resolve) => setTimeout(resolve, 1000));
   }
   say(`${file.name} is uploaded, but no job appeared for it yet: see the jobs list later.`, true);
+}
+
+// "team=risk, batch=7" as {"team": "risk", "batch": "7"}; the API checks the rest (16 pairs, lengths) and says why.
+function parseMetadata(text) {
+  const pairs = {};
+  for (const part of text.split(",").map((p) => p.trim()).filter(Boolean)) {
+    const at = part.indexOf("=");
+    if (at < 1) throw new Error(`metadata "${part}" is not key=value`);
+    pairs[part.slice(0, at).trim()] = part.slice(at + 1).trim();
+  }
+  return pairs;
 }
 
 // ---- one job -------------------------------------------------------------------------------------------------
@@ -235,6 +254,14 @@ async function jobPage(view, jobId) {
     head.replaceChildren(
       h("h2", {}, "Job ", h("span", { class: "mono" }, job.jobId), " ", statusBadge(job.status)),
       h("p", {}, `${job.model.name}@${job.model.version} over `, h("span", { class: "mono" }, job.input.blobPath)),
+      job.metadata && Object.keys(job.metadata).length
+        ? h(
+            "p",
+            { id: "job-metadata" },
+            "Metadata: ",
+            ...Object.entries(job.metadata).map(([key, value]) => h("span", { class: "tag mono", "data-key": key }, `${key}=${value}`)),
+          )
+        : h("p", { hidden: true }),
       h(
         "div",
         { class: "counts" },
