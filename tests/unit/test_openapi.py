@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import re
 import uuid
 from pathlib import Path
 from typing import Any
@@ -231,10 +232,23 @@ class Answers:
         return response.json() if response.content else None
 
 
+# Nulls an answer adds to what its handler returned: the top-level optional fields of answers on routes without
+# response_model_exclude_unset, sent as null when absent (so they were before the parts inside them were typed).
+ADDED_NULLS = re.compile(
+    r"^(\.items\[\d+\]\.details"
+    r"|(\.runs\[\d+\])?\.(jobId|parentVersion|version|metrics|lineage|rollout|error|labelField|trainer)"
+    r"|(\.policy)?\.canary\.(gates|evidence))$"
+)
+
+
 def changed(raw: Any, answer: Any, where: str = "") -> list[str]:
-    """Values the answer holds otherwise than the handler returned them (a float for an int, a null added)."""
+    """Values the answer holds otherwise than the handler returned them (a float for an int, a field added)."""
     if isinstance(raw, dict) and isinstance(answer, dict):
-        added = [f"{where}.{key}" for key in answer if key not in raw and answer[key] is not None]
+        added = [
+            f"{where}.{key}"
+            for key in answer
+            if key not in raw and not (answer[key] is None and ADDED_NULLS.match(f"{where}.{key}"))
+        ]
         return added + [m for key in raw if key in answer for m in changed(raw[key], answer[key], f"{where}.{key}")]
     if isinstance(raw, list) and isinstance(answer, list):
         return [m for i, (r, a) in enumerate(zip(raw, answer, strict=False)) for m in changed(r, a, f"{where}[{i}]")]
