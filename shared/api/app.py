@@ -348,38 +348,36 @@ def create_app(
         """
         return cancel.cancel_job(plat, tenant.tenant_id, existing_id("job", job_id)).public_view(plat.api_url)
 
-    @app.get(
-        "/api/v1/jobs/{job_id}/results",
-        response_model=ResultPage,
-        response_model_exclude_unset=True,
-        responses=errors(*AUTHED, 404),
-    )
-    def get_results(
-        job_id: str,
-        plat: Plat,
-        tenant: Reader,
-        limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
-        continuationToken: Annotated[str | None, Query()] = None,
-    ) -> dict[str, Any]:
-        job_id = existing_id("job", job_id)
-        return queries.list_results(plat, tenant.tenant_id, job_id, limit=limit, continuation=continuationToken)
+    def job_entries_route(kind: str, answer: type[BaseModel], name: str, description: str | None = None) -> None:
+        """GET /api/v1/jobs/{job_id}/<kind>: one page of the job's results or of its failed records."""
+        list_entries = queries.list_results if kind == "results" else queries.list_errors
 
-    @app.get(
-        "/api/v1/jobs/{job_id}/errors",
-        response_model=RecordErrorPage,
-        response_model_exclude_unset=True,
-        responses=errors(*AUTHED, 404),
+        def get_entries(
+            job_id: str,
+            plat: Plat,
+            tenant: Reader,
+            limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
+            continuationToken: Annotated[str | None, Query()] = None,
+        ) -> dict[str, Any]:
+            job_id = existing_id("job", job_id)
+            return list_entries(plat, tenant.tenant_id, job_id, limit=limit, continuation=continuationToken)
+
+        app.get(
+            f"/api/v1/jobs/{{job_id}}/{kind}",
+            response_model=answer,
+            response_model_exclude_unset=True,
+            responses=errors(*AUTHED, 404),
+            name=name,
+            description=description,
+        )(get_entries)
+
+    job_entries_route("results", ResultPage, "get_results")
+    job_entries_route(
+        "errors",
+        RecordErrorPage,
+        "get_record_errors",
+        "The job's failed records in record order (line, id, field, code, reason): errors.jsonl, paged.",
     )
-    def get_record_errors(
-        job_id: str,
-        plat: Plat,
-        tenant: Reader,
-        limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
-        continuationToken: Annotated[str | None, Query()] = None,
-    ) -> dict[str, Any]:
-        """The job's failed records in record order (line, id, field, code, reason): errors.jsonl, paged."""
-        job_id = existing_id("job", job_id)
-        return queries.list_errors(plat, tenant.tenant_id, job_id, limit=limit, continuation=continuationToken)
 
     from shared.api.console import console_router
     from shared.api.drift_routes import drift_router

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import copy
+import importlib.util
 import json
 import re
 import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import jsonschema
@@ -31,25 +33,16 @@ SCHEMAS = CONNECTOR / "schemas"  # copies of microsoft/PowerPlatformConnectors s
 METHODS = ("get", "put", "post", "delete", "patch", "head", "options")
 
 
-def load_jsonc(path: Path) -> Any:
-    """A JSONC file as JSON: every `//` outside a string dropped to the end of its line."""
-    lines = []
-    for line in path.read_text().splitlines():
-        kept, in_string, i = [], False, 0
-        while i < len(line):
-            char = line[i]
-            if in_string and char == "\\":
-                kept.append(line[i : i + 2])
-                i += 2
-                continue
-            if char == '"':
-                in_string = not in_string
-            elif not in_string and line.startswith("//", i):
-                break
-            kept.append(char)
-            i += 1
-        lines.append("".join(kept))
-    return json.loads("\n".join(lines))
+def _connector_script() -> ModuleType:
+    """connectors/logicapps/connector.py (a script, not a package), for its reader of the JSONC schemas."""
+    spec = importlib.util.spec_from_file_location("logicapps_connector", CONNECTOR / "connector.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+load_jsonc = _connector_script().load_jsonc
 
 
 def definition() -> dict[str, Any]:
