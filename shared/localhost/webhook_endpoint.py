@@ -1,0 +1,103 @@
+"""`python -m shared.localhost.webhook_endpoint`: a loopback webhook endpoint for a shell (the docs' samples)."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from shared.localhost.webhook_receiver import WebhookReceiver
+
+# What a delivery gets when the answer file holds no HTTP status: the endpoint is broken, so a retried failure.
+BROKEN_ANSWER = 503
+
+
+def read_answer(answer_from: Path | None) -> int:
+    """The HTTP status the next delivery gets: the number in `answer_from`, 200 while that file does not exist."""
+    if answer_from is None:
+        return 200
+    try:
+        text = answer_from.read_text().strip()
+    except FileNotFoundError:
+        return 200
+    if not text.isdigit() or not 200 <= int(text) <= 599:
+        print(f"{answer_from} holds {text!r}, not an HTTP status: answering {BROKEN_ANSWER}", file=sys.stderr)
+        return BROKEN_ANSWER
+    return int(text)
+
+
+class SteeredReceiver(WebhookReceiver):
+    """A WebhookReceiver that reads its answer to each delivery from a file at that moment, so that a shell can
+    switch it (`echo 400 > answer`) with no race against a delivery on its way; the handshake is always answered."""
+
+    def __init__(self, answer_from: Path | None) -> None:
+        super().__init__()
+        self._answer_from = answer_from
+
+    def _decide(self) -> tuple[int | None, float]:
+        self.answer_status = read_answer(self._answer_from)
+        return super()._decide()
+
+
+def serve(events: Path, answer_from: Path | None) -> None:
+    """Serves on a free loopback port until the shell that started it ends: prints the URL on stdout, one line per
+    handshake and delivery on stderr, and keeps every event it accepted (2xx) in `events`, one JSON line each."""
+    parent = os.getppid()
+    with SteeredReceiver(answer_from) as receiver:
+        print(receiver.url, flush=True)
+        written = handshakes = logged = 0
+        while os.getppid() == parent:  # orphaned (the shell was killed): stop, so nothing outlives it
+            receiver.wait_until(functools.partial(_more, receiver.deliveries, logged), timeout=1)
+            validations = [r for r in list(receiver.requests) if _is_handshake(r["headers"])]
+            for _ in validations[handshakes:]:
+                print("validation handshake: answered with its validationCode", file=sys.stderr, flush=True)
+            handshakes = len(validations)
+            for delivery in receiver.deliveries[logged:]:
+                print(
+                    f"delivery of event {', '.join(map(str, delivery['eventIds']))}"
+                    f" (aeg-delivery-count {delivery['deliveryCount']}): answered {delivery['status']}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            logged = len(receiver.deliveries)
+            if len(receiver.events) > written:
+                arrived = list(receiver.events)
+                # Whole lines only, at once: a reader polling the file never sees half an event.
+                partial = events.with_name(events.name + ".partial")
+                partial.write_text("".join(json.dumps(event) + "\n" for event in arrived))
+                partial.replace(events)
+                written = len(arrived)
+
+
+def _more(items: list[dict[str, Any]], seen: int) -> bool:
+    return len(items) > seen
+
+
+def _is_handshake(headers: dict[str, str]) -> bool:
+    return any(k.lower() == "aeg-event-type" and v == "SubscriptionValidation" for k, v in headers.items())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description="A local webhook endpoint on loopback that answers Event Grid's validation handshake."
+    )
+    parser.add_argument("--events", type=Path, required=True, help="file the accepted events are written to")
+    parser.add_argument(
+        "--answer-from",
+        type=Path,
+        default=None,
+        help="file holding the HTTP status each delivery gets, read at each delivery (missing: 200)",
+    )
+    args = parser.parse_args(argv)
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C ends it quietly
+        serve(args.events, args.answer_from)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
