@@ -14,6 +14,8 @@ import httpx
 import pytest
 from aiaas_client import _async_client, _client
 
+from shared.localhost.emulators import free_port
+
 API = "http://api.test/api"
 JOB = {
     "jobId": "a" * 32,
@@ -236,3 +238,54 @@ def test_a_jobs_failed_records_are_read_across_pages_sync_and_async() -> None:
     for pages in (sync_pages.requests[1:], async_pages.requests):
         assert [r.url.path for r in pages] == [f"/api/v1/jobs/{'a' * 32}/errors"] * 2
         assert [dict(r.url.params) for r in pages] == [{"limit": "2"}, {"limit": "2", "continuationToken": "e1"}]
+
+
+def test_a_connection_error_names_the_apis_url_but_not_its_query_or_key() -> None:
+    # Nothing listens on a free loopback port: a real "connection refused", sync and async.
+    api_url = f"http://127.0.0.1:{free_port()}/api"
+    sync = aiaas_client.Client(api_url, "the-key", max_retries=0)
+
+    async def alist() -> None:
+        async with aiaas_client.AsyncClient(api_url, "the-key", max_retries=0) as api:
+            [job async for job in api.jobs.list(limit=2)]
+
+    with sync, pytest.raises(aiaas_client.APIConnectionError) as raised:
+        list(sync.jobs.list(limit=2))
+    with pytest.raises(aiaas_client.APIConnectionError) as araised:
+        asyncio.run(alist())
+
+    for message in (str(raised.value), str(araised.value)):
+        assert message.startswith(f"GET {api_url}/v1/jobs: "), message
+        assert "limit" not in message and "the-key" not in message
+
+
+def test_nested_parts_read_as_models_and_as_the_keys_they_had() -> None:
+    drift = {
+        "status": "drifted",
+        "features": [{"name": "mean radius", "metric": "ks", "value": 0.001, "threshold": 0.05, "drifted": True}],
+        "prediction": None,
+        "rows": 40,
+        "share": 0.5,
+    }
+    rollout = {"alias": "production", "arm": "canary", "stableVersion": "1", "canaryVersion": "2"}
+    card = {"name": "m", "version": "2", "features": ["mean radius"], "trainedOn": "wdbc"}  # trainedOn: the package's
+    event = {"id": "ev-1", "eventType": "AIaaS.Model.DriftDetected", "data": {"jobId": "a" * 32, "drift": drift}}
+    api = client(
+        Script(
+            httpx.Response(200, json={**JOB, "rollout": rollout, "drift": drift}),
+            httpx.Response(200, json={"name": "m", "versions": ["1", "2"], "card": card}),
+            httpx.Response(200, json={"items": [event], "continuationToken": None}),
+        )
+    )
+
+    job, model, (read,) = api.jobs.get("a" * 32), api.models.get("m"), list(api.events.list())
+
+    assert job.rollout is not None and (job.rollout.arm, job.rollout.canary_version) == ("canary", "2")
+    assert job.drift is not None and [f.name for f in job.drift.features if f.drifted] == ["mean radius"]
+    assert model.card.features == ["mean radius"] and model.card.model_extra == {"trainedOn": "wdbc"}
+    assert read.data.drift is not None and read.data.drift.share == 0.5 and read.data.job_id == "a" * 32
+    # Code written when these were dicts still reads them by their API names.
+    assert job.drift["status"] == "drifted" and job.drift["features"][0]["drifted"] is True
+    assert job.rollout["stableVersion"] == "1" and model.card["trainedOn"] == "wdbc"
+    assert read.data.get("jobId") == "a" * 32 and read.data.get("status") is None and "drift" in read.data
+    assert job.to_api()["drift"] == drift and read.to_api() == event

@@ -1,7 +1,10 @@
-"""The SDK's models (clients/python) agree with the API's OpenAPI: the same fields, none required that may be absent."""
+"""The SDK's models (clients/python) agree with the API's OpenAPI: the same fields of the same types, none required
+that may be absent."""
 
 from __future__ import annotations
 
+import types
+import typing
 from functools import cache
 from typing import Any
 
@@ -15,6 +18,9 @@ from shared.api.app import create_app
 # (a property name, "[]" for an array's items, "{}" for a map's values). Path parameters match whatever their name.
 WHERE: dict[type[BaseModel], tuple[str, str, tuple[str, ...]]] = {
     models.Job: ("GET /api/v1/jobs/{}", "200", ()),
+    models.JobRollout: ("GET /api/v1/jobs/{}", "200", ("rollout",)),
+    models.DriftSection: ("GET /api/v1/jobs/{}", "200", ("drift",)),
+    models.DriftColumn: ("GET /api/v1/jobs/{}", "200", ("drift", "features", "[]")),
     models.Counts: ("GET /api/v1/jobs/{}", "200", ("counts",)),
     models.ModelRef: ("GET /api/v1/jobs/{}", "200", ("model",)),
     models.JobInput: ("GET /api/v1/jobs/{}", "200", ("input",)),
@@ -24,11 +30,20 @@ WHERE: dict[type[BaseModel], tuple[str, str, tuple[str, ...]]] = {
     models.RecordError: ("GET /api/v1/jobs/{}/errors", "200", ("items", "[]")),
     models.Upload: ("POST /api/v1/uploads", "201", ()),
     models.Model: ("GET /api/v1/models/{}", "200", ()),
+    models.ModelCard: ("GET /api/v1/models/{}", "200", ("card",)),
+    models.Artifact: ("GET /api/v1/models/{}", "200", ("card", "artifact")),
     models.Subscription: ("GET /api/v1/subscriptions/{}", "200", ()),
     models.RetryPolicy: ("GET /api/v1/subscriptions/{}", "200", ("retryPolicy",)),
     models.DeadLetter: ("GET /api/v1/subscriptions/{}/deadletters", "200", ("items", "[]")),
     models.Redelivery: ("POST /api/v1/subscriptions/{}/redeliver", "202", ()),
     models.Event: ("GET /api/v1/events", "200", ("items", "[]")),
+    models.EventData: ("GET /api/v1/events", "200", ("items", "[]", "data")),
+    models.EventModelRef: ("GET /api/v1/events", "200", ("items", "[]", "data", "model")),
+    models.GateVerdict: ("GET /api/v1/events", "200", ("items", "[]", "data", "gates", "[]")),
+    models.EvidenceProgress: ("GET /api/v1/events", "200", ("items", "[]", "data", "evidence")),
+    models.Progress: ("GET /api/v1/events", "200", ("items", "[]", "data", "evidence", "jobs")),
+    models.RolloutFigures: ("GET /api/v1/events", "200", ("items", "[]", "data", "figures")),
+    models.ArmFigures: ("GET /api/v1/events", "200", ("items", "[]", "data", "figures", "canary")),
     models.Usage: ("GET /api/v1/usage", "200", ()),
     models.UsageRow: ("GET /api/v1/usage", "200", ("items", "[]")),
     models.UsageTotals: ("GET /api/v1/usage", "200", ("totals",)),
@@ -87,6 +102,44 @@ def described(model: type[BaseModel]) -> dict[str, Any]:
     return schema
 
 
+# JSON Schema's types as the SDK writes them; a $ref'd object is the SDK model WHERE puts at that schema.
+PYTHON_TYPE = {"string": "str", "integer": "int", "number": "float", "boolean": "bool", "null": "None"}
+
+
+def schema_type(schema: dict[str, Any]) -> set[str]:
+    """What a property's schema admits, as python annotations: {"str", "None"}, {"list[DriftColumn]"}, ..."""
+    for choice in ("anyOf", "oneOf"):
+        if choice in schema:
+            return set().union(*(schema_type(s) for s in schema[choice]))
+    target = _resolve(schema)
+    if target.get("properties"):
+        model = next((m for m in WHERE if described(m) is target), None)
+        return {model.__name__ if model else f"an SDK model for {schema.get('$ref', 'an inline object')}"}
+    kind = target.get("type")
+    if kind == "array":
+        return {f"list[{' | '.join(sorted(schema_type(target.get('items', {}))))}]"}
+    if kind == "object":
+        values = target.get("additionalProperties", True)
+        return {f"dict[str, {' | '.join(sorted(schema_type(values))) if isinstance(values, dict) else 'Any'}]"}
+    return {PYTHON_TYPE[kind]} if kind in PYTHON_TYPE else {"Any"}
+
+
+def annotation_type(annotation: Any) -> set[str]:
+    """The same for a python annotation."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return set().union(*(annotation_type(a) for a in args))
+    if origin is list:
+        return {f"list[{' | '.join(sorted(annotation_type(args[0])))}]"}
+    if origin is dict:
+        return {f"dict[str, {' | '.join(sorted(annotation_type(args[1])))}]"}
+    if annotation is type(None):
+        return {"None"}
+    if annotation is Any:
+        return {"Any"}
+    return {annotation.__name__}
+
+
 def sdk_fields(model: type[BaseModel]) -> dict[str, bool]:
     """The model's fields by their API name, each with whether it is required."""
     return {
@@ -106,6 +159,23 @@ def test_the_sdk_model_has_exactly_the_fields_the_openapi_declares(model: type[B
 
     assert sorted(declared - ours) == [], f"{model.__name__} lacks what the OpenAPI declares"
     assert sorted(ours - declared) == [], f"{model.__name__} has fields the OpenAPI does not declare"
+
+
+@pytest.mark.parametrize("model", list(WHERE), ids=lambda m: m.__name__)
+def test_each_field_has_the_type_the_openapi_declares(model: type[BaseModel]) -> None:
+    """A string is a str, an integer an int, an array a list, a $ref'd object the SDK model of that schema; the SDK
+    may take a None the API never sends, never the other way round."""
+    properties = described(model)["properties"]
+    wrong = {}
+    for name, field in model.model_fields.items():
+        key = field.alias or name
+        if field.exclude or key not in properties:
+            continue  # not from the body, or a missing field (the test above says so)
+        declared, ours = schema_type(properties[key]), annotation_type(field.annotation)
+        if declared != ours - ({"None"} - declared):
+            wrong[key] = f"OpenAPI {' | '.join(sorted(declared))}, SDK {' | '.join(sorted(ours))}"
+
+    assert wrong == {}, f"{model.__name__} reads these as another type than the API writes"
 
 
 @pytest.mark.parametrize("model", list(WHERE), ids=lambda m: m.__name__)

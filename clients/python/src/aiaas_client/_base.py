@@ -312,9 +312,19 @@ def retry_after_error(
     """The wait before the next attempt; raises APIConnectionError when the transport error is final."""
     delay = retry_delay(method, attempt, max_retries, max_wait, None)
     if delay is None:
-        raise APIConnectionError(f"{method} {redact(url)}: {error}") from error
-    logger.info("%s %s: %s; retrying in %.1f s", method, redact(url), type(error).__name__, delay)
+        raise APIConnectionError(f"{method} {where(url, error)}: {error}") from error
+    logger.info("%s %s: %s; retrying in %.1f s", method, where(url, error), type(error).__name__, delay)
     return delay
+
+
+def where(url: str, error: httpx.TransportError) -> str:
+    """The whole URL a transport error was about (`url` may be relative to the API's base): scheme, host, port and
+    path, so that a message says which host did not answer; never its query (a SAS signature) or user info."""
+    try:
+        sent = error.request.url
+    except RuntimeError:  # an error raised without its request: only what the caller asked for
+        return redact(url)
+    return str(sent.copy_with(query=None, fragment=None, userinfo=b""))
 
 
 def get_job(job_id: str) -> Call[Job]:

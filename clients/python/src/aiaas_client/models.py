@@ -25,6 +25,29 @@ class ApiModel(BaseModel):
         """The object as the API wrote it (camelCase), e.g. for `--json` output."""
         return self.model_dump(mode="json", by_alias=True, exclude_unset=True)
 
+    # Reads by key, for code written when the nested parts (job.drift, event.data, ...) were plain dicts:
+    # `job.drift["status"]`, `event.data.get("jobId")` still work; a part typed since reads as its model.
+    def __getitem__(self, key: str) -> Any:
+        for name, info in type(self).model_fields.items():
+            if key in (name, info.alias):
+                return getattr(self, name)
+        if self.model_extra and key in self.model_extra:
+            return self.model_extra[key]
+        raise KeyError(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+    def __contains__(self, key: object) -> bool:
+        """The answer carried `key` (an API or attribute name), as `key in a_dict` said."""
+        if not isinstance(key, str):
+            return False
+        sent = set(self.model_fields_set) | {type(self).model_fields[n].alias for n in self.model_fields_set}
+        return key in sent or bool(self.model_extra and key in self.model_extra)
+
 
 class JobStatus(StrEnum):
     QUEUED = "queued"
@@ -75,6 +98,44 @@ class Shards(ApiModel):
     done: int = 0
 
 
+class JobRollout(ApiModel):
+    """Which arm of its alias's rollout ran the job."""
+
+    alias: str
+    arm: str = Field(description="canary or stable")
+    stable_version: str
+    canary_version: str | None = None
+    shadow_version: str | None = None
+    compare_with: str | None = Field(
+        default=None, description="the other version that also scored the job's first records of each shard"
+    )
+
+
+class DriftColumn(ApiModel):
+    """One column's drift verdict (a feature, or the prediction); embeddings add their own figures (`model_extra`)."""
+
+    name: str
+    metric: str = Field(description="ks, wasserstein, chi-square, jensen-shannon or an embedding distance")
+    value: float | None = Field(default=None, description="the p-value (tests) or the distance; None: no rows")
+    threshold: float
+    drifted: bool
+    rows: int | None = None
+    statistic: float | None = None
+
+
+class DriftSection(ApiModel):
+    """A job's drift against its model's reference profile."""
+
+    status: str = Field(description="ok or drifted (at least half of the columns drifted)")
+    features: list[DriftColumn] = Field(default_factory=list)
+    prediction: DriftColumn | None = None
+    rows: int = 0
+    share: float = Field(default=0.0, description="the share of columns (features and prediction) that drifted")
+    drifted_columns: int | None = None
+    columns: int | None = None
+    profile_id: str | None = None
+
+
 class Job(ApiModel):
     job_id: str
     status: str = Field(description="one of JobStatus; a string so that a status added later still reads")
@@ -91,9 +152,9 @@ class Job(ApiModel):
     parameters: dict[str, Any] | None = None
     metadata: dict[str, str] | None = None
     cancel_requested_at: str | None = None
-    rollout: dict[str, Any] | None = None
+    rollout: JobRollout | None = None
     error: Error | None = None
-    drift: dict[str, Any] | None = None
+    drift: DriftSection | None = None
 
     _client: Client | None = PrivateAttr(default=None)
     _async_client: AsyncClient | None = PrivateAttr(default=None)
@@ -131,7 +192,7 @@ class Job(ApiModel):
 class Result(ApiModel):
     record_index: int
     id: str | None = None
-    output: Any = None
+    output: dict[str, Any] = Field(default_factory=dict, description="the model's output (its own fields)")
     region: str | None = None
 
 
@@ -154,6 +215,38 @@ class Upload(ApiModel):
     headers: dict[str, str] | None = None
 
 
+class Artifact(ApiModel):
+    """A file of a model package, with its digest."""
+
+    file: str
+    sha256: str
+    bytes: int | None = None
+
+
+class ModelCard(ApiModel):
+    """A model version's card: the fields the platform reads; whatever else the package's card says is kept
+    (`card.model_extra`, or `card["key"]`)."""
+
+    name: str
+    version: str
+    task: str | None = None
+    handler: str | None = None
+    description: str | None = None
+    intended_use: str | None = None
+    limitations: str | None = None
+    input_types: list[str] | None = None
+    input_schema: dict[str, Any] | None = Field(default=None, description="a JSON Schema of one record")
+    output_schema: dict[str, Any] | None = Field(default=None, description="a JSON Schema of one output")
+    metrics: dict[str, Any] | None = Field(default=None, description="the package's own evaluation figures")
+    tags: dict[str, str] | None = None
+    features: list[str] | None = Field(default=None, description="a tabular model's input fields, in order")
+    labels: list[str] | None = Field(default=None, description="a classifier's labels")
+    created_at: str | None = None
+    license: dict[str, str] | None = Field(default=None, description="licence of each part (weights, data)")
+    artifact: Artifact | None = None
+    files: list[Artifact] | None = Field(default=None, description="files beside the model (e.g. drift profile)")
+
+
 class Model(ApiModel):
     name: str
     task: str | None = None
@@ -162,7 +255,7 @@ class Model(ApiModel):
     aliases: dict[str, str] = Field(default_factory=dict)
     default_version: str | None = None
     input_types: list[str] = Field(default_factory=list)
-    card: dict[str, Any] = Field(default_factory=dict)
+    card: ModelCard
 
 
 class RetryPolicy(ApiModel):
@@ -187,6 +280,83 @@ class Subscription(ApiModel):
     location: str | None = Field(default=None, exclude=True, description="the Location header of its creation")
 
 
+class EventModelRef(ModelRef):
+    """The model of an event: its name, and for job and drift events the version that ran."""
+
+
+class GateVerdict(ApiModel):
+    """One gate of a canary rollout: the canary's figure it reads against its threshold."""
+
+    name: str = Field(description="maxErrorRate, maxSecondsPerRecord, maxDriftShare, noDrift or minAgreement")
+    threshold: bool | float
+    value: int | float | None = Field(default=None, description="None: not measured yet")
+    status: str = Field(description="pending, passed or failed")
+
+
+class Progress(ApiModel):
+    needed: int = 0
+    observed: int = 0
+
+
+class EvidenceProgress(ApiModel):
+    jobs: Progress = Field(default_factory=Progress)
+    records: Progress = Field(default_factory=Progress)
+
+
+class ArmFigures(ApiModel):
+    """One arm's evidence so far, with the rates the gates read (None: no data for that rate yet)."""
+
+    jobs: int = 0
+    records: int = 0
+    failed: int = 0
+    error_rate: float | None = None
+    seconds_per_record: float | None = None
+    drifted_jobs: int = 0
+    drift_share: float | None = None
+    compared: int = Field(default=0, description="records also scored by the other version")
+    agreement: float | None = None
+
+
+class RolloutFigures(ApiModel):
+    canary: ArmFigures = Field(default_factory=ArmFigures)
+    stable: ArmFigures = Field(default_factory=ArmFigures)
+
+
+class EventData(ApiModel):
+    """An event's payload. Which fields each type carries:
+    AIaaS.Job.* (Succeeded, PartiallySucceeded, Failed, Rejected, Cancelled): job_id, tenant_id, status, model,
+    input, counts, links, created_at, completed_at, metadata, region, error (unless it succeeded);
+    AIaaS.Model.DriftDetected: job_id, tenant_id, model, completed_at, drift, metadata;
+    AIaaS.Model.Promoted and AIaaS.Model.RolledBack: tenant_id, model (name), decision, alias, from_, to,
+    canary_version, gates, evidence, figures, decided_by (a private model's).
+    Every field may be absent: an event type added later still reads."""
+
+    job_id: str | None = None
+    tenant_id: str | None = None
+    status: str | None = None
+    model: EventModelRef | None = None
+    input: JobInput | None = None
+    counts: Counts | None = None
+    links: JobLinks | None = None
+    created_at: str | None = None
+    completed_at: str | None = None
+    metadata: dict[str, str] | None = None
+    region: str | None = None
+    error: Error | None = None
+    drift: DriftSection | None = None
+    decision: str | None = Field(default=None, description="promoted or rolledBack")
+    alias: str | None = None
+    from_: str | None = Field(
+        default=None, alias="from", validation_alias=AliasChoices("from", "from_"), description="the stable version"
+    )
+    to: str | None = Field(default=None, description="the version the alias now names")
+    canary_version: str | None = None
+    gates: list[GateVerdict] | None = None
+    evidence: EvidenceProgress | None = None
+    figures: RolloutFigures | None = None
+    decided_by: str | None = None
+
+
 class Event(ApiModel):
     """An event in Event Grid's schema, as the event log lists it."""
 
@@ -195,13 +365,13 @@ class Event(ApiModel):
     subject: str | None = None
     event_time: str | None = None
     topic: str | None = None
-    data: dict[str, Any] = Field(default_factory=dict)
+    data: EventData = Field(default_factory=EventData)
     data_version: str | None = None
     metadata_version: str | None = None
 
 
 class DeadLetter(ApiModel):
-    event: dict[str, Any]
+    event: Event
     dead_letter_reason: str
     delivery_attempts: int
     last_delivery_outcome: str | None = None
