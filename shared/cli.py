@@ -423,6 +423,12 @@ def build_parser() -> argparse.ArgumentParser:
         "keys",
         help="a tenant's API keys (operator: keys create TENANT ...; naming no TENANT acts over the API with "
         "AIAAS_API_KEY: keys create --name N --role R, keys list, keys revoke KEY_ID)",
+        # `aiaas keys --help` reaches this parser, not the tenant's: it names both forms.
+        description="A tenant's API keys. The operator's forms name the TENANT and act on the platform's store: "
+        "keys create TENANT --name N --role R, keys list TENANT, keys revoke TENANT KEY_ID. The tenant's forms name "
+        "none and act over the HTTP API with AIAAS_API_URL and AIAAS_API_KEY (or --profile): "
+        "keys create --name N --role R [--json], keys list [--json], keys revoke KEY_ID "
+        "(aiaas keys create --help shows the tenant's options).",
     ).add_subparsers(dest="action", required=True)
     key_create = keys.add_parser("create", help="a new key with a role (printed once)")
     key_create.add_argument("tenant_id")
@@ -486,13 +492,13 @@ def build_parser() -> argparse.ArgumentParser:
     rollout.add_argument("--json", action="store_true")
     rollout.set_defaults(func=cmd_models_rollout)
 
-    # The tenant's commands (shared/client_cli.py, over the HTTP API) are run before this parser sees them: listed
-    # here for `aiaas --help`.
+    # The tenant's commands (aiaas_client/cli.py in clients/python, over the HTTP API) are run before this parser
+    # sees them: listed here for `aiaas --help`.
     for name, text in (
-        ("jobs", "tenant: submit files (--wait), list, show, results, cancel jobs over the API"),
+        ("jobs", "tenant: submit files (--wait), list, show, results, errors, cancel jobs over the API"),
         ("events", "tenant: follow the tenant's events (events tail)"),
         ("usage", "tenant: metered usage and quota"),
-        ("subscriptions", "tenant: webhook subscriptions, dead letters, redelivery"),
+        ("subscriptions", "tenant: webhook and callback subscriptions, dead letters, redelivery"),
     ):
         sub.add_parser(name, help=text, add_help=False)
 
@@ -506,10 +512,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     arguments = list(sys.argv[1:] if argv is None else argv)
     if arguments and arguments[0] in {"jobs", "events", "usage", "subscriptions", "keys"}:
-        from shared import client_cli  # typer, rich and the SDK: only for the commands that may be the tenant's
+        from aiaas_client import cli as tenant_cli  # typer, rich and the SDK: only for what may be the tenant's
 
-        if client_cli.handles(arguments):  # the tenant's commands, over the HTTP API
-            return client_cli.run(arguments)
+        if tenant_cli.handles(arguments):  # the tenant's commands, over the HTTP API
+            return tenant_cli.run(arguments)
     args = build_parser().parse_args(arguments)
     # The CLI is the operator's tool on a machine running the local stack: development unless told otherwise
     # (against Azure, export AIAAS_ENVIRONMENT=production with the stamp's settings). The platform itself

@@ -1,8 +1,9 @@
-"""The tenant's `aiaas` commands (shared/client_cli.py) over a fake SDK client: dispatch, credentials, output, exits."""
+"""The tenant's `aiaas` commands (aiaas_client/cli.py) over a fake SDK client: dispatch, credentials, output, exits."""
 
 from __future__ import annotations
 
 import json
+import tomllib
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,8 +22,12 @@ from aiaas_client import (
     Subscription,
     Usage,
 )
+from aiaas_client import cli as client_cli
+from packaging.specifiers import SpecifierSet
 
-from shared import cli, client_cli
+from shared import cli
+
+REPO = Path(__file__).resolve().parents[2]
 
 KEY = "aiaas_tenantsecret_0123456789abcdef"
 NEW_KEY = "aiaas_brandnewsecret_fedcba9876543210"
@@ -135,14 +140,39 @@ class FakeSubscriptions:
         self.created: dict[str, Any] = {}
         self.redelivered: dict[str, Any] = {}
 
-    def create(self, endpoint_url: str, **options: Any) -> Subscription:
+    def create(self, endpoint_url: str | None = None, **options: Any) -> Subscription:
         self.created = {"endpoint_url": endpoint_url, **options}
+        url = endpoint_url or options["callback_url"]
         return Subscription.model_validate(
-            {"subscriptionId": "s1", "endpointUrl": endpoint_url.split("?")[0], "eventTypes": options["event_types"]}
+            {
+                "subscriptionId": "s1",
+                "kind": "webhook" if endpoint_url else "callback",
+                "endpointUrl" if endpoint_url else "callbackUrl": url.split("?")[0],
+                "eventTypes": options["event_types"] or ["AIaaS.Job.Succeeded"],
+                "modelNames": options["model_names"],
+                "hasSecret": options["secret"] is not None,
+            }
         )
 
     def list(self) -> list[Subscription]:
         return [Subscription.model_validate({"subscriptionId": "s1", "endpointUrl": "https://hooks.example/x"})]
+
+    def get(self, subscription_id: str) -> Subscription:
+        if subscription_id != "s1":
+            raise NotFoundError("no subscription named that", status=404, code="NotFound")
+        return Subscription.model_validate(
+            {
+                "subscriptionId": "s1",
+                "kind": "webhook",
+                "endpointUrl": "https://hooks.example/x",
+                "schema": "CloudEventSchemaV1_0",
+                "eventTypes": ["AIaaS.Job.Failed"],
+                "modelNames": ["breast-cancer"],
+                "retryPolicy": {"maxDeliveryAttempts": 5, "eventTimeToLiveInMinutes": 60},
+                "hasSecret": True,
+                "createdAt": "2026-12-01T10:00:00Z",
+            }
+        )
 
     def delete(self, subscription_id: str) -> None:
         pass
@@ -310,12 +340,27 @@ def test_errors_lists_the_failed_records_as_a_table_or_json(
 def test_submit_wait_ending_with_failed_records_shows_the_first_five_and_how_to_see_all(
     fake: FakeClient, upload: Path, capsys: pytest.CaptureFixture[str], status: str
 ) -> None:
-    fake.final = job(status, counts={"records": 30, "succeeded": 23 if status != "failed" else 0, "failed": 7})
+    # The error the platform sets on such a job (shared/domain/jobs.py Job.outcome): it points at a blob.
+    error = (
+        {
+            "code": "SomeRecordsFailed",
+            "message": "7 of 30 records failed (the first: line 1: mean radius is missing); see errors.jsonl",
+        }
+        if status == "partially_succeeded"
+        else {
+            "code": "AllRecordsFailed",
+            "message": "all 7 records failed (the first: line 1: mean radius is missing); see errors.jsonl",
+        }
+    )
+    records = {"records": 30, "succeeded": 23, "failed": 7} if error["code"] == "SomeRecordsFailed" else None
+    fake.final = job(status, counts=records or {"records": 7, "succeeded": 0, "failed": 7}, error=error)
 
     code, out, err = run(capsys, "jobs", "submit", str(upload), "--model", "breast-cancer", "--wait")
 
     assert code == (2 if status == "partially_succeeded" else 1)
-    assert f"job job-1 {status}: 7 of 30 records failed (see `aiaas jobs errors job-1`)" in err
+    exit_line = next(line for line in err.splitlines() if line.startswith(f"job job-1 {status}: "))
+    assert f"{error['code']}: {error['message']}" in exit_line  # the platform's reason, then the command
+    assert exit_line.endswith("(failed records: `aiaas jobs errors job-1`)")
     rows = [[c.strip() for c in line.split("│")] for line in out.splitlines() if "│" in line]
     assert [(r[0], r[4]) for r in rows] == [(str(i * 3 + 1), f"reason {i}") for i in range(5)]
     assert "the first 5 of 7" in out
@@ -355,6 +400,90 @@ def test_subscriptions_and_cancel(fake: FakeClient, capsys: pytest.CaptureFixtur
     assert code == 1 and "--event-id" in err
     code, out, _ = run(capsys, "jobs", "cancel", "job-1", "--json")
     assert code == 0 and json.loads(out)["status"] == "cancelled"
+
+
+def test_subscriptions_create_takes_a_callback_a_secret_and_models_and_show_reads_one(
+    fake: FakeClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    secret = "s3cret-of-twenty-chars"
+    code, out, _ = run(
+        capsys,
+        "subscriptions",
+        "create",
+        "--endpoint-url",
+        "https://hooks.example/x",
+        "--secret",
+        secret,
+        "--model-name",
+        "breast-cancer",
+        "--model-name",
+        "transactions",
+        "--json",
+    )
+    assert code == 0 and json.loads(out)["hasSecret"] is True and secret not in out
+    assert fake.subscriptions.created == {
+        "endpoint_url": "https://hooks.example/x",
+        "callback_url": None,
+        "event_types": None,
+        "model_names": ["breast-cancer", "transactions"],
+        "schema": "EventGridSchema",
+        "max_delivery_attempts": None,
+        "event_time_to_live_in_minutes": None,
+        "secret": secret,
+    }
+    code, out, _ = run(capsys, "subscriptions", "create", "--callback-url", "https://prod-1.logic.example/cb?sig=x")
+    assert code == 0 and fake.subscriptions.created["callback_url"] == "https://prod-1.logic.example/cb?sig=x"
+    assert fake.subscriptions.created["endpoint_url"] is None
+    assert "callback" in out and "https://prod-1.logic.example/cb" in out and "sig=x" not in out
+
+    # A webhook or a callback, exactly one: refused before anything is sent.
+    fake.subscriptions.created = {}
+    for args in (
+        ("https://hooks.example/x", "--callback-url", "https://prod-1.logic.example/cb"),
+        ("--endpoint-url", "https://hooks.example/x", "--callback-url", "https://prod-1.logic.example/cb"),
+        (),
+    ):
+        code, out, err = run(capsys, "subscriptions", "create", *args)
+        assert code == 1 and "--callback-url, one of them" in err and out == ""
+    assert fake.subscriptions.created == {}
+
+    code, out, _ = run(capsys, "subscriptions", "show", "s1", "--json")
+    assert code == 0 and json.loads(out)["retryPolicy"] == {"maxDeliveryAttempts": 5, "eventTimeToLiveInMinutes": 60}
+    code, out, _ = run(capsys, "subscriptions", "show", "s1")
+    shown = {line.split(maxsplit=1)[0]: line for line in out.splitlines() if line.strip()}
+    assert code == 0 and "CloudEventSchemaV1_0" in shown["schema"] and "breast-cancer" in shown["models"]
+    assert "60 min" in out and "set (never shown)" in shown["secret"]
+    code, _, err = run(capsys, "subscriptions", "show", "s9")
+    assert code == 1 and "NotFound (404)" in err
+
+
+def test_the_help_lists_every_jobs_command_and_the_tenants_keys_forms(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    listing = " ".join(capsys.readouterr().out.split())
+    jobs = listing[listing.index("jobs tenant:") :].split(" events ")[0]
+    assert all(command in jobs for command in ("submit", "list", "show", "results", "errors", "cancel")), jobs
+    with pytest.raises(SystemExit):
+        cli.main(["keys", "--help"])
+    keys = " ".join(capsys.readouterr().out.split())
+    for form in ("keys create --name N --role R", "keys list [--json]", "keys revoke KEY_ID", "AIAAS_API_KEY"):
+        assert form in keys, keys
+    assert "keys create TENANT" in keys
+
+
+def test_the_sdk_declares_the_aiaas_script_and_the_cli_extra_it_imports(capsys: pytest.CaptureFixture[str]) -> None:
+    project = tomllib.loads((REPO / "clients/python/pyproject.toml").read_text())["project"]
+    assert project["scripts"]["aiaas"] == "aiaas_client.cli:main"
+    extra = {r.split(">")[0].split("=")[0].split("<")[0].strip(): r for r in project["optional-dependencies"]["cli"]}
+    assert set(extra) == {"typer", "rich"}
+    pins = dict(line.split("==") for line in (REPO / "constraints.txt").read_text().splitlines() if "==" in line)
+    for name, requirement in extra.items():  # the range takes the version the platform is tested with
+        assert pins[name] in SpecifierSet(requirement.removeprefix(name)), (requirement, pins[name])
+    # What the SDK's `aiaas` runs without the platform: the tenant's commands alone, and where the others are.
+    assert client_cli.main(["--help"]) == 0
+    shown = " ".join(capsys.readouterr().out.split())
+    assert all(f" {command} " in shown for command in ("jobs", "events", "usage", "subscriptions", "keys"))
+    assert "come with the platform" in shown and " tenants " not in shown
 
 
 def test_the_key_just_created_is_the_only_key_printed(fake: FakeClient, capsys: pytest.CaptureFixture[str]) -> None:

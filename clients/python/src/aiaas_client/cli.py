@@ -1,4 +1,4 @@
-"""The tenant's `aiaas` commands (jobs, events, usage, subscriptions, keys) over the HTTP API, on the Python SDK."""
+"""The tenant's `aiaas` commands (jobs, events, usage, subscriptions, keys) over the HTTP API, on this SDK."""
 
 from __future__ import annotations
 
@@ -45,14 +45,18 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 # Typer's rich tracebacks print local variables by default: an API key among them must never reach the screen.
 app = typer.Typer(
     name="aiaas",
-    help="The tenant's commands over the HTTP API (AIAAS_API_URL and AIAAS_API_KEY, or a profile).",
+    help="The tenant's commands over the HTTP API (AIAAS_API_URL and AIAAS_API_KEY, or a profile). The operator's "
+    "commands (aiaas up, tenants, models, demo) come with the platform: installed beside it, `aiaas` is the "
+    "platform's.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
 jobs_app = typer.Typer(help="submit files, follow and read jobs", no_args_is_help=True)
 events_app = typer.Typer(help="the tenant's published events", no_args_is_help=True)
-subs_app = typer.Typer(help="webhook subscriptions, their dead letters and redelivery", no_args_is_help=True)
+subs_app = typer.Typer(
+    help="webhook and callback subscriptions, their dead letters and redelivery", no_args_is_help=True
+)
 keys_app = typer.Typer(
     help="the tenant's own API keys over the API (the operator's `aiaas keys create TENANT ...` names a tenant)",
     no_args_is_help=True,
@@ -184,12 +188,16 @@ def model_label(job: dict[str, Any]) -> str:
 
 
 def reason(job: dict[str, Any]) -> str:
+    """Why a job ended as it did; with failed records, the command that lists them (the platform's error says
+    only "see errors.jsonl", a blob the tenant would have to fetch)."""
     error = job.get("error") or {}
-    if error:
-        return f"{error.get('code', 'Error')}: {error.get('message', '')}"
     counts = job.get("counts") or {}
-    if counts.get("failed"):
-        return f"{counts['failed']} of {counts.get('records', '?')} records failed (see `{errors_hint(job)}`)"
+    failed = counts.get("failed")
+    if error:
+        text = f"{error.get('code', 'Error')}: {error.get('message', '')}"
+        return f"{text} (failed records: `{errors_hint(job)}`)" if failed else text
+    if failed:
+        return f"{failed} of {counts.get('records', '?')} records failed (failed records: `{errors_hint(job)}`)"
     return str(job.get("status"))
 
 
@@ -207,6 +215,7 @@ def error_rows(items: Iterable[dict[str, Any]]) -> Iterator[list[Any]]:
 def show_failed_records(api: Any, job: dict[str, Any]) -> None:
     """The first few failed records of a job that ended with some, and the command that lists them all."""
     import httpx
+
     from aiaas_client.errors import AiaasError
 
     failed = int((job.get("counts") or {}).get("failed") or 0)
@@ -279,6 +288,7 @@ def parse_pairs(items: Sequence[str] | None, flag: str) -> dict[str, str]:
 def run_api(call: Callable[[], Any]) -> Any:
     """Runs one SDK call; the SDK's errors, and a platform that cannot be reached, become one line and exit 1."""
     import httpx
+
     from aiaas_client.errors import AiaasError
 
     try:
@@ -582,14 +592,16 @@ def subscription_rows(items: Iterable[dict[str, Any]]) -> Iterator[list[Any]]:
     for sub in items:
         yield [
             sub.get("subscriptionId"),
+            sub.get("kind"),
             sub.get("endpointUrl") or sub.get("callbackUrl"),
             sub.get("schema"),
             ",".join(sub.get("eventTypes") or []),
+            ",".join(sub.get("modelNames") or []),
             sub.get("createdAt"),
         ]
 
 
-SUB_COLUMNS = ["subscription", "endpoint", "schema", "event types", "created"]
+SUB_COLUMNS = ["subscription", "kind", "endpoint", "schema", "event types", "models", "created"]
 
 
 @subs_app.command("list")
@@ -605,8 +617,30 @@ def subscriptions_list(json_out: JsonOpt = False, profile: ProfileOpt = None) ->
 
 @subs_app.command("create")
 def subscriptions_create(
-    endpoint_url: Annotated[str, typer.Argument(help="the webhook (it must pass the validation handshake)")],
-    event_type: Annotated[list[str] | None, typer.Option("--event-type", help="repeatable (default: all)")] = None,
+    endpoint: Annotated[
+        str | None, typer.Argument(metavar="[ENDPOINT_URL]", help="the webhook (the same as --endpoint-url)")
+    ] = None,
+    endpoint_url: Annotated[
+        str | None, typer.Option("--endpoint-url", help="a webhook: it must pass the validation handshake first")
+    ] = None,
+    callback_url: Annotated[
+        str | None,
+        typer.Option("--callback-url", help="a Logic Apps callback instead (no handshake; not with --endpoint-url)"),
+    ] = None,
+    event_type: Annotated[
+        list[str] | None,
+        typer.Option("--event-type", help="repeatable (default: every job and model event; a callback: the outcomes)"),
+    ] = None,
+    model_name: Annotated[
+        list[str] | None, typer.Option("--model-name", help="only events of this model, repeatable (default: all)")
+    ] = None,
+    secret: Annotated[
+        str | None,
+        typer.Option(
+            "--secret",
+            help="webhooks: 16-256 characters sent in the aiaas-delivery-secret header of every delivery, never shown",
+        ),
+    ] = None,
     schema: Annotated[
         str, typer.Option("--schema", help="EventGridSchema or CloudEventSchemaV1_0")
     ] = "EventGridSchema",
@@ -615,18 +649,60 @@ def subscriptions_create(
     json_out: JsonOpt = False,
     profile: ProfileOpt = None,
 ) -> None:
-    """Subscribe a webhook to the tenant's events."""
+    """Subscribe a webhook (ENDPOINT_URL or --endpoint-url) or a callback (--callback-url) to the tenant's events."""
+    if endpoint and endpoint_url and endpoint != endpoint_url:
+        fail("give the webhook once: ENDPOINT_URL or --endpoint-url")
+    webhook = endpoint_url or endpoint
+    if bool(webhook) == bool(callback_url):
+        fail("give a webhook (ENDPOINT_URL or --endpoint-url) or --callback-url, one of them")
     api = run_api(lambda: client(profile))
-    options: dict[str, Any] = {"schema": schema}
-    if event_type:
-        options["event_types"] = event_type
-    options["max_delivery_attempts"] = max_delivery_attempts
-    options["event_time_to_live_in_minutes"] = ttl_minutes
-    created = plain(run_api(lambda: api.subscriptions.create(endpoint_url, **options)))
+    created = plain(
+        run_api(
+            lambda: api.subscriptions.create(
+                webhook,
+                callback_url=callback_url,
+                event_types=event_type or None,
+                model_names=model_name or None,
+                schema=schema,
+                max_delivery_attempts=max_delivery_attempts,
+                event_time_to_live_in_minutes=ttl_minutes,
+                secret=secret,
+            )
+        )
+    )
     if json_out:
         print_json(created)
     else:
         out.print(table(SUB_COLUMNS, subscription_rows([created])))
+
+
+@subs_app.command("show")
+def subscriptions_show(subscription_id: str, json_out: JsonOpt = False, profile: ProfileOpt = None) -> None:
+    """One subscription: where it delivers, what, in which schema, with which retry policy."""
+    api = run_api(lambda: client(profile))
+    sub = plain(run_api(lambda: api.subscriptions.get(subscription_id)))
+    if json_out:
+        print_json(sub)
+        return
+    retry = sub.get("retryPolicy") or {}
+    ttl = retry.get("eventTimeToLiveInMinutes")
+    rows: list[tuple[str, Any]] = [
+        ("subscription", sub.get("subscriptionId")),
+        ("kind", sub.get("kind")),
+        ("endpoint", sub.get("endpointUrl") or sub.get("callbackUrl")),
+        ("schema", sub.get("schema")),
+        ("event types", ", ".join(sub.get("eventTypes") or []) or None),
+        ("models", ", ".join(sub.get("modelNames") or []) or "all"),
+        ("max delivery attempts", retry.get("maxDeliveryAttempts")),
+        ("event time to live", f"{ttl} min" if ttl else None),
+        ("secret", "set (never shown)" if sub.get("hasSecret") else "none"),
+        ("created", sub.get("createdAt")),
+    ]
+    grid = Table(show_header=False, show_edge=False, box=None)
+    for name, value in rows:
+        if value is not None:
+            grid.add_row(f"[bold]{name}[/bold]", escape(cell(value)))
+    out.print(grid)
 
 
 @subs_app.command("delete")
@@ -773,3 +849,35 @@ def run(argv: Sequence[str]) -> int:
     except SystemExit as exit_:
         return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
     return 0
+
+
+# --- the SDK's own `aiaas` ---------------------------------------------------------------------------------------
+
+OWN_ENTRY_POINT = "aiaas_client.cli:main"
+
+
+def platform_main() -> Callable[[], Any] | None:
+    """The platform's `aiaas` (the superset: operator and tenant commands) when the platform is installed beside
+    this SDK: both declare the script, and whichever was installed last wrote bin/aiaas."""
+    from importlib.metadata import entry_points
+
+    for entry in entry_points(group="console_scripts", name="aiaas"):
+        if entry.value.replace(" ", "") != OWN_ENTRY_POINT:
+            try:
+                found: Callable[[], Any] = entry.load()
+            except ImportError:  # its metadata without its code (a stale install): the tenant's commands alone
+                continue
+            return found
+    return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`aiaas` as `pip install "aiaas-client[cli]"` installs it: the tenant's commands only."""
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if argv is None and (platform := platform_main()) is not None:
+        return int(platform() or 0)
+    return run(arguments)
+
+
+if __name__ == "__main__":
+    sys.exit(run(sys.argv[1:]))
