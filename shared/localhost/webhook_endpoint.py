@@ -8,6 +8,7 @@ import functools
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,15 +16,24 @@ from shared.localhost.webhook_receiver import WebhookReceiver
 
 # What a delivery gets when the answer file holds no HTTP status: the endpoint is broken, so a retried failure.
 BROKEN_ANSWER = 503
+# Reads of an empty answer file before it counts as none (10 ms apart).
+EMPTY_READS = 5
 
 
 def read_answer(answer_from: Path | None) -> int:
-    """The HTTP status the next delivery gets: the number in `answer_from`, 200 while that file does not exist."""
+    """The HTTP status the next delivery gets: the number in `answer_from`, 200 while that file is missing or empty."""
     if answer_from is None:
         return 200
-    try:
-        text = answer_from.read_text().strip()
-    except FileNotFoundError:
+    text = ""
+    for _ in range(EMPTY_READS):  # `echo 400 > answer` truncates the file before it writes: an empty read may be that
+        try:
+            text = answer_from.read_text().strip()
+        except FileNotFoundError:
+            return 200
+        if text:
+            break
+        time.sleep(0.01)
+    if not text:
         return 200
     if not text.isdigit() or not 200 <= int(text) <= 599:
         print(f"{answer_from} holds {text!r}, not an HTTP status: answering {BROKEN_ANSWER}", file=sys.stderr)
@@ -91,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         "--answer-from",
         type=Path,
         default=None,
-        help="file holding the HTTP status each delivery gets, read at each delivery (missing: 200)",
+        help="file holding the HTTP status each delivery gets, read at each delivery (missing or empty: 200)",
     )
     args = parser.parse_args(argv)
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C ends it quietly
