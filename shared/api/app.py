@@ -163,7 +163,7 @@ def create_app(
         title="AIaaS batch inference platform",
         version="1.0",
         openapi_url="/api/openapi.json",
-        docs_url="/api/docs",
+        docs_url=None,  # /api/docs is shared.api.apidocs: Swagger UI served by the platform, no CDN
         redoc_url=None,
         # Starlette's own slash redirect builds its Location from the request's Host header: a caller could make
         # the platform name any host. The middleware below redirects to a relative path instead.
@@ -379,6 +379,7 @@ def create_app(
         "The job's failed records in record order (line, id, field, code, reason): errors.jsonl, paged.",
     )
 
+    from shared.api.apidocs import apidocs_router
     from shared.api.console import console_router
     from shared.api.drift_routes import drift_router
     from shared.api.event_routes import event_router
@@ -395,6 +396,7 @@ def create_app(
     app.include_router(usage_router(Depends(platform)))
     app.include_router(drift_router(Depends(platform)))
     app.include_router(console_router())  # public HTML at /console; its data calls are the tenant's /api/v1
+    app.include_router(apidocs_router("/api/openapi.json", app.title))  # public, as /api/openapi.json is
     app.include_router(
         event_router(
             Depends(platform),
