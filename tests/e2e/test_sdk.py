@@ -156,8 +156,10 @@ def test_metadata_is_echoed_in_the_job_and_its_event(sdk: Client) -> None:
     job = sdk.submit_file(SAMPLE, MODEL, metadata=metadata, timeout=180)
 
     assert job.metadata == metadata
-    events = [e for e in sdk.events.list(type="AIaaS.Job.Succeeded", limit=2) if e.data.get("jobId") == job.job_id]
-    assert [e.data.get("metadata") for e in events] == [metadata]
+    events = [e for e in sdk.events.list(type="AIaaS.Job.Succeeded", limit=2) if e.data.job_id == job.job_id]
+    assert [e.data.metadata for e in events] == [metadata]
+    assert events[0].data.model and events[0].data.model.name == MODEL
+    assert events[0].data.counts == job.counts and events[0].data.error is None
     assert events[0].subject == f"/tenants/sdk-acme/jobs/{job.job_id}"
 
 
@@ -177,7 +179,14 @@ def test_cancel_stops_a_running_job_and_refuses_a_finished_one(sdk: Client, tmp_
 
 def test_models_usage_and_keys(sdk: Client, stack: LocalHost, finished: aiaas_client.Job) -> None:
     assert MODEL in [m.name for m in sdk.models.list()]
-    assert ".jsonl" in sdk.models.get(MODEL).input_types
+    model = sdk.models.get(MODEL)
+    assert ".jsonl" in model.input_types
+    # The card typed where the platform reads it; the package's own keys kept as they are.
+    assert model.card.name == MODEL and model.card.version in model.versions and model.card.features
+    assert model.card.artifact and len(model.card.artifact.sha256) == 64
+    assert model.card["drift"]["profileId"] == (model.card.model_extra or {})["drift"]["profileId"]
+    # The job's drift section typed too: one verdict per feature of the card.
+    assert finished.drift and [f.name for f in finished.drift.features] == model.card.features
     with pytest.raises(NotFoundError):
         sdk.models.get("no-such-model")
     usage = sdk.usage.get(group_by="model")
@@ -207,7 +216,7 @@ def test_subscriptions_dead_letters_and_redelivery(sdk: Client, finished: aiaas_
         assert created.subscription_id in [s.subscription_id for s in sdk.subscriptions.list()]
         assert list(sdk.subscriptions.dead_letters(created.subscription_id)) == []
 
-        event = next(e for e in sdk.events.list() if e.data.get("jobId") == finished.job_id)
+        event = next(e for e in sdk.events.list() if e.data.job_id == finished.job_id)
         answer = sdk.subscriptions.redeliver(created.subscription_id, event_ids=[event.id, "no-such-event"])
         assert answer.events == 1 and answer.not_found == ["no-such-event"]
         hook.wait_for(1, timeout=60)

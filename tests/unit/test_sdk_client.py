@@ -7,6 +7,7 @@ import asyncio
 import base64
 import re
 from collections.abc import Callable
+from itertools import islice
 from pathlib import Path
 
 import aiaas_client
@@ -211,6 +212,15 @@ def test_iterators_follow_the_token_and_fetch_a_page_only_when_the_loop_gets_the
     assert first.job_id == "a" * 32 and len(pages.requests) == 1
     assert [j.job_id for j in jobs] == ["b" * 32]
     assert [dict(r.url.params) for r in pages.requests] == [{"limit": "1"}, {"limit": "1", "continuationToken": "t1"}]
+
+
+def test_islice_of_an_iterator_with_that_page_size_reads_one_page() -> None:
+    """What the docs say: `limit` is the page size, and islice(iterator, N) with limit=N fetches one page."""
+    pages = Script(httpx.Response(200, json={"items": [JOB, {**JOB, "jobId": "b" * 32}], "continuationToken": "t1"}))
+
+    newest = [j.job_id for j in islice(client(pages).jobs.list(limit=2), 2)]
+
+    assert newest == ["a" * 32, "b" * 32] and len(pages.requests) == 1
 
 
 def _error_page(indexes: list[int], token: str | None) -> httpx.Response:

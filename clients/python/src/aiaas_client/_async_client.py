@@ -171,18 +171,21 @@ class Jobs:
         return self._client._job(await self._client._call(_base.get_job(job_id)))
 
     async def list(self, *, limit: int | None = None) -> AsyncIterator[Job]:
-        """The tenant's jobs, newest first, every page (`limit` per page)."""
+        """The tenant's jobs, newest first, page after page;
+        `limit` is the page size, not a cap: the loop follows every page."""
         async for job in self._client._items(_base.list_jobs(limit)):
             yield self._client._job(job)
 
     async def results(self, job_id: str, *, limit: int | None = None) -> AsyncIterator[Result]:
-        """Every result of the job in record order, page after page (`limit` per page)."""
+        """Every result of the job in record order, page after page;
+        `limit` is the page size, not a cap: the loop follows every page."""
         async for item in self._client._items(_base.job_results(job_id, limit)):
             yield item
 
     async def errors(self, job_id: str, *, limit: int | None = None) -> AsyncIterator[RecordError]:
         """Every record of the job that failed (line, id, field, code, message) in record order, page after page
-        (`limit` per page); none for a job whose records all succeeded."""
+        (none for a job whose records all succeeded);
+        `limit` is the page size, not a cap: the loop follows every page."""
         async for item in self._client._items(_base.job_errors(job_id, limit)):
             yield item
 
@@ -332,6 +335,8 @@ class Subscriptions:
         await self._client._call(_base.delete_subscription(subscription_id))
 
     async def dead_letters(self, subscription_id: str, *, limit: int | None = None) -> AsyncIterator[DeadLetter]:
+        """The subscription's dead-lettered events, page after page;
+        `limit` is the page size, not a cap: the loop follows every page."""
         async for item in self._client._items(_base.dead_letters(subscription_id, limit)):
             yield item
 
@@ -359,7 +364,8 @@ class Events:
         type: str | None = None,
         limit: int | None = None,
     ) -> AsyncIterator[Event]:
-        """The tenant's published events, newest first, every page."""
+        """The tenant's published events, newest first, page after page;
+        `limit` is the page size, not a cap: the loop follows every page."""
         async for item in self._client._items(_base.list_events(since, until, type, limit)):
             yield item
 

@@ -167,17 +167,20 @@ class Jobs:
         return self._client._job(self._client._call(_base.get_job(job_id)))
 
     def list(self, *, limit: int | None = None) -> Iterator[Job]:
-        """The tenant's jobs, newest first, every page (`limit` per page)."""
+        """The tenant's jobs, newest first, page after page;
+        `limit` is the page size, not a cap: the loop follows every page (the first N: itertools.islice)."""
         for job in self._client._items(_base.list_jobs(limit)):
             yield self._client._job(job)
 
     def results(self, job_id: str, *, limit: int | None = None) -> Iterator[Result]:
-        """Every result of the job in record order, page after page (`limit` per page)."""
+        """Every result of the job in record order, page after page;
+        `limit` is the page size, not a cap: the loop follows every page (the first N: itertools.islice)."""
         return self._client._items(_base.job_results(job_id, limit))
 
     def errors(self, job_id: str, *, limit: int | None = None) -> Iterator[RecordError]:
         """Every record of the job that failed (line, id, field, code, message) in record order, page after page
-        (`limit` per page); none for a job whose records all succeeded."""
+        (none for a job whose records all succeeded);
+        `limit` is the page size, not a cap: the loop follows every page (the first N: itertools.islice)."""
         return self._client._items(_base.job_errors(job_id, limit))
 
     def submit(
@@ -324,6 +327,8 @@ class Subscriptions:
         self._client._call(_base.delete_subscription(subscription_id))
 
     def dead_letters(self, subscription_id: str, *, limit: int | None = None) -> Iterator[DeadLetter]:
+        """The subscription's dead-lettered events, page after page;
+        `limit` is the page size, not a cap: the loop follows every page (the first N: itertools.islice)."""
         return self._client._items(_base.dead_letters(subscription_id, limit))
 
     def redeliver(
@@ -350,7 +355,8 @@ class Events:
         type: str | None = None,
         limit: int | None = None,
     ) -> Iterator[Event]:
-        """The tenant's published events, newest first, every page."""
+        """The tenant's published events, newest first, page after page;
+        `limit` is the page size, not a cap: the loop follows every page (the first N: itertools.islice)."""
         return self._client._items(_base.list_events(since, until, type, limit))
 
 

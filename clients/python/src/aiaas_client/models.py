@@ -165,25 +165,25 @@ class Job(ApiModel):
         return self.status in TERMINAL_STATUSES
 
     def results(self, *, limit: int | None = None) -> Iterator[Result]:
-        """Every result of the job, page after page (a Job read through a Client)."""
+        """Every result of the job, page after page (`limit`: the page size), a Job read through a Client."""
         if self._client is None:
             raise RuntimeError("this Job was not read through a Client: use client.jobs.results(job_id)")
         return self._client.jobs.results(self.job_id, limit=limit)
 
     def aresults(self, *, limit: int | None = None) -> AsyncIterator[Result]:
-        """Every result of the job, page after page (a Job read through an AsyncClient)."""
+        """Every result of the job, page after page (`limit`: the page size), a Job read through an AsyncClient."""
         if self._async_client is None:
             raise RuntimeError("this Job was not read through an AsyncClient: use client.jobs.results(job_id)")
         return self._async_client.jobs.results(self.job_id, limit=limit)
 
     def errors(self, *, limit: int | None = None) -> Iterator[RecordError]:
-        """Every record of the job that failed, in record order, page after page (a Job read through a Client)."""
+        """Every record of the job that failed, in record order, page after page (`limit`: the page size)."""
         if self._client is None:
             raise RuntimeError("this Job was not read through a Client: use client.jobs.errors(job_id)")
         return self._client.jobs.errors(self.job_id, limit=limit)
 
     def aerrors(self, *, limit: int | None = None) -> AsyncIterator[RecordError]:
-        """Every record of the job that failed, in record order (a Job read through an AsyncClient)."""
+        """Every record of the job that failed, in record order, page after page (`limit`: the page size)."""
         if self._async_client is None:
             raise RuntimeError("this Job was not read through an AsyncClient: use client.jobs.errors(job_id)")
         return self._async_client.jobs.errors(self.job_id, limit=limit)
