@@ -1,4 +1,5 @@
-"""The tenant's `aiaas` commands, the real binary against the local stack: submit --wait exits, JSON, events tail."""
+"""The tenant's `aiaas` commands, the real binary against the local stack: submit --wait exits, JSON, events tail,
+subscriptions; and the SDK's own `aiaas`, installed alone from clients/python."""
 
 from __future__ import annotations
 
@@ -6,8 +7,11 @@ import json
 import os
 import queue
 import re
+import shutil
 import signal
 import subprocess
+import sys
+import sysconfig
 import threading
 import time
 from collections.abc import Callable
@@ -18,6 +22,7 @@ import httpx
 import pytest
 
 from shared.localhost.host import LocalHost
+from shared.localhost.webhook_receiver import WebhookReceiver
 from tests.e2e._api import all_results
 
 REPO = Path(__file__).resolve().parents[2]
@@ -236,3 +241,120 @@ def test_jobs_errors_lists_exactly_the_failed_records_and_submit_shows_the_first
     assert [r[0] for r in shown] == [str(i + 1) for i in list(broken)[:6]]
     assert all(r[3] == "InvalidRecord" and r[4] for r in shown)  # code and reason
     assert f"all of them: aiaas jobs errors {job_id} --limit 0" in table.stderr
+
+
+def test_subscriptions_create_list_show_delete_a_webhook_and_a_callback(tenant: Tenant) -> None:
+    secret = "cli-secret-0123456789"
+    with WebhookReceiver() as hook:
+        created = tenant.json(
+            "subscriptions",
+            "create",
+            "--endpoint-url",
+            hook.url,
+            "--event-type",
+            "AIaaS.Job.Failed",
+            "--model-name",
+            MODEL,
+            "--secret",
+            secret,
+            "--max-delivery-attempts",
+            "3",
+        )
+        assert any(r["headers"].get("aeg-event-type") == "SubscriptionValidation" for r in hook.requests)
+    sub_id = created["subscriptionId"]
+    assert created["kind"] == "webhook" and created["endpointUrl"] == hook.url
+    assert created["eventTypes"] == ["AIaaS.Job.Failed"] and created["modelNames"] == [MODEL]
+    assert created["hasSecret"] is True and secret not in json.dumps(created)
+    # A callback (Logic Apps): no handshake, so nothing needs to listen at it.
+    callback = tenant.json("subscriptions", "create", "--callback-url", "http://127.0.0.1:9/callback?sig=abc")
+    assert callback["kind"] == "callback" and callback["callbackUrl"] == "http://127.0.0.1:9/callback"
+
+    assert {sub_id, callback["subscriptionId"]} <= {s["subscriptionId"] for s in tenant.json("subscriptions", "list")}
+    listed = tenant.run("subscriptions", "list")
+    assert listed.returncode == 0 and sub_id in listed.stdout and "callback" in listed.stdout, listed.stderr
+    assert tenant.json("subscriptions", "show", sub_id) == created
+    shown = tenant.run("subscriptions", "show", sub_id)
+    lines = {line.split(maxsplit=1)[0]: line for line in shown.stdout.splitlines() if line.strip()}
+    assert shown.returncode == 0 and MODEL in lines["models"] and "set (never shown)" in lines["secret"]
+    assert "3" in lines["max"] and secret not in shown.stdout
+
+    both = tenant.run("subscriptions", "create", "--endpoint-url", hook.url, "--callback-url", hook.url)
+    assert both.returncode == 1 and "one of them" in both.stderr
+    for made in (sub_id, callback["subscriptionId"]):
+        assert tenant.run("subscriptions", "delete", made).returncode == 0
+    gone = tenant.run("subscriptions", "show", sub_id)
+    assert gone.returncode == 1 and "404" in gone.stderr
+    assert sub_id not in {s["subscriptionId"] for s in tenant.json("subscriptions", "list")}
+
+
+def test_submit_wait_of_a_file_the_platform_refuses_exits_1_with_the_reason(tenant: Tenant, tmp_path: Path) -> None:
+    text = tmp_path / "notes.txt"
+    text.write_text("a text, not the features this model scores\n")
+    done = tenant.run("jobs", "submit", str(text), "--model", MODEL, "--wait")
+    assert done.returncode == 1 and done.stdout == ""
+    assert "UnsupportedFileType (400)" in done.stderr and "not .txt" in done.stderr, done.stderr
+
+    # Accepted by name, refused by the model: a .png that is no image. Every record failed: the platform's reason,
+    # then the command that lists the failed records.
+    fake = tmp_path / "scan.png"
+    fake.write_bytes(b"this is text")
+    done = tenant.run("jobs", "submit", str(fake), "--model", "digits-classifier", "--wait")
+    assert done.returncode == 1, done.stderr
+    exit_line = re.search(r"job (\w+) failed: AllRecordsFailed: .*not an image.*", done.stderr)
+    assert exit_line, done.stderr
+    assert exit_line[0].endswith(f"(failed records: `aiaas jobs errors {exit_line[1]}`)")
+
+
+def test_the_sdk_alone_installs_an_aiaas_with_the_tenants_commands(tmp_path: Path) -> None:
+    """`pip install ./clients/python` into a folder of its own, offline; its CLI runs with typer and rich only
+    (the venv's site-packages without the editable installs: no `shared`, no working-tree SDK)."""
+    source = tmp_path / "src"
+    # A copy: the build writes egg-info and build/ beside its sources, never into the working tree.
+    shutil.copytree(REPO / "clients/python", source, ignore=shutil.ignore_patterns("*.egg-info", "build"))
+    target = tmp_path / "target"
+    offline = ["--no-deps", "--no-index", "--no-build-isolation", "-q"]  # the venv's setuptools builds it
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "install", *offline, "--target", str(target), str(source)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert built.returncode == 0, built.stderr
+    dist = next(target.glob("aiaas_client-*.dist-info"))
+    assert "aiaas = aiaas_client.cli:main" in (dist / "entry_points.txt").read_text()
+    requires = [line for line in (dist / "METADATA").read_text().splitlines() if line.startswith("Requires-Dist:")]
+    assert any(line.startswith("Requires-Dist: typer") and 'extra == "cli"' in line for line in requires), requires
+    assert (target / "bin/aiaas").is_file()
+
+    probe = """
+import importlib.util, json, runpy, sys
+sys.argv = ["aiaas", *sys.argv[1:]]
+try:
+    runpy.run_module("aiaas_client.cli", run_name="__main__", alter_sys=True)
+except SystemExit as done:
+    code = done.code
+import aiaas_client.cli
+code_main = aiaas_client.cli.main(["jobs", "--help"])
+print(json.dumps({
+    "code": code, "codeMain": code_main, "file": aiaas_client.cli.__file__,
+    "shared": sorted(m for m in sys.modules if m == "shared" or m.startswith("shared.")),
+    "sharedFindable": importlib.util.find_spec("shared") is not None,
+}), file=sys.stderr)
+"""
+    site = sysconfig.get_paths()["purelib"]  # typer, rich, httpx, pydantic; -S: no .pth, so no editable installs
+    ran = subprocess.run(
+        [sys.executable, "-S", "-c", probe, "--help"],
+        env={"PATH": os.environ.get("PATH", ""), "PYTHONPATH": os.pathsep.join([str(target), site]), "NO_COLOR": "1"},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    report = json.loads(ran.stderr.strip().splitlines()[-1])
+    assert report["code"] == 0 and report["codeMain"] == 0, ran.stderr
+    assert report["file"].startswith(str(target)) and report["shared"] == [] and not report["sharedFindable"]
+    listing = ran.stdout
+    for command in ("jobs", "events", "usage", "subscriptions", "keys", "submit", "errors"):
+        assert command in listing, listing
+    assert "come with the platform" in " ".join(listing.split())
+    assert "tenants" not in listing.replace("aiaas up, tenants, models", "")
