@@ -29,7 +29,7 @@ from shared.services.ingest import admit_blob_created
 from shared.services.platform import Platform
 from shared.services.shards import run_shard
 from shared.services.tenants import create_key
-from tests.fakes import MODEL_NAME, RecordingTrainer, add_tenant, make_platform, upload
+from tests.fakes import MODEL_NAME, RecordingTrainer, add_tenant, make_platform, sample_bytes, upload
 from tests.unit.test_api import make_job
 from tests.unit.test_retraining import NAME, inline, private_model, shifted_rows
 from tests.unit.test_rollouts import ROWS, publish_version
@@ -261,6 +261,21 @@ def test_real_answers_validate_against_their_declared_schemas_with_no_undeclared
     answers = Answers(platform, monkeypatch)
     client = answers.client
     job_id = make_job(platform, "acme", "openapi.jsonl")
+    # A job with failed records: its errors page has entries (one per page here, so a token too).
+    broken_path = f"inbox/{MODEL_NAME}/broken.jsonl"
+    broken_lines = [
+        *sample_bytes("breast-cancer.jsonl").splitlines()[:3],
+        b"not json",
+        b'{"id": "x", "mean radius": "?"}',
+    ]
+    broken = admit_blob_created(
+        platform, "acme", broken_path, upload(platform, "acme", broken_path, b"\n".join(broken_lines) + b"\n")
+    )
+    assert broken is not None
+    for message in platform.queue.drain():  # type: ignore[attr-defined]
+        run_shard(platform, message)
+    first_errors = client.get(f"/api/v1/jobs/{broken.job_id}/errors", params={"limit": 1}).json()
+    assert len(first_errors["items"]) == 1 and first_errors["continuationToken"], first_errors
     cancellable = make_job(platform, "acme", "queued.jsonl", run=False)
     # A job rejected at admission (no such model) has no model version: its view must still match the schema.
     rejected_path = "inbox/no-such-model/rejected.jsonl"
@@ -283,6 +298,14 @@ def test_real_answers_validate_against_their_declared_schemas_with_no_undeclared
         ("GET", "/api/v1/jobs/{job_id}", f"/api/v1/jobs/{job_id}", {}),
         ("GET", "/api/v1/jobs/{job_id}", f"/api/v1/jobs/{rejected.job_id}", {}),
         ("GET", "/api/v1/jobs/{job_id}/results", f"/api/v1/jobs/{job_id}/results", {"params": {"limit": 2}}),
+        ("GET", "/api/v1/jobs/{job_id}/errors", f"/api/v1/jobs/{broken.job_id}/errors", {"params": {"limit": 1}}),
+        (
+            "GET",
+            "/api/v1/jobs/{job_id}/errors",
+            f"/api/v1/jobs/{broken.job_id}/errors",
+            {"params": {"continuationToken": first_errors["continuationToken"]}},
+        ),
+        ("GET", "/api/v1/jobs/{job_id}/errors", f"/api/v1/jobs/{job_id}/errors", {}),
         ("POST", "/api/v1/jobs/{job_id}/cancel", f"/api/v1/jobs/{cancellable}/cancel", {}),
         ("POST", "/api/v1/jobs/{job_id}/cancel", f"/api/v1/jobs/{job_id}/cancel", {}),
         ("GET", "/api/v1/models/{name}/aliases", f"/api/v1/models/{name}/aliases", {}),
@@ -314,17 +337,17 @@ def test_real_answers_validate_against_their_declared_schemas_with_no_undeclared
         ),
         ("POST", "/api/v2/models/{name}/infer", f"/api/v2/models/{name}/infer", {"json": {"inputs": []}}),
     ]
-    if subscription.status_code == 201:
-        sid = subscription.json()["subscriptionId"]
-        requests.append(("GET", "/api/v1/subscriptions/{subscription_id}", f"/api/v1/subscriptions/{sid}", {}))
-        requests.append(
-            (
-                "GET",
-                "/api/v1/subscriptions/{subscription_id}/deadletters",
-                f"/api/v1/subscriptions/{sid}/deadletters",
-                {},
-            )
+    assert subscription.status_code == 201, subscription.text
+    sid = subscription.json()["subscriptionId"]
+    requests.append(("GET", "/api/v1/subscriptions/{subscription_id}", f"/api/v1/subscriptions/{sid}", {}))
+    requests.append(
+        (
+            "GET",
+            "/api/v1/subscriptions/{subscription_id}/deadletters",
+            f"/api/v1/subscriptions/{sid}/deadletters",
+            {},
         )
+    )
     for method, template, path, options in requests:
         answers.check(method, template, path, **options)
     assert client.get("/api/v1/events").json()["items"], "the finished job's events were checked too"
@@ -368,7 +391,9 @@ def test_answers_of_rollouts_audit_events_dead_letters_and_retraining_validate_w
         owner=None,
         name=MODEL_NAME,
         alias="production",
-        canary={"version": "1", "percent": 50, "gates": {"noDrift": True}, "evidence": {"jobs": 1000}},
+        # A gate a drifted job cannot fail: the job ids are random, so the drifted one may land on either arm,
+        # and the rollout must stay in progress (noDrift would roll it back half the time).
+        canary={"version": "1", "percent": 50, "gates": {"maxDriftShare": 1.0}, "evidence": {"jobs": 1000}},
         shadow={"version": "3"},
         by="op",
     )
@@ -385,7 +410,7 @@ def test_answers_of_rollouts_audit_events_dead_letters_and_retraining_validate_w
     view = answers.check(*aliases)
     assert view["history"][-2]["rollout"] == "promoted" and view["history"][-1]["rollout"] == "started"
     rollout = view["rollouts"]["production"]
-    assert rollout["status"]["gates"][0]["name"] == "noDrift" and "figures" in rollout["shadow"]
+    assert rollout["status"]["gates"][0]["name"] == "maxDriftShare" and "figures" in rollout["shadow"]
     for job_id in [*jobs, drifted.job_id]:
         job = answers.check("GET", "/api/v1/jobs/{job_id}", f"/api/v1/jobs/{job_id}")
         assert job["rollout"]["alias"] == "production"
