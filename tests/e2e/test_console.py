@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from shared import cli
+from shared.bootstrap import get_platform
 from shared.localhost.host import LocalHost
 from shared.localhost.webhook_receiver import WebhookReceiver
 
@@ -98,15 +99,20 @@ def sign_in(page: sync_api.Page, stack: LocalHost, key: str) -> None:
     page.wait_for_selector("#upload-form")
 
 
-def submit_through_page(page: sync_api.Page, model: str, sample: Path, metadata: str = "") -> str:
+def submit_through_page(
+    page: sync_api.Page, model: str, sample: Path, metadata: str = "", *, until_finished: bool = True
+) -> str:
     page.select_option("#upload-model", model)
     page.set_input_files("#upload-file", str(sample))
     page.fill("#upload-metadata", metadata)
     page.click("#upload-form button[type=submit]")
     # The job's page once its job appears (the page's CSP forbids eval: no wait_for_function with a string).
     page.locator("#job-head [data-status]").wait_for(timeout=120_000)
+    if not until_finished:
+        return page.url.rsplit("/", 1)[1]
     finished = re.compile("^(" + "|".join(FINISHED) + ")$")
     sync_api.expect(page.locator("#job-head [data-status]")).to_have_attribute("data-status", finished, timeout=180_000)
+    page.locator("#job-head[data-settled]").wait_for()  # its results, chart and drift drawn too
     return page.url.rsplit("/", 1)[1]
 
 
@@ -127,6 +133,48 @@ def test_sign_in_submit_watch_chart_and_drift(
         api.close()
     assert outside == []
     assert problems == []
+
+
+def inked_pixels(view: sync_api.Page, selector: str) -> int:
+    """How many pixels of a canvas are drawn on (not transparent)."""
+    return int(
+        view.evaluate(
+            """(selector) => { const c = document.querySelector(selector);
+                   const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+                   let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i]) n++; return n; }""",
+            selector,
+        )
+    )
+
+
+def a_feature_without_rows_shows_no_number(view: sync_api.Page, job_id: str) -> None:
+    """A feature no record carried has value null (CONTRACT: nothing to judge). The page shows a dash, not 0.0000
+    (which reads as p = 0, the most drifted there is), no verdict, and no bar. The job is real; only its answer
+    has the first feature's value taken away, as the API answers for a feature without rows."""
+
+    def without_rows(route: sync_api.Route) -> None:
+        answer = route.fetch()
+        job = answer.json()
+        job["drift"]["features"][0].update(value=None, drifted=False, rows=0)
+        job["drift"]["features"][0].pop("statistic", None)
+        route.fulfill(response=answer, json=job)
+
+    view.route(re.compile(rf"/api/v1/jobs/{job_id}$"), without_rows)
+    try:
+        view.click("nav a[href='#/jobs']")
+        view.locator(f"#jobs-table tr[data-job-id='{job_id}'] a").click()
+        first = view.locator("#drift-table tbody tr").first
+        first.wait_for()
+        cells = first.locator("td").all_inner_texts()
+        assert cells[2] == "\u2013" and cells[4] == "no rows", cells
+        assert "drifted" not in (first.get_attribute("class") or "")
+        bar, label = view.evaluate(
+            """() => { const chart = window.Chart.getChart(document.querySelector('#drift-chart'));
+                       return [chart.data.datasets[0].data[0], chart.data.labels[0]]; }"""
+        )
+        assert bar is None and label.endswith("(no rows)")
+    finally:
+        view.unroute_all()
 
 
 def walk_through(
@@ -155,12 +203,7 @@ def walk_through(
     view.wait_for_selector("#output-chart")
     labels = {str(item["output"]["label"]) for item in results}
     assert view.locator("#output-chart").get_attribute("data-points") == str(len(labels))
-    drawn = view.evaluate(
-        """() => { const c = document.querySelector('#output-chart');
-                   const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
-                   let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i]) n++; return n; }"""
-    )
-    assert drawn > 1000
+    assert inked_pixels(view, "#output-chart") > 1000
     # The first results as the API lists them, and the drift per feature of this tabular job.
     assert view.locator("#results-table tbody tr").count() == min(20, len(results))
     assert job["drift"]["features"]
@@ -168,7 +211,14 @@ def walk_through(
     assert drift_rows.count() == len(job["drift"]["features"])
     assert view.locator("#drift-status").inner_text() == job["drift"]["status"]
     assert drift_rows.first.locator("td").first.inner_text() == job["drift"]["features"][0]["name"]
+    # The same features as a chart above the table: a bar each, the drifted ones counted, pixels drawn.
+    chart = view.locator("#drift-chart")
+    assert chart.get_attribute("data-points") == str(len(job["drift"]["features"]))
+    assert chart.get_attribute("data-drifted") == str(sum(f["drifted"] for f in job["drift"]["features"]))
+    assert (chart.bounding_box() or {})["y"] < (view.locator("#drift-table").bounding_box() or {})["y"]
+    assert inked_pixels(view, "#drift-chart") > 1000
     view.screenshot(path=str(ARTIFACTS / "02-job.png"), full_page=True)
+    a_feature_without_rows_shows_no_number(view, job_id)
 
     view.click("nav a[href='#/jobs']")
     row = view.locator(f"#jobs-table tr[data-job-id='{job_id}']")
@@ -268,6 +318,124 @@ def test_errors_no_request_leaves_the_platform_and_the_page_refuses_framing(
     view.click("#sign-in-form button[type=submit]")
     view.wait_for_selector("#message.error")
     assert view.evaluate("sessionStorage.getItem('aiaas.apiKey')") is None
+
+
+def test_cancel_a_running_job_from_its_page_and_a_rejected_job_without_a_version(
+    stack: LocalHost, page: tuple[sync_api.Page, list[str], list[str]], tmp_path: Path
+) -> None:
+    """Cancel job on the page of a job still running: it ends cancelled with what ran, as the API and its one
+    event say. Then a job rejected before its model resolved (an unknown name, so no version) in the list and on
+    its page: its model's name alone, never "name@null"."""
+    view, outside, problems = page
+    key = tenant_key("console-d")
+    api = httpx.Client(base_url=stack.api_url, headers={"Authorization": f"Bearer {key}"}, timeout=30)
+    with WebhookReceiver() as hook, api:
+        assert api.post("/v1/subscriptions", json={"endpointUrl": hook.url}).status_code == 201
+        sign_in(view, stack, key)
+        drifted_features_stand_out(view, api, tmp_path)
+        view.click("nav a[href='#/jobs']")
+        # text-embedding: its own compute is the floor of a job's time (about 500 lines a second on this 2-core
+        # machine, bench/results.json rawByModel), so 40,000 lines (14 shards of 128 KB, the model's shard size)
+        # run for a minute here and for seconds on a machine several times faster; the page needs a refresh or two.
+        lines = (SAMPLES / "texts.txt").read_text().splitlines()
+        total = 40_000
+        big = tmp_path / "many-texts.txt"
+        big.write_text("".join(f"{lines[i % len(lines)]}\n" for i in range(total)))
+        job_id = submit_through_page(view, "text-embedding", big, until_finished=False)
+        # Once a shard is done (its records counted), so that something ran; then Cancel.
+        records = view.locator("#count-records")
+        sync_api.expect(records).to_have_text(re.compile(r"^[1-9][0-9]*records$"), timeout=180_000)
+        view.locator("#cancel-job").click()
+        sync_api.expect(view.locator("#message")).to_have_text("Cancel requested.")
+        status = view.locator("#job-head [data-status]")
+        sync_api.expect(status).to_have_attribute("data-status", "cancelled", timeout=180_000)
+        view.locator("#job-head[data-settled]").wait_for()
+        job = api.get(f"/v1/jobs/{job_id}").json()
+        assert job["status"] == "cancelled" and job["error"]["code"] == "Cancelled", job
+        assert 0 < job["counts"]["records"] < total  # it stopped part way
+        for name in ("records", "succeeded", "failed"):
+            assert view.locator(f"#count-{name}").inner_text().split()[0] == str(job["counts"][name]), name
+        assert view.locator("#cancel-job").count() == 0  # nothing left to cancel
+        # The bar shows the part that ran, not a full bar.
+        bar = view.locator("#job-head progress")
+        assert (bar.evaluate("bar => bar.value"), bar.evaluate("bar => bar.max")) == (
+            job["shards"]["done"],
+            job["shards"]["count"],
+        )
+        assert view.locator("#results-table tbody tr").count() == 20  # what ran stays readable
+        # An embedding's long run of numbers wraps in its cell: nothing sticks out of the card.
+        assert view.locator("#job-results").evaluate("card => card.scrollWidth <= card.clientWidth")
+        assert view.locator("#job-error").inner_text().startswith("Cancelled")
+        view.screenshot(path=str(ARTIFACTS / "09-job-cancelled.png"), full_page=True)
+
+        # An upload for a model nobody has: a rejected job whose model has a name and no version.
+        orphan = "inbox/no-such-model/orphan.jsonl"
+        get_platform().blobs.write_bytes("tenant-console-d", orphan, b'{"id": "a"}\n')
+        rejected = wait_for_job(api, orphan)
+        assert rejected["status"] == "rejected" and rejected["model"] == {"name": "no-such-model", "version": None}
+        # Its event came after the cancelled job's: by now a second event of the cancelled job would have too.
+        hook.wait_until(lambda: any(e["data"].get("jobId") == rejected["jobId"] for e in hook.events), 60)
+        mine = [event for event in hook.events if event["data"].get("jobId") == job_id]
+        assert [event["eventType"] for event in mine] == ["AIaaS.Job.Cancelled"]
+        assert mine[0]["data"]["counts"] == job["counts"]
+
+        view.click("nav a[href='#/jobs']")
+        row = view.locator(f"#jobs-table tr[data-job-id='{rejected['jobId']}']")
+        row.wait_for()
+        assert row.locator("td").nth(1).inner_text() == "no-such-model"
+        assert view.locator("#jobs-table").inner_text().count("@null") == 0
+        view.screenshot(path=str(ARTIFACTS / "10-jobs-cancelled-and-rejected.png"), full_page=True)
+        row.locator("a").click()
+        sync_api.expect(view.locator("#job-head [data-status]")).to_have_attribute("data-status", "rejected")
+        view.locator("#job-head[data-settled]").wait_for()
+        # It never ran: no progress drawn, no outputs to chart, its error says why.
+        assert view.locator("#job-head progress").evaluate("bar => bar.value") == 0
+        assert view.locator("#job-chart").is_hidden() and view.locator("#job-results").is_hidden()
+        assert view.locator("#job-error").inner_text().startswith("UnknownModel")
+        assert view.locator("#job-model").inner_text() == f"no-such-model over {orphan}"
+        assert "@null" not in view.locator("#job-head").inner_text()
+        view.screenshot(path=str(ARTIFACTS / "11-job-rejected.png"), full_page=True)
+    assert outside == []
+    assert problems == []
+
+
+def drifted_features_stand_out(view: sync_api.Page, api: httpx.Client, tmp_path: Path) -> None:
+    """A job whose records are three times their usual size drifts on every feature: every bar is past the
+    threshold line, red, and cut at the chart's end (p-values far below 0.05 would squash the scale)."""
+    records = [json.loads(line) for line in (SAMPLES / "breast-cancer.jsonl").read_text().splitlines()[:50]]
+    lines = []
+    for record in records:
+        record.pop("expected", None)
+        lines.append(json.dumps({k: v * 3 if isinstance(v, float | int) else v for k, v in record.items()}))
+    shifted = tmp_path / "shifted.jsonl"
+    shifted.write_text("\n".join(lines) + "\n")
+    job_id = submit_through_page(view, "breast-cancer-classifier", shifted)
+    job = api.get(f"/v1/jobs/{job_id}").json()
+    assert job["drift"]["status"] == "drifted"
+    drifted = [f for f in job["drift"]["features"] if f["drifted"]]
+    assert drifted
+    chart = view.locator("#drift-chart")
+    assert chart.get_attribute("data-drifted") == str(len(drifted))
+    assert view.locator("#drift-status").inner_text() == "drifted"
+    assert view.locator("#drift-table tbody tr.drifted").count() == len(drifted)
+    bars = view.evaluate(
+        """() => window.Chart.getChart(document.querySelector('#drift-chart')).data.datasets[0].data"""
+    )
+    for feature, bar in zip(job["drift"]["features"], bars, strict=True):
+        assert (bar > 1) == feature["drifted"], (feature, bar)
+    assert inked_pixels(view, "#drift-chart") > 1000
+    view.screenshot(path=str(ARTIFACTS / "08-job-drifted.png"), full_page=True)
+
+
+def wait_for_job(api: httpx.Client, blob_path: str) -> dict[str, Any]:
+    """The job of a blob path once the platform made one (the watcher sees a new blob within seconds)."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        for job in api.get("/v1/jobs").json()["items"]:
+            if job["input"]["blobPath"] == blob_path:
+                return dict(job)
+        time.sleep(0.3)
+    raise AssertionError(f"no job for {blob_path}")
 
 
 def refreshing_keeps_each_record_once(

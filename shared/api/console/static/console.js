@@ -2,6 +2,7 @@
 // The key lives in sessionStorage (this tab only): never in the URL, never in a cookie, so no other path gets it.
 const KEY = "aiaas.apiKey";
 const RUNNING = new Set(["queued", "running"]);
+const COMPLETED = new Set(["succeeded", "partially_succeeded"]);
 const REFRESH_MS = 1500;
 const ERRORS_PAGE = 50; // failed records per page of the job's Errors table (the API takes 1..5000)
 
@@ -70,10 +71,16 @@ function statusBadge(status) {
   return h("span", { class: `status ${status}`, "data-status": status }, status);
 }
 
+// "name@version"; a job rejected before its model resolved (an unknown name) has no version: its name alone.
+function modelLabel(model) {
+  return model.version ? `${model.name}@${model.version}` : model.name;
+}
+
 function progressOf(job) {
   const shards = job.shards || { count: 0, done: 0 };
   const max = Math.max(shards.count || 0, 1);
-  const done = RUNNING.has(job.status) ? shards.done || 0 : max;
+  // Full only for a job that ran to its end: a cancelled, failed or rejected one shows the part that ran.
+  const done = COMPLETED.has(job.status) ? max : shards.done || 0;
   return h(
     "span",
     {},
@@ -133,7 +140,7 @@ async function jobsPage(view) {
         "tr",
         { "data-job-id": job.jobId },
         h("td", {}, h("a", { href: `#/jobs/${job.jobId}`, class: "mono" }, job.jobId.slice(0, 12))),
-        h("td", { class: "nowrap" }, `${job.model.name}@${job.model.version}`),
+        h("td", { class: "nowrap" }, modelLabel(job.model)),
         h("td", { class: "mono path" }, job.input.blobPath.split("/").slice(2).join("/")),
         h("td", {}, statusBadge(job.status)),
         h("td", {}, progressOf(job)),
@@ -253,7 +260,7 @@ async function jobPage(view, jobId) {
     const job = await api(`/api/v1/jobs/${encodeURIComponent(jobId)}`);
     head.replaceChildren(
       h("h2", {}, "Job ", h("span", { class: "mono" }, job.jobId), " ", statusBadge(job.status)),
-      h("p", {}, `${job.model.name}@${job.model.version} over `, h("span", { class: "mono" }, job.input.blobPath)),
+      h("p", { id: "job-model" }, `${modelLabel(job.model)} over `, h("span", { class: "mono" }, job.input.blobPath)),
       job.metadata && Object.keys(job.metadata).length
         ? h(
             "p",
@@ -277,12 +284,15 @@ async function jobPage(view, jobId) {
     await errors.show(job);
     if (RUNNING.has(job.status)) {
       chartCard.replaceChildren(h("p", { class: "muted" }, "Results appear when the job ends."));
-      resultsCard.replaceChildren();
+      resultsCard.hidden = true;
       refreshLater(load);
       return;
     }
-    await showResults(chartCard, resultsCard, job);
+    // A rejected job never ran: no outputs to chart or list, its Errors card says why.
+    chartCard.hidden = resultsCard.hidden = job.status === "rejected";
+    if (!chartCard.hidden) await showResults(chartCard, resultsCard, job);
     showDrift(driftCard, job.drift);
+    head.dataset.settled = job.status; // the page is whole (tests wait for this before a screenshot)
   };
   await load();
 }
@@ -371,6 +381,11 @@ function errorsSection(card, jobId) {
   };
 }
 
+// The first `length` characters, and an ellipsis when that is not all of it.
+function clip(text, length) {
+  return text.length > length ? `${text.slice(0, length)}\u2026` : text;
+}
+
 async function showResults(chartCard, resultsCard, job) {
   const page = await api(`/api/v1/jobs/${encodeURIComponent(job.jobId)}/results?limit=1000`);
   const series = outputSeries(page.items);
@@ -390,13 +405,111 @@ async function showResults(chartCard, resultsCard, job) {
       {},
       h("td", { class: "num" }, item.recordIndex),
       h("td", { class: "mono" }, item.id ?? ""),
-      h("td", { class: "mono" }, JSON.stringify(item.output).slice(0, 160)),
+      h("td", { class: "mono output" }, clip(JSON.stringify(item.output), 160)),
     ),
   );
+  resultsCard.hidden = false;
   resultsCard.replaceChildren(
     h("h2", {}, "First results"),
     rows.length ? table([["Record", "num"], "Id", "Output"], rows, { id: "results-table" }) : h("p", { class: "muted" }, "No results."),
   );
+}
+
+// Each feature's distance from its own drift threshold on one scale, so drifted features stand out at a glance:
+// 1 is the threshold and a feature past it drifted. A test (ks, chi-square, centroid-shift) gives a p-value that
+// drifts below its threshold: log(p) / log(threshold), so p = 0.05 is 1 and p = 0.0025 is 2. A distance
+// (wasserstein, jensen-shannon, centroid-distance) drifts above its threshold: value / threshold.
+const P_VALUE_METRICS = new Set(["ks", "chi-square", "centroid-shift"]);
+const SCORE_CAP = 10; // a p-value of 1e-30 would squash every other bar: bars stop at 10 times the threshold
+
+function driftScore(feature) {
+  if (feature.value === null || feature.value === undefined || !feature.threshold) return null;
+  if (P_VALUE_METRICS.has(feature.metric)) {
+    const p = Math.max(Number(feature.value), Number.MIN_VALUE); // p = 0: as far as a double goes, then capped
+    return Math.max(0, Math.log10(p) / Math.log10(feature.threshold));
+  }
+  return Number(feature.value) / feature.threshold;
+}
+
+// The dashed line at 1 (each feature's threshold), drawn over the bars.
+const thresholdLine = {
+  id: "thresholdLine",
+  afterDatasetsDraw(chart) {
+    const x = chart.scales.x.getPixelForValue(1);
+    const { top, bottom } = chart.chartArea;
+    const ctx = chart.ctx;
+    ctx.save();
+    // Dark, not red: it must show across the red bars of drifted features too.
+    ctx.strokeStyle = "#1d2430";
+    ctx.fillStyle = "#1d2430";
+    ctx.lineWidth = 1.5;
+    ctx.setLineDash([5, 4]);
+    ctx.beginPath();
+    ctx.moveTo(x, top);
+    ctx.lineTo(x, bottom);
+    ctx.stroke();
+    ctx.font = "12px system-ui, sans-serif";
+    ctx.textAlign = "center";
+    ctx.fillText("threshold", x, top - 6); // in the padding above the bars, where none covers it
+    ctx.restore();
+  },
+};
+
+function driftChart(canvas, features) {
+  const scores = features.map(driftScore);
+  const capped = scores.some((score) => score !== null && score > SCORE_CAP);
+  const chart = new window.Chart(canvas, {
+    type: "bar",
+    data: {
+      labels: features.map((feature) => (driftScore(feature) === null ? `${feature.name} (no rows)` : feature.name)),
+      datasets: [
+        {
+          label: "drift score",
+          data: scores.map((score) => (score === null ? null : Math.min(score, SCORE_CAP))),
+          backgroundColor: features.map((feature) => (feature.drifted ? "#b3261e" : "#2457c5")),
+        },
+      ],
+    },
+    options: {
+      indexAxis: "y",
+      animation: false,
+      maintainAspectRatio: false,
+      layout: { padding: { top: 18 } },
+      plugins: {
+        legend: { display: false },
+        tooltip: {
+          callbacks: {
+            label: (item) => {
+              const feature = features[item.dataIndex];
+              return `${feature.metric} ${driftValue(feature.value)}, threshold ${feature.threshold}: ${feature.drifted ? "drifted" : "ok"}`;
+            },
+          },
+        },
+      },
+      scales: {
+        x: {
+          min: 0,
+          suggestedMax: 2, // the threshold line stays inside the chart when every feature is far below it
+          max: capped ? SCORE_CAP : undefined,
+          title: { display: true, text: `drift score (1 = the feature's threshold; past it: drifted${capped ? `; bars stop at ${SCORE_CAP}` : ""})` },
+        },
+        y: { ticks: { autoSkip: false } },
+      },
+    },
+    plugins: [thresholdLine],
+  });
+  charts.push(chart);
+  canvas.dataset.points = String(features.length);
+  canvas.dataset.drifted = String(features.filter((feature) => feature.drifted).length);
+  return chart;
+}
+
+// A value of null means no row had this feature: nothing was judged, so no number (0.0000 would read as p = 0).
+function driftValue(value) {
+  if (value === null || value === undefined) return "\u2013";
+  const number = Number(value);
+  // A p-value of 3e-21 is not 0.0000: below four decimals, the exponent says how small.
+  return number !== 0 && Math.abs(number) < 0.0001 ? number.toExponential(1) : number.toFixed(4);
 }
 
 function showDrift(card, drift) {
@@ -404,22 +517,35 @@ function showDrift(card, drift) {
     card.hidden = true;
     return;
   }
-  const rows = (drift.features || []).map((feature) =>
-    h(
+  const features = drift.features || [];
+  const rows = features.map((feature) => {
+    const judged = feature.value !== null && feature.value !== undefined;
+    return h(
       "tr",
       { class: feature.drifted ? "drifted" : "" },
       h("td", {}, feature.name),
       h("td", {}, feature.metric),
-      h("td", { class: "num" }, Number(feature.value).toFixed(4)),
-      h("td", { class: "num" }, feature.threshold),
-      h("td", {}, feature.drifted ? "drifted" : "ok"),
-    ),
-  );
+      h("td", { class: "num" }, driftValue(feature.value)),
+      h("td", { class: "num" }, feature.threshold ?? "\u2013"),
+      h("td", judged ? {} : { class: "muted" }, judged ? (feature.drifted ? "drifted" : "ok") : "no rows"),
+    );
+  });
+  const canvas = h("canvas", { id: "drift-chart", role: "img", "aria-label": "drift score per feature against its threshold" });
+  const box = h("div", { class: "chart-box drift-box" }, canvas);
+  // A bar per feature, each tall enough for its name (a fixed height would crowd thirty features).
+  box.style.height = `${Math.max(160, 22 * features.length + 70)}px`;
   card.replaceChildren(
     h("h2", {}, "Drift: ", h("span", { id: "drift-status", class: drift.status === "drifted" ? "drifted" : "" }, drift.status)),
+    h(
+      "p",
+      { class: "muted" },
+      "Each feature against its own threshold (the dashed line at 1); red bars drifted. For a test (ks, chi-square) the score is log p / log threshold, for a distance it is distance / threshold.",
+    ),
+    features.length ? box : null,
     table(["Feature", "Metric", ["Value", "num"], ["Threshold", "num"], ""], rows, { id: "drift-table" }),
   );
   card.hidden = false;
+  if (features.length) driftChart(canvas, features);
 }
 
 // ---- subscriptions -------------------------------------------------------------------------------------------
