@@ -485,6 +485,9 @@ def test_the_sdk_declares_the_aiaas_script_and_the_cli_extra_it_imports(capsys: 
     shown = " ".join(capsys.readouterr().out.split())
     assert all(f" {command} " in shown for command in ("jobs", "events", "usage", "subscriptions", "keys"))
     assert "come with the platform" in shown and " tenants " not in shown
+    # Here the platform is installed too (its `aiaas` declared as well): the SDK's script hands over to it, so
+    # bin/aiaas is the superset whichever package pip installed last.
+    assert client_cli.platform_main() is cli.main
 
 
 def test_the_key_just_created_is_the_only_key_printed(fake: FakeClient, capsys: pytest.CaptureFixture[str]) -> None:
