@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import tomllib
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -488,6 +491,22 @@ def test_the_sdk_declares_the_aiaas_script_and_the_cli_extra_it_imports(capsys: 
     # Here the platform is installed too (its `aiaas` declared as well): the SDK's script hands over to it, so
     # bin/aiaas is the superset whichever package pip installed last.
     assert client_cli.platform_main() is cli.main
+
+
+def test_without_the_cli_extra_aiaas_says_what_to_install(tmp_path: Path) -> None:
+    # typer not installed (the SDK without its extra): a package of that name that cannot be imported comes first.
+    (tmp_path / "typer").mkdir()
+    (tmp_path / "typer/__init__.py").write_text("raise ModuleNotFoundError(\"No module named 'typer'\")\n")
+    done = subprocess.run(
+        [sys.executable, "-c", "from aiaas_client.cli import main; main()", "jobs", "list"],
+        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1 and done.stdout == ""
+    assert "pip install 'aiaas-client[cli]'" in done.stderr and "Traceback" not in done.stderr, done.stderr
 
 
 def test_the_key_just_created_is_the_only_key_printed(fake: FakeClient, capsys: pytest.CaptureFixture[str]) -> None:

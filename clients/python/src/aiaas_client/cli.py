@@ -15,11 +15,16 @@ from functools import partial
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
-import typer
-from rich.console import Console
-from rich.markup import escape
-from rich.progress import BarColumn, Progress, TaskID, TextColumn
-from rich.table import Table
+try:
+    import typer
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.progress import BarColumn, Progress, TaskID, TextColumn
+    from rich.table import Table
+except ImportError as missing:  # `pip install aiaas-client` installs the script without the extra's packages
+    raise SystemExit(
+        f"aiaas: the CLI needs the SDK's cli extra (typer and rich): pip install 'aiaas-client[cli]' ({missing})"
+    ) from None
 
 # Commands this module answers; `aiaas keys` is the tenant's only when it names no tenant (see tenant_keys).
 TENANT_COMMANDS = frozenset({"jobs", "events", "usage", "subscriptions"})
