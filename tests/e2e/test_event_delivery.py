@@ -123,7 +123,11 @@ def test_a_webhook_down_for_thirty_hours_has_every_event_in_its_dead_letters_and
         expected_attempts = _attempts_within(rules.DEFAULT_EVENT_TTL_MINUTES * 60)
         for letter in dead:
             assert letter["deadLetterReason"] == rules.TTL_EXCEEDED
-            assert letter["deliveryAttempts"] == expected_attempts == len(_attempts_of(hook, letter["event"]["id"]))
+            # The 11th attempt is due at 22.8 h, 1.2 h (1.2 s on this clock) before the time to live: attempts made
+            # late on a loaded machine can push it past, and the broker then gives up one attempt earlier, as Event
+            # Grid does on its own clock. Fewer, or more, than that is a wrong schedule.
+            assert letter["deliveryAttempts"] in (expected_attempts - 1, expected_attempts)
+            assert letter["deliveryAttempts"] == len(_attempts_of(hook, letter["event"]["id"]))
             assert letter["lastDeliveryOutcome"] == "Busy" and letter["lastHttpStatusCode"] == 503
             assert letter["lastDeliveryAttemptTime"]
         assert hook.events == []

@@ -286,6 +286,11 @@ def test_a_killed_azurite_comes_back_on_its_ports_with_its_blobs(
         while time.monotonic() < deadline and not (stack.azurite.running and stack.azurite.pid != old_pid):
             time.sleep(0.1)
         assert stack.azurite.running and stack.azurite.pid != old_pid, "Azurite was started again"
+        # A started process is not yet a listening one (seconds on a loaded machine): wait for what an operator
+        # watches, the platform's readiness (Blob, Cosmos and the queue answering), before reading through it.
+        while time.monotonic() < deadline and api.get("/health/ready").status_code != 200:
+            time.sleep(0.2)
+        assert api.get("/health/ready").status_code == 200, "the platform is ready again once Azurite is back"
 
         outbox = get_platform().blobs.read_bytes("tenant-azkill", f"outbox/{before['data']['jobId']}/results.jsonl")
         assert len(outbox.splitlines()) == 300, "the blobs written before the crash are still there"
