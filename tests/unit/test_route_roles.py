@@ -11,6 +11,7 @@ from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute, iter_route_contexts
 from fastapi.testclient import TestClient
 
+from shared.api import apidocs
 from shared.api.app import create_app
 from shared.api.auth import required_role
 from shared.domain.tenants import ADMIN, READER, ROLES, SUBMITTER
@@ -25,8 +26,11 @@ from tests.fakes import MODEL_NAME, add_tenant
 # the relay of callback subscriptions: Event Grid calls it with no tenant credential, so it authenticates each
 # delivery by the subscription's own relay header instead (shared.services.relay; its OPTIONS is the CloudEvents
 # abuse-protection request, which carries no header of ours). And the web console's page and assets (static, no
-# data: its calls are the tenant's own /api/v1 with the key).
+# data: its calls are the tenant's own /api/v1 with the key), and the Swagger UI page over /api/openapi.json with
+# its vendored assets (shared/api/apidocs: static, describing what /api/openapi.json already shows anyone).
 PUBLIC = {
+    ("GET", apidocs.DOCS_PATH),
+    ("GET", f"{apidocs.ASSETS_PATH}/{{asset}}"),
     ("GET", "/console"),
     ("GET", "/console/"),
     ("GET", "/console/static/{asset:path}"),
