@@ -230,6 +230,10 @@ def walk_through(
     view.wait_for_selector("#usage-chart[data-points]")
     assert int(view.locator("#usage-chart").get_attribute("data-points") or 0) >= 30  # a day per bar, a month
     assert view.locator("#usage-chart").get_attribute("data-records") == "50"  # this tenant's one job
+    # Figures as people read them: the daily records quota with its thousands separated.
+    limit = api.get("/api/v1/usage").json()["quota"]["recordsPerDay"]["limit"]
+    quota_row = view.locator("#usage-totals tr", has_text="recordsPerDay").locator("td")
+    assert quota_row.nth(1).inner_text() == f"{limit:,}"
     view.screenshot(path=str(ARTIFACTS / "04-usage.png"), full_page=True)
 
     view.click("nav a[href='#/keys']")
@@ -311,7 +315,8 @@ def test_errors_no_request_leaves_the_platform_and_the_page_refuses_framing(
     assert any("chart.umd.min.js" in url for url in loaded)  # the chart library came, from the platform
     assert all(is_loopback(url) for url in loaded)
     assert outside == []
-    assert problems == []
+    # The one 503 the test answered on purpose (refreshing_keeps_each_record_once) is the browser's only complaint.
+    assert problems == ["Failed to load resource: the server responded with a status of 503 (Service Unavailable)"]
     # A wrong key is refused, and forgotten.
     view.click("#sign-out")
     view.fill("#api-key", "not-a-key")
@@ -445,9 +450,15 @@ def refreshing_keeps_each_record_once(
     also after "more". The job is over, so its answer is shown as `running` until the test lets it end: the rows
     still come from the real errors route."""
     running = [True]
+    failing = [False]
     reads: list[str] = []
 
     def job_answer(route: sync_api.Route) -> None:
+        if failing[0]:
+            failing[0] = False
+            busy = {"error": {"code": "ServiceBusy", "message": "the service is busy"}}
+            route.fulfill(status=503, json=busy, headers={"Retry-After": "1"})
+            return
         answer = route.fetch()
         job = answer.json()
         if running[0]:
@@ -476,6 +487,12 @@ def refreshing_keeps_each_record_once(
         view.click("#errors-more")
         sync_api.expect(shown).to_have_count(len(listed))
         wait_for_reads(len(reads) + 2)  # two more refreshes after "more"
+        assert table_rows(view) == [error_row(item) for item in listed]
+        # One refresh the platform answers 503: the page says so, keeps refreshing, and clears the message after.
+        failing[0] = True
+        sync_api.expect(view.locator("#message")).to_contain_text("Refresh failed", timeout=30_000)
+        wait_for_reads(len(reads) + 1)
+        sync_api.expect(view.locator("#message")).to_be_hidden()
         assert table_rows(view) == [error_row(item) for item in listed]
         running[0] = False
         sync_api.expect(view.locator("#job-head [data-status]")).to_have_attribute("data-status", "partially_succeeded")

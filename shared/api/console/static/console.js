@@ -4,10 +4,13 @@ const KEY = "aiaas.apiKey";
 const RUNNING = new Set(["queued", "running"]);
 const COMPLETED = new Set(["succeeded", "partially_succeeded"]);
 const REFRESH_MS = 1500;
+const REFRESH_MAX_MS = 30_000; // a refresh that failed is tried again, waiting twice as long each time up to this
 const ERRORS_PAGE = 50; // failed records per page of the job's Errors table (the API takes 1..5000)
 
 let timer = null;
 let charts = [];
+let page = 0; // which page is shown: a refresh started for an earlier page must not schedule itself again
+let refreshFailed = false;
 
 // DOM built with text nodes only: job ids, file names and error messages come from tenants, never parsed as HTML.
 function h(tag, attrs = {}, ...children) {
@@ -94,12 +97,36 @@ function progressOf(job) {
 function clearPage() {
   if (timer) clearTimeout(timer);
   timer = null;
+  page += 1;
   for (const chart of charts) chart.destroy();
   charts = [];
 }
 
-function refreshLater(fn) {
-  timer = setTimeout(() => fn().catch((err) => say(err.message, true)), REFRESH_MS);
+// A page refreshing while its jobs run. One failed refresh (a network blip, a 503) does not stop it: the error is
+// shown, the refresh tried again later, and the message cleared once a refresh gets through.
+function refreshLater(fn, delay = REFRESH_MS) {
+  const shown = page;
+  timer = setTimeout(async () => {
+    if (shown !== page) return;
+    try {
+      await fn();
+      if (refreshFailed && shown === page) {
+        refreshFailed = false;
+        say("");
+      }
+    } catch (err) {
+      if (shown !== page) return;
+      refreshFailed = true;
+      const next = Math.min(delay * 2, REFRESH_MAX_MS);
+      say(`Refresh failed: ${err.message}; trying again in ${Math.round(next / 1000)} s`, true);
+      refreshLater(fn, next);
+    }
+  }, delay);
+}
+
+// 1000000000 as "1,000,000,000" (a figure of the usage page); absent as empty.
+function figure(value) {
+  return typeof value === "number" ? value.toLocaleString("en-US") : value ?? "";
 }
 
 // ---- jobs ----------------------------------------------------------------------------------------------------
@@ -604,12 +631,17 @@ async function redeliver(subscriptionId, eventIds, button) {
 
 // ---- usage ---------------------------------------------------------------------------------------------------
 
+// The range's `to` is exclusive (the chart's days stop before it): its title names the last day shown.
+function lastDay(to) {
+  return new Date(Date.parse(to) - 1).toISOString().slice(0, 10);
+}
+
 async function usagePage(view) {
   const usage = await api("/api/v1/usage?groupBy=day");
   const canvas = h("canvas", { id: "usage-chart", role: "img", "aria-label": "records per day" });
   const quota = usage.quota || {};
   view.append(
-    h("section", { class: "card" }, h("h2", {}, `Records per day, ${usage.from.slice(0, 10)} to ${usage.to.slice(0, 10)}`), h("div", { class: "chart-box" }, canvas)),
+    h("section", { class: "card" }, h("h2", {}, `Records per day, ${usage.from.slice(0, 10)} to ${lastDay(usage.to)}`), h("div", { class: "chart-box" }, canvas)),
     h(
       "section",
       { class: "card" },
@@ -617,10 +649,10 @@ async function usagePage(view) {
       table(
         ["", ["Limit", "num"], ["Used", "num"], ["Remaining", "num"]],
         [
-          h("tr", {}, h("td", {}, "jobs in range"), h("td", {}), h("td", { class: "num" }, usage.totals.jobs), h("td", {})),
-          h("tr", {}, h("td", {}, "records in range"), h("td", {}), h("td", { class: "num" }, usage.totals.records), h("td", {})),
+          h("tr", {}, h("td", {}, "jobs in range"), h("td", {}), h("td", { class: "num" }, figure(usage.totals.jobs)), h("td", {})),
+          h("tr", {}, h("td", {}, "records in range"), h("td", {}), h("td", { class: "num" }, figure(usage.totals.records)), h("td", {})),
           ...Object.entries(quota).map(([name, q]) =>
-            h("tr", {}, h("td", {}, name), h("td", { class: "num" }, q.limit ?? ""), h("td", { class: "num" }, q.used ?? ""), h("td", { class: "num" }, q.remaining ?? "")),
+            h("tr", {}, h("td", {}, name), h("td", { class: "num" }, figure(q.limit)), h("td", { class: "num" }, figure(q.used)), h("td", { class: "num" }, figure(q.remaining))),
           ),
         ],
         { id: "usage-totals" },
