@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,22 +13,12 @@ from azure.storage.blob import BlobClient
 
 from shared.bootstrap import get_platform
 from shared.localhost.webhook_receiver import WebhookReceiver
-from tests.e2e._api import all_results, upload
+from tests.e2e._api import all_results, breast_cancer_jsonl, upload
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
 MODEL = "breast-cancer-classifier"
 ROUTING = {"costCentre": "cc-42", "flow.name": "nightly-scoring"}
-
-
-def big_jsonl(count: int) -> bytes:
-    rows = [json.loads(line) for line in (REPO / "build/samples/breast-cancer.jsonl").read_bytes().splitlines()]
-    out = []
-    for i in range(count):
-        row = {k: v for k, v in rows[i % len(rows)].items() if k != "expected"}
-        row["id"] = f"row-{i}"
-        out.append(json.dumps(row).encode())
-    return b"\n".join(out) + b"\n"
 
 
 def job_of(api: httpx.Client, blob_path: str, timeout: float = 120) -> dict[str, Any]:
@@ -63,7 +52,7 @@ def test_a_big_job_cancelled_mid_run_ends_cancelled_with_what_ran(
         request = {"model": MODEL, "filename": "big.jsonl", "metadata": ROUTING}
         answer = api.post("/v1/uploads", json=request)
         assert answer.status_code == 201, answer.text
-        BlobClient.from_blob_url(answer.json()["uploadUrl"]).upload_blob(big_jsonl(records))
+        BlobClient.from_blob_url(answer.json()["uploadUrl"]).upload_blob(breast_cancer_jsonl("row", records))
         path = answer.json()["blobPath"]
         job_id = job_of(api, path)["jobId"]
         running = wait_job(api, job_id, lambda j: j["shards"]["done"] >= 1 or j["status"] != "queued", 180)
@@ -103,7 +92,7 @@ def test_a_big_job_cancelled_mid_run_ends_cancelled_with_what_ran(
     assert usage["totals"]["records"] == ended["counts"]["records"]
 
     # A finished job cannot be cancelled.
-    small = upload(api, MODEL, "small.jsonl", big_jsonl(5))
+    small = upload(api, MODEL, "small.jsonl", breast_cancer_jsonl("row", 5))
     done = wait_job(api, job_of(api, small)["jobId"], lambda j: j["status"] == "succeeded", 120)
     refused = api.post(f"/v1/jobs/{done['jobId']}/cancel")
     assert refused.status_code == 409
@@ -112,7 +101,7 @@ def test_a_big_job_cancelled_mid_run_ends_cancelled_with_what_ran(
 
 def test_another_tenants_job_cannot_be_cancelled(stack: Any, create_tenant: Callable[[str], httpx.Client]) -> None:
     owner, other = create_tenant("cancel-owner"), create_tenant("cancel-other")
-    path = upload(owner, MODEL, "rows.jsonl", big_jsonl(3))
+    path = upload(owner, MODEL, "rows.jsonl", breast_cancer_jsonl("row", 3))
     job_id = job_of(owner, path)["jobId"]
     answer = other.post(f"/v1/jobs/{job_id}/cancel")
     assert answer.status_code == 404 and answer.json()["error"]["code"] == "NotFound"
@@ -122,7 +111,7 @@ def test_metadata_of_a_submitted_job_round_trips_to_its_event(
     stack: Any, create_tenant: Callable[[str], httpx.Client]
 ) -> None:
     api = create_tenant("labelled")
-    get_platform().blobs.write_bytes("tenant-labelled", "data/rows.jsonl", big_jsonl(4))
+    get_platform().blobs.write_bytes("tenant-labelled", "data/rows.jsonl", breast_cancer_jsonl("row", 4))
     with WebhookReceiver() as hook:
         api.post("/v1/subscriptions", json={"endpointUrl": hook.url}).raise_for_status()
         answer = api.post("/v1/jobs", json={"model": MODEL, "blobPath": "data/rows.jsonl", "metadata": ROUTING})

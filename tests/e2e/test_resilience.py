@@ -22,7 +22,7 @@ from shared.domain.jobs import Job, JobStatus
 from shared.domain.models import ModelRef
 from shared.localhost.host import HEALTHY_UPTIME_SECONDS, LocalHost
 from shared.localhost.webhook_receiver import WebhookReceiver
-from tests.e2e._api import all_results, upload
+from tests.e2e._api import all_results, breast_cancer_jsonl, upload
 
 # A job id of the platform's form (32 hex digits): the API refuses any other before it reaches a store.
 LOST_JOB_ID = "10575000000000000000000000000000"
@@ -33,18 +33,6 @@ ROWS = [json.loads(line) for line in (REPO / "build/samples/breast-cancer.jsonl"
 FEATURES = [k for k in ROWS[0] if k not in {"id", "expected"}]
 MODEL = "breast-cancer-classifier"
 MIN_KILLS = 12  # of workers, in test_killed_workers_lose_and_duplicate_nothing
-
-
-def _jsonl(prefix: str, count: int, broken: dict[int, bytes] | None = None) -> bytes:
-    lines = []
-    for i in range(count):
-        if broken and i in broken:
-            lines.append(broken[i])
-            continue
-        row = {k: v for k, v in ROWS[i % len(ROWS)].items() if k != "expected"}
-        row["id"] = f"{prefix}-{i}"
-        lines.append(json.dumps(row).encode())
-    return b"\n".join(lines) + b"\n"
 
 
 def _sigkill(process: subprocess.Popen[bytes]) -> bool:
@@ -83,7 +71,7 @@ def test_a_big_file_runs_as_several_shards_in_record_order(create_tenant: Callab
     csv_rows += [f"c-{i}," + ",".join(str(ROWS[i % len(ROWS)][f]) for f in FEATURES) for i in range(2000)]
     with WebhookReceiver() as hook:
         api.post("/v1/subscriptions", json={"endpointUrl": hook.url}).raise_for_status()
-        upload(api, MODEL, "big.jsonl", _jsonl("big", rows, broken))
+        upload(api, MODEL, "big.jsonl", breast_cancer_jsonl("big", rows, broken))
         upload(api, MODEL, "big.csv", ("\n".join(csv_rows) + "\n").encode())
         events = hook.wait_for(2, timeout=120)
     by_name = {e["data"]["input"]["blobPath"].rsplit("/", 1)[-1]: e["data"] for e in events}
@@ -113,7 +101,7 @@ def test_a_big_file_runs_as_several_shards_in_record_order(create_tenant: Callab
 def test_the_sweeper_re_drives_a_job_whose_message_was_lost(create_tenant: Callable[[str], httpx.Client]) -> None:
     api = create_tenant("lostmsg")
     platform = get_platform()
-    content = _jsonl("lost", 40)
+    content = breast_cancer_jsonl("lost", 40)
     etag = platform.blobs.write_bytes("tenant-lostmsg", "data/lost.jsonl", content)
     card = platform.models.resolve("lostmsg", ModelRef(MODEL))
     job = Job(
@@ -162,7 +150,7 @@ def test_killed_workers_lose_and_duplicate_nothing(
     def upload_in_waves() -> None:
         for start in range(0, len(plan), 15):
             for tenant, filename, rows in plan[start : start + 15]:
-                path = upload(tenants[tenant], MODEL, filename, _jsonl(f"{tenant}-{filename}", rows))
+                path = upload(tenants[tenant], MODEL, filename, breast_cancer_jsonl(f"{tenant}-{filename}", rows))
                 uploaded[path] = (tenant, rows)
             time.sleep(1.0)
 
@@ -233,7 +221,7 @@ def test_a_job_finishes_after_every_worker_was_killed_twice_in_a_row(
     rows = 6000  # about 5 MB: twenty shards, so the job is still running when its workers die
     with WebhookReceiver() as hook:
         api.post("/v1/subscriptions", json={"endpointUrl": hook.url}).raise_for_status()
-        upload(api, MODEL, "many.jsonl", _jsonl("many", rows))
+        upload(api, MODEL, "many.jsonl", breast_cancer_jsonl("many", rows))
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             jobs = api.get("/v1/jobs").raise_for_status().json()["items"]
@@ -276,7 +264,7 @@ def test_a_killed_azurite_comes_back_on_its_ports_with_its_blobs(
     api = create_tenant("azkill")
     with WebhookReceiver() as hook:
         api.post("/v1/subscriptions", json={"endpointUrl": hook.url}).raise_for_status()
-        upload(api, MODEL, "before.jsonl", _jsonl("before", 300))
+        upload(api, MODEL, "before.jsonl", breast_cancer_jsonl("before", 300))
         [before] = hook.wait_for(1, timeout=120)
         _wait_for_azurite_save(stack, since=time.time())  # past Azurite's save of everything written so far
         old_pid = stack.azurite.pid
@@ -294,7 +282,7 @@ def test_a_killed_azurite_comes_back_on_its_ports_with_its_blobs(
 
         outbox = get_platform().blobs.read_bytes("tenant-azkill", f"outbox/{before['data']['jobId']}/results.jsonl")
         assert len(outbox.splitlines()) == 300, "the blobs written before the crash are still there"
-        upload(api, MODEL, "after.jsonl", _jsonl("after", 300))
+        upload(api, MODEL, "after.jsonl", breast_cancer_jsonl("after", 300))
         events = hook.wait_for(2, timeout=180)
     assert [e["data"]["input"]["blobPath"].rsplit("/", 1)[-1] for e in events] == ["before.jsonl", "after.jsonl"]
     assert [e["eventType"] for e in events] == ["AIaaS.Job.Succeeded"] * 2

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -17,7 +16,7 @@ from shared.domain.jobs import Job, JobStatus
 from shared.domain.models import ModelRef
 from shared.localhost.functions_host import blob_created_event, registered_function
 from shared.localhost.webhook_receiver import WebhookReceiver
-from tests.e2e._api import upload
+from tests.e2e._api import breast_cancer_jsonl, upload
 from tests.e2e.test_resilience import _sigkill, _wait_for_new_workers
 
 pytestmark = pytest.mark.e2e
@@ -33,16 +32,6 @@ def lines(name: str, count: int) -> list[bytes]:
     return (SAMPLES / name).read_bytes().splitlines()[:count]
 
 
-def big_jsonl(count: int) -> bytes:
-    rows = [json.loads(line) for line in lines("breast-cancer.jsonl", 10_000)]
-    out = []
-    for i in range(count):
-        row = {k: v for k, v in rows[i % len(rows)].items() if k != "expected"}
-        row["id"] = f"big-{i}"
-        out.append(json.dumps(row).encode())
-    return b"\n".join(out) + b"\n"
-
-
 def test_usage_equals_the_sum_over_the_jobs_by_model_and_by_day(
     stack: Any, create_tenant: Callable[[str], httpx.Client]
 ) -> None:
@@ -55,7 +44,7 @@ def test_usage_equals_the_sum_over_the_jobs_by_model_and_by_day(
         "tx.jsonl": (OTHER, b"\n".join(lines("transactions.jsonl", 25)) + b"\n"),
     }
     sizes = {name: len(content) for name, (_, content) in files.items()}
-    big = big_jsonl(3000)  # a dozen shards: still running when its workers are killed
+    big = breast_cancer_jsonl("big", 3000)  # a dozen shards: still running when its workers are killed
     with WebhookReceiver() as hook:
         api.post("/v1/subscriptions", json={"endpointUrl": hook.url}).raise_for_status()
         paths = {name: upload(api, model, name, content) for name, (model, content) in files.items()}

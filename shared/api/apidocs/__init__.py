@@ -9,7 +9,9 @@ from pathlib import Path
 
 from fastapi import APIRouter
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import FileResponse, HTMLResponse, Response
+from fastapi.responses import HTMLResponse, Response
+
+from shared.api.static_files import asset_map, asset_response, security_headers
 
 STATIC = Path(__file__).parent / "static"
 # scripts/vendor_swagger_ui.py copies swagger-ui-dist into one folder named after its version; the URLs carry that
@@ -17,13 +19,7 @@ STATIC = Path(__file__).parent / "static"
 (VENDORED,) = sorted(STATIC.glob("swagger-ui-*"))
 DOCS_PATH = "/api/docs"
 ASSETS_PATH = f"{DOCS_PATH}/static/{VENDORED.name}"
-MEDIA_TYPES = {
-    ".js": "text/javascript; charset=utf-8",
-    ".css": "text/css; charset=utf-8",
-    ".png": "image/png",
-}
-# A fixed set read at import: a request names one of these or gets 404, so no path ever reaches the file system.
-ASSETS = {path.name: path for path in sorted(VENDORED.iterdir()) if path.suffix in MEDIA_TYPES}
+ASSETS = asset_map(VENDORED)  # the script, the stylesheet and the icon (the licence files are not served)
 INLINE_SCRIPT = re.compile(r"<script>(.*?)</script>", re.DOTALL)
 
 
@@ -41,25 +37,11 @@ def docs_page(openapi_url: str, title: str) -> HTMLResponse:
         oauth2_redirect_url=None,
     )
     # The page starts Swagger UI from one inline script: allowed by its hash, so no other inline script runs.
-    hashes = " ".join(
+    hashes = [
         f"'sha256-{base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()}'"
         for script in INLINE_SCRIPT.findall(bytes(page.body).decode())
-    )
-    policy = (
-        f"default-src 'self'; script-src 'self' {hashes}; "
-        # Its stylesheet draws icons from data: URIs; "Try it out" calls this same origin.
-        "style-src 'self'; img-src 'self' data:; connect-src 'self'; "
-        "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
-    )
-    page.headers.update(
-        {
-            "Content-Security-Policy": policy,
-            "X-Frame-Options": "DENY",
-            "X-Content-Type-Options": "nosniff",
-            "Referrer-Policy": "no-referrer",
-            "Cache-Control": "no-store",
-        }
-    )
+    ]
+    page.headers.update(security_headers(script_hashes=hashes))
     return page
 
 
@@ -73,12 +55,8 @@ def apidocs_router(openapi_url: str, title: str) -> APIRouter:
 
     @router.get(f"{ASSETS_PATH}/{{asset}}")
     def swagger_ui_asset(asset: str) -> Response:
-        path = ASSETS.get(asset)
-        if path is None:
-            from shared.domain.errors import NotFound
-
-            raise NotFound("no such API docs asset")
+        # Named after its version: a browser may keep an asset for good.
         headers = {"Cache-Control": "public, max-age=31536000, immutable", "X-Content-Type-Options": "nosniff"}
-        return FileResponse(path, media_type=MEDIA_TYPES[path.suffix], headers=headers)
+        return asset_response(ASSETS, asset, headers, "API docs asset")
 
     return router
