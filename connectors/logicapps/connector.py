@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import shutil
 import sys
 from pathlib import Path
@@ -75,18 +74,15 @@ def callback(events: Path) -> None:
     prints the URL, answers 202 to every request without echoing anything, and appends each JSON body POSTed to it
     to `events`, one line each (the file rewritten whole each time)."""
     from shared.localhost.logicapps_callback import LogicAppsCallback
+    from shared.localhost.webhook_endpoint import keep_events, while_the_shell_lives
 
-    parent = os.getppid()
     with LogicAppsCallback() as receiver:
         print(receiver.url, flush=True)
         written = 0
-        while os.getppid() == parent:  # orphaned (the shell was killed): stop, so nothing outlives it
+        for _ in while_the_shell_lives():
             arrived = receiver.wait_for(written + 1, timeout=1)
             if len(arrived) > written:
-                # Whole lines only, at once: a reader polling the file never sees half an event.
-                partial = events.with_name(events.name + ".partial")
-                partial.write_text("".join(json.dumps(event) + "\n" for event in arrived))
-                partial.replace(events)
+                keep_events(events, arrived)
                 written = len(arrived)
 
 

@@ -9,6 +9,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -54,14 +55,28 @@ class SteeredReceiver(WebhookReceiver):
         return super()._decide()
 
 
+def while_the_shell_lives() -> Iterator[None]:
+    """Yields until the process that started this one ends: a stand-in run from a shell (a docs sample) stops
+    when that shell is gone, killed or not, so nothing outlives it."""
+    parent = os.getppid()
+    while os.getppid() == parent:
+        yield
+
+
+def keep_events(path: Path, events: list[Any]) -> None:
+    """`events` as JSON lines in `path`, whole lines only and at once: a reader polling it never sees half one."""
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text("".join(json.dumps(event) + "\n" for event in events))
+    partial.replace(path)
+
+
 def serve(events: Path, answer_from: Path | None) -> None:
     """Serves on a free loopback port until the shell that started it ends: prints the URL on stdout, one line per
     handshake and delivery on stderr, and keeps every event it accepted (2xx) in `events`, one JSON line each."""
-    parent = os.getppid()
     with SteeredReceiver(answer_from) as receiver:
         print(receiver.url, flush=True)
         written = handshakes = logged = 0
-        while os.getppid() == parent:  # orphaned (the shell was killed): stop, so nothing outlives it
+        for _ in while_the_shell_lives():
             receiver.wait_until(functools.partial(_more, receiver.deliveries, logged), timeout=1)
             validations = [r for r in list(receiver.requests) if _is_handshake(r["headers"])]
             for _ in validations[handshakes:]:
@@ -77,10 +92,7 @@ def serve(events: Path, answer_from: Path | None) -> None:
             logged = len(receiver.deliveries)
             if len(receiver.events) > written:
                 arrived = list(receiver.events)
-                # Whole lines only, at once: a reader polling the file never sees half an event.
-                partial = events.with_name(events.name + ".partial")
-                partial.write_text("".join(json.dumps(event) + "\n" for event in arrived))
-                partial.replace(events)
+                keep_events(events, arrived)
                 written = len(arrived)
 
 
